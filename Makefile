@@ -1,0 +1,32 @@
+# The two commands a newcomer needs:
+#   make run   - install what is missing, build, start one node on 127.0.0.1:2379
+#   make test  - install what is missing, build, run every test
+BUILD ?= build
+JOBS ?= 2
+DATA_DIR ?= default.cairn
+
+.PHONY: setup build run test unit-test e2e-test clean
+
+setup:
+	./scripts/setup.sh
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+build: setup $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j$(JOBS)
+
+run: build
+	./$(BUILD)/cmd/cairn --name default --data-dir $(DATA_DIR) \
+	  --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379
+
+unit-test: build
+	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
+
+e2e-test: build
+	CAIRN_BUILD=$(abspath $(BUILD)) python3 -m pytest -x -q tests
+
+test: unit-test e2e-test
+
+clean:
+	rm -rf $(BUILD)
