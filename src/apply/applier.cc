@@ -1,0 +1,208 @@
+#include "apply/applier.h"
+
+#include "apply/kv_ops.h"
+#include "common/check.h"
+
+namespace cairn::apply {
+
+using storage::Column;
+
+namespace {
+constexpr std::string_view kMetaAppliedIndex = "applied_index";
+constexpr std::string_view kMetaAlarms = "alarms";
+
+void SetError(cairnpb::InternalResponse* resp, const Status& s) {
+  resp->set_error_code(static_cast<int>(s.code()));
+  resp->set_error_message(s.message());
+}
+
+bool TxnHasPut(const etcdserverpb::TxnRequest& r) {
+  auto check = [](const auto& ops) {
+    for (const auto& op : ops) {
+      if (op.request_case() == etcdserverpb::RequestOp::kRequestPut) return true;
+      if (op.request_case() == etcdserverpb::RequestOp::kRequestTxn && TxnHasPut(op.request_txn())) {
+        return true;
+      }
+    }
+    return false;
+  };
+  return check(r.success()) || check(r.failure());
+}
+}  // namespace
+
+Applier::Applier(storage::Engine* engine, mvcc::KvStore* kv, lease::Lessor* lessor,
+                 uint64_t member_id)
+    : engine_(engine), kv_(kv), lessor_(lessor), member_id_(member_id) {}
+
+Status Applier::Open() {
+  std::string v;
+  auto found = engine_->Get(Column::kMeta, kMetaAppliedIndex, &v);
+  if (!found.ok()) return found.status();
+  applied_index_ = *found ? storage::DecodeFixed64BE(v) : 0;
+  found = engine_->Get(Column::kMeta, kMetaAlarms, &v);
+  if (!found.ok()) return found.status();
+  if (*found) {
+    etcdserverpb::AlarmResponse stored;
+    if (!stored.ParseFromString(v)) return Status(Code::kDataLoss, "apply: malformed alarms");
+    std::lock_guard<std::mutex> lock(alarms_mu_);
+    alarms_.assign(stored.alarms().begin(), stored.alarms().end());
+  }
+  return Status::Ok();
+}
+
+std::vector<etcdserverpb::AlarmMember> Applier::Alarms() const {
+  std::lock_guard<std::mutex> lock(alarms_mu_);
+  return alarms_;
+}
+
+bool Applier::NoSpaceAlarm() const {
+  std::lock_guard<std::mutex> lock(alarms_mu_);
+  for (const auto& a : alarms_) {
+    if (a.alarm() == etcdserverpb::NOSPACE) return true;
+  }
+  return false;
+}
+
+void Applier::ApplyAlarm(storage::WriteBatch* batch, const etcdserverpb::AlarmRequest& r,
+                         etcdserverpb::AlarmResponse* resp) {
+  std::lock_guard<std::mutex> lock(alarms_mu_);
+  bool changed = false;
+  switch (r.action()) {
+    case etcdserverpb::AlarmRequest::GET:
+      for (const auto& a : alarms_) {
+        if (r.alarm() == etcdserverpb::NONE || a.alarm() == r.alarm()) *resp->add_alarms() = a;
+      }
+      break;
+    case etcdserverpb::AlarmRequest::ACTIVATE: {
+      if (r.alarm() == etcdserverpb::NONE) break;
+      bool exists = false;
+      for (const auto& a : alarms_) {
+        if (a.memberid() == r.memberid() && a.alarm() == r.alarm()) exists = true;
+      }
+      etcdserverpb::AlarmMember m;
+      m.set_memberid(r.memberid());
+      m.set_alarm(r.alarm());
+      if (!exists) {
+        alarms_.push_back(m);
+        changed = true;
+      }
+      *resp->add_alarms() = m;
+      break;
+    }
+    case etcdserverpb::AlarmRequest::DEACTIVATE: {
+      for (auto it = alarms_.begin(); it != alarms_.end(); ++it) {
+        if (it->memberid() == r.memberid() && it->alarm() == r.alarm()) {
+          *resp->add_alarms() = *it;
+          alarms_.erase(it);
+          changed = true;
+          break;
+        }
+      }
+      break;
+    }
+    default: break;
+  }
+  if (changed) {
+    etcdserverpb::AlarmResponse stored;
+    for (const auto& a : alarms_) *stored.add_alarms() = a;
+    batch->Put(Column::kMeta, kMetaAlarms, stored.SerializeAsString());
+  }
+}
+
+ApplyResult Applier::Apply(uint64_t index, const cairnpb::InternalRequest& req) {
+  CHECK(index == applied_index_ + 1) << "apply out of order: " << index << " after " << applied_index_;
+  ApplyResult out;
+  storage::WriteBatch batch(engine_);
+  mvcc::WriteTxn txn(kv_, &batch);
+  auto* resp = &out.response;
+  int64_t compact_to = 0;
+
+  bool no_space = NoSpaceAlarm();
+  switch (req.request_case()) {
+    case cairnpb::InternalRequest::kPut: {
+      if (no_space) { SetError(resp, errors::NoSpace()); break; }
+      if (req.put().lease() != 0 && !lessor_->Exists(req.put().lease())) {
+        SetError(resp, errors::LeaseNotFound());
+        break;
+      }
+      auto r = Put(txn, *lessor_, req.put());
+      if (!r.ok()) SetError(resp, r.status()); else *resp->mutable_put() = std::move(*r);
+      break;
+    }
+    case cairnpb::InternalRequest::kDeleteRange: {
+      auto r = DeleteRange(txn, req.delete_range());
+      if (!r.ok()) SetError(resp, r.status()); else *resp->mutable_delete_range() = std::move(*r);
+      break;
+    }
+    case cairnpb::InternalRequest::kTxn: {
+      if (no_space && TxnHasPut(req.txn())) { SetError(resp, errors::NoSpace()); break; }
+      auto r = Txn(txn, &txn, *lessor_, req.txn());
+      if (!r.ok()) SetError(resp, r.status()); else *resp->mutable_txn() = std::move(*r);
+      break;
+    }
+    case cairnpb::InternalRequest::kCompaction: {
+      Status s = kv_->ScheduleCompaction(&batch, req.compaction().revision());
+      if (!s.ok()) { SetError(resp, s); break; }
+      compact_to = req.compaction().revision();
+      resp->mutable_compaction()->mutable_header();
+      break;
+    }
+    case cairnpb::InternalRequest::kLeaseGrant: {
+      if (no_space) { SetError(resp, errors::NoSpace()); break; }
+      auto r = lessor_->Grant(&batch, req.lease_grant().id(), req.lease_grant().ttl());
+      if (!r.ok()) { SetError(resp, r.status()); break; }
+      resp->mutable_lease_grant()->set_id(r->id);
+      resp->mutable_lease_grant()->set_ttl(r->granted_ttl_seconds);
+      resp->mutable_lease_grant()->mutable_header();
+      break;
+    }
+    case cairnpb::InternalRequest::kLeaseRevoke: {
+      int64_t id = req.lease_revoke().id();
+      if (!lessor_->Exists(id)) { SetError(resp, errors::LeaseNotFound()); break; }
+      auto keys = txn.LeaseKeys(id);
+      CHECK(keys.ok()) << keys.status().ToString();
+      for (const auto& k : *keys) {
+        auto d = txn.DeleteRange(k, "");
+        CHECK(d.ok()) << d.status().ToString();
+      }
+      Status s = lessor_->Revoke(&batch, id);
+      CHECK(s.ok()) << s.ToString();
+      resp->mutable_lease_revoke()->mutable_header();
+      break;
+    }
+    case cairnpb::InternalRequest::kAlarm:
+      ApplyAlarm(&batch, req.alarm(), resp->mutable_alarm());
+      resp->mutable_alarm()->mutable_header();
+      break;
+    default:
+      SetError(resp, Status(Code::kInvalidArgument, "cairn: empty internal request"));
+      break;
+  }
+
+  std::string idx;
+  storage::PutFixed64BE(&idx, index);
+  batch.Put(Column::kMeta, kMetaAppliedIndex, idx);
+  // A failed request leaves no change but its index: nothing half-applies,
+  // because a failure is detected before the first change is staged or the
+  // whole batch is dropped here.
+  int64_t new_rev = txn.end_rev();
+  if (resp->error_code() != 0 && !txn.changes().empty()) {
+    batch.Clear();
+    batch.Put(Column::kMeta, kMetaAppliedIndex, idx);
+    new_rev = txn.begin_rev();
+  } else {
+    out.events = txn.changes();
+  }
+  Status s = kv_->Commit(batch, new_rev, /*sync=*/false);
+  CHECK(s.ok()) << "apply: storage write failed: " << s.ToString();
+  applied_index_ = index;
+  if (compact_to > 0) {
+    kv_->SetCompactRevisionAfterCommit(compact_to);
+    Status cs = kv_->CompactPhysical(compact_to);
+    CHECK(cs.ok()) << "apply: compaction failed: " << cs.ToString();
+  }
+  out.revision = kv_->CurrentRevision();
+  return out;
+}
+
+}  // namespace cairn::apply

@@ -1,0 +1,56 @@
+// Applier: the deterministic state machine. Applies one log entry at a time,
+// in log order, to the MVCC store, the lessor and the alarms, and persists the
+// entry's index in the same atomic batch as its effects, so a restart neither
+// loses nor re-applies an entry.
+//
+// Thread: apply thread only (Open may run before it starts).
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "cairnpb/internal.pb.h"
+#include "common/status.h"
+#include "lease/lessor.h"
+#include "mvcc/kv_store.h"
+#include "storage/engine.h"
+
+namespace cairn::apply {
+
+struct ApplyResult {
+  cairnpb::InternalResponse response;
+  int64_t revision = 0;                // current revision after the entry
+  std::vector<mvccpb::Event> events;   // changes of the entry, prev_kv filled
+};
+
+class Applier {
+ public:
+  Applier(storage::Engine* engine, mvcc::KvStore* kv, lease::Lessor* lessor, uint64_t member_id);
+
+  Status Open();
+  uint64_t applied_index() const { return applied_index_; }
+
+  // Applies the entry at `index` (must be applied_index()+1) and commits it.
+  // Expected failures (a compare on a missing lease...) are in the response;
+  // a storage failure stops the process, since the state would be unknown.
+  ApplyResult Apply(uint64_t index, const cairnpb::InternalRequest& request);
+
+  // Alarms (thread-safe copy).
+  std::vector<etcdserverpb::AlarmMember> Alarms() const;
+  bool NoSpaceAlarm() const;
+
+ private:
+  void ApplyAlarm(storage::WriteBatch* batch, const etcdserverpb::AlarmRequest& r,
+                  etcdserverpb::AlarmResponse* resp);
+
+  storage::Engine* engine_;
+  mvcc::KvStore* kv_;
+  lease::Lessor* lessor_;
+  uint64_t member_id_;
+  uint64_t applied_index_ = 0;
+  mutable std::mutex alarms_mu_;
+  std::vector<etcdserverpb::AlarmMember> alarms_;  // GUARDED_BY(alarms_mu_)
+};
+
+}  // namespace cairn::apply

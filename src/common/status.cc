@@ -1,0 +1,44 @@
+#include "common/status.h"
+
+namespace cairn {
+
+std::string Status::ToString() const {
+  if (ok()) return "OK";
+  return "code " + std::to_string(static_cast<int>(code_)) + ": " + message_;
+}
+
+namespace errors {
+Status EmptyKey() { return {Code::kInvalidArgument, "etcdserver: key is not provided"}; }
+Status KeyNotFound() { return {Code::kInvalidArgument, "etcdserver: key not found"}; }
+Status ValueProvided() { return {Code::kInvalidArgument, "etcdserver: value is provided"}; }
+Status LeaseProvided() { return {Code::kInvalidArgument, "etcdserver: lease is provided"}; }
+Status TooManyOps() {
+  return {Code::kInvalidArgument, "etcdserver: too many operations in txn request"};
+}
+Status DuplicateKey() {
+  return {Code::kInvalidArgument, "etcdserver: duplicate key given in txn request"};
+}
+Status Compacted() {
+  return {Code::kOutOfRange, "etcdserver: mvcc: required revision has been compacted"};
+}
+Status FutureRev() {
+  return {Code::kOutOfRange, "etcdserver: mvcc: required revision is a future revision"};
+}
+Status NoSpace() { return {Code::kResourceExhausted, "etcdserver: mvcc: database space exceeded"}; }
+Status LeaseNotFound() { return {Code::kNotFound, "etcdserver: requested lease not found"}; }
+Status LeaseExist() { return {Code::kFailedPrecondition, "etcdserver: lease already exists"}; }
+Status LeaseTTLTooLarge() { return {Code::kOutOfRange, "etcdserver: too large lease TTL"}; }
+Status RequestTooLarge() { return {Code::kInvalidArgument, "etcdserver: request is too large"}; }
+Status AuthNotEnabled() {
+  return {Code::kFailedPrecondition, "etcdserver: authentication is not enabled"};
+}
+Status MemberNotFound() { return {Code::kNotFound, "etcdserver: member not found"}; }
+Status Stopped() { return {Code::kUnavailable, "etcdserver: server stopped"}; }
+Status Timeout() { return {Code::kUnavailable, "etcdserver: request timed out"}; }
+Status TooManyRequests() { return {Code::kResourceExhausted, "etcdserver: too many requests"}; }
+Status Corrupt() { return {Code::kDataLoss, "etcdserver: corrupt cluster"}; }
+Status NotCapable() { return {Code::kUnavailable, "etcdserver: not capable"}; }
+Status Internal(std::string message) { return {Code::kInternal, std::move(message)}; }
+}  // namespace errors
+
+}  // namespace cairn

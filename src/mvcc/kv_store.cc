@@ -1,0 +1,418 @@
+#include "mvcc/kv_store.h"
+
+#include <boost/crc.hpp>
+#include <mutex>
+#include <unordered_set>
+
+#include "common/check.h"
+#include "mvcc/key_codec.h"
+
+namespace cairn::mvcc {
+
+using storage::Column;
+
+namespace {
+constexpr char kLive = 'v';
+constexpr char kTombstone = 't';
+constexpr size_t kCompactionChunk = 10000;
+
+bool IsFromKey(std::string_view end) { return end.size() == 1 && end[0] == '\0'; }
+
+std::string LeaseKeyRow(int64_t lease, std::string_view key) {
+  std::string out;
+  storage::PutFixed64BE(&out, static_cast<uint64_t>(lease));
+  out.append(key);
+  return out;
+}
+
+std::string EncodeMeta(int64_t v) {
+  std::string out;
+  storage::PutFixed64BE(&out, static_cast<uint64_t>(v));
+  return out;
+}
+
+Result<int64_t> ReadMeta(storage::Engine* engine, std::string_view key, int64_t dflt) {
+  std::string v;
+  auto found = engine->Get(Column::kMeta, key, &v);
+  if (!found.ok()) return found.status();
+  if (!*found) return dflt;
+  if (v.size() != 8) return Status(Code::kDataLoss, "mvcc: malformed meta " + std::string(key));
+  return static_cast<int64_t>(storage::DecodeFixed64BE(v));
+}
+
+// The range scan shared by read and write transactions. `make_iter` returns
+// an iterator over column kKey bounded to [lower, upper).
+template <typename MakeIter>
+Result<RangeResult> RangeImpl(MakeIter make_iter, std::string_view key, std::string_view end,
+                              const RangeOptions& options, int64_t cur_rev, int64_t compact_rev) {
+  int64_t rev = options.rev;
+  if (rev > cur_rev) return errors::FutureRev();
+  if (rev <= 0) rev = cur_rev;
+  if (rev < compact_rev) return errors::Compacted();
+
+  RangeResult result;
+  result.rev = cur_rev;
+  const bool single = end.empty();
+  if (!single && !IsFromKey(end) && end <= key) return result;
+
+  std::string lower = single ? KeyPrefix(key) : EscapeKey(key);
+  std::string upper = single ? KeyPrefixEnd(key) : (IsFromKey(end) ? "" : EscapeKey(end));
+  auto it = make_iter(lower, upper);
+  std::string target = lower;
+  const uint64_t inverted = ~static_cast<uint64_t>(rev);
+  it->Seek(target);
+  while (it->Valid()) {
+    std::string_view encoded = it->key();
+    if (encoded.size() < 10) return Status(Code::kDataLoss, "mvcc: malformed version key");
+    std::string_view prefix = encoded.substr(0, encoded.size() - 8);
+    uint64_t version_inverted = storage::DecodeFixed64BE(encoded.substr(encoded.size() - 8));
+    if (version_inverted < inverted) {
+      // Newer than `rev`: jump to the newest version <= rev of this key.
+      std::string seek(prefix);
+      storage::PutFixed64BE(&seek, inverted);
+      it->Seek(seek);
+      if (!it->Valid()) break;
+      if (it->key().substr(0, prefix.size()) != prefix ||
+          it->key().size() != prefix.size() + 8) {
+        continue;  // no version <= rev; now on the next key
+      }
+      encoded = it->key();
+    }
+    std::string_view value = it->value();
+    if (value.empty()) return Status(Code::kDataLoss, "mvcc: empty version record");
+    if (value[0] == kLive) {
+      result.count++;
+      if (!options.count_only &&
+          (options.limit <= 0 || static_cast<int64_t>(result.kvs.size()) < options.limit)) {
+        mvccpb::KeyValue kv;
+        if (!kv.ParseFromArray(value.data() + 1, static_cast<int>(value.size() - 1))) {
+          return Status(Code::kDataLoss, "mvcc: malformed KeyValue");
+        }
+        result.kvs.push_back(std::move(kv));
+      }
+    }
+    if (single) break;
+    it->Seek(NextKeySeekTarget(encoded));
+  }
+  Status s = it->status();
+  if (!s.ok()) return s;
+  return result;
+}
+
+// The newest version of a key through `it` (bounded to the key's versions).
+Result<bool> LatestLive(storage::Iterator* it, mvccpb::KeyValue* kv) {
+  it->SeekToFirst();
+  if (!it->Valid()) {
+    Status s = it->status();
+    if (!s.ok()) return s;
+    return false;
+  }
+  std::string_view value = it->value();
+  if (value.empty() || value[0] != kLive) return false;
+  if (!kv->ParseFromArray(value.data() + 1, static_cast<int>(value.size() - 1))) {
+    return Status(Code::kDataLoss, "mvcc: malformed KeyValue");
+  }
+  return true;
+}
+}  // namespace
+
+Result<bool> ParseVersion(std::string_view encoded_key, std::string_view value,
+                          mvccpb::KeyValue* kv, bool* tombstone) {
+  if (value.empty()) return Status(Code::kDataLoss, "mvcc: empty version record");
+  if (value[0] == kTombstone) {
+    *tombstone = true;
+    std::string key;
+    int64_t rev = 0;
+    if (!DecodeVersionKey(encoded_key, &key, &rev)) {
+      return Status(Code::kDataLoss, "mvcc: malformed version key");
+    }
+    kv->Clear();
+    kv->set_key(key);
+    kv->set_mod_revision(rev);
+    return true;
+  }
+  *tombstone = false;
+  if (!kv->ParseFromArray(value.data() + 1, static_cast<int>(value.size() - 1))) {
+    return Status(Code::kDataLoss, "mvcc: malformed KeyValue");
+  }
+  return true;
+}
+
+// ---------------------------------------------------------------- ReadTxn
+
+Result<RangeResult> ReadTxn::Range(std::string_view key, std::string_view end,
+                                   const RangeOptions& options) {
+  auto make_iter = [&](std::string_view lower, std::string_view upper) {
+    return store_->engine_->NewIterator(Column::kKey, snapshot_.get(), lower, upper);
+  };
+  return RangeImpl(make_iter, key, end, options, rev_, compact_rev_);
+}
+
+Result<std::vector<mvccpb::Event>> ReadTxn::Events(int64_t from_rev, int64_t to_rev,
+                                                   size_t max_events, bool with_prev_kv,
+                                                   int64_t* next_rev) {
+  std::vector<mvccpb::Event> events;
+  *next_rev = from_rev;
+  if (from_rev > to_rev) return events;
+  auto it = store_->engine_->NewIterator(Column::kRev, snapshot_.get(), RevKey(from_rev, 0),
+                                         RevKey(to_rev + 1, 0));
+  int64_t last_main = 0;
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    int64_t main = 0, sub = 0;
+    if (!DecodeRevKey(it->key(), &main, &sub)) {
+      return Status(Code::kDataLoss, "mvcc: malformed revision key");
+    }
+    if (main != last_main && events.size() >= max_events) break;
+    last_main = main;
+    std::string_view row = it->value();
+    if (row.empty()) return Status(Code::kDataLoss, "mvcc: empty revision record");
+    std::string key(row.substr(1));
+    mvccpb::Event ev;
+    if (row[0] == kTombstone) {
+      ev.set_type(mvccpb::Event::DELETE);
+      ev.mutable_kv()->set_key(key);
+      ev.mutable_kv()->set_mod_revision(main);
+    } else {
+      std::string value;
+      auto found = store_->engine_->Get(Column::kKey, VersionKey(key, main), &value,
+                                        snapshot_.get());
+      if (!found.ok()) return found.status();
+      CHECK(*found) << "revision " << main << " has no version record";
+      if (!ev.mutable_kv()->ParseFromArray(value.data() + 1, static_cast<int>(value.size() - 1))) {
+        return Status(Code::kDataLoss, "mvcc: malformed KeyValue");
+      }
+      ev.set_type(mvccpb::Event::PUT);
+    }
+    if (with_prev_kv) {
+      auto pit = store_->engine_->NewIterator(Column::kKey, snapshot_.get(), KeyPrefix(key),
+                                              KeyPrefixEnd(key));
+      pit->Seek(VersionKey(key, main - 1));
+      if (pit->Valid() && !pit->value().empty() && pit->value()[0] == kLive) {
+        ev.mutable_prev_kv()->ParseFromArray(pit->value().data() + 1,
+                                             static_cast<int>(pit->value().size() - 1));
+      }
+    }
+    events.push_back(std::move(ev));
+    *next_rev = main + 1;
+  }
+  Status s = it->status();
+  if (!s.ok()) return s;
+  if (!it->Valid()) *next_rev = to_rev + 1;  // scanned everything up to to_rev
+  return events;
+}
+
+// ---------------------------------------------------------------- WriteTxn
+
+WriteTxn::WriteTxn(KvStore* store, storage::WriteBatch* batch)
+    : store_(store), batch_(batch), begin_rev_(store->CurrentRevision()) {}
+
+int64_t WriteTxn::FirstRev() const { return store_->CompactRevision(); }
+
+Result<RangeResult> WriteTxn::Range(std::string_view key, std::string_view end,
+                                    const RangeOptions& options) {
+  auto make_iter = [&](std::string_view lower, std::string_view upper) {
+    return batch_->NewIterator(Column::kKey, lower, upper);
+  };
+  return RangeImpl(make_iter, key, end, options, Rev(), store_->CompactRevision());
+}
+
+Result<bool> WriteTxn::Get(std::string_view key, mvccpb::KeyValue* kv) {
+  auto it = batch_->NewIterator(Column::kKey, KeyPrefix(key), KeyPrefixEnd(key));
+  return LatestLive(it.get(), kv);
+}
+
+Result<int64_t> WriteTxn::Put(std::string_view key, std::string_view value, int64_t lease) {
+  const int64_t rev = begin_rev_ + 1;
+  const int64_t sub = static_cast<int64_t>(changes_.size());
+  mvccpb::KeyValue prev;
+  auto found = Get(key, &prev);
+  if (!found.ok()) return found.status();
+
+  mvccpb::Event ev;
+  ev.set_type(mvccpb::Event::PUT);
+  mvccpb::KeyValue* kv = ev.mutable_kv();
+  kv->set_key(std::string(key));
+  kv->set_value(std::string(value));
+  kv->set_create_revision(*found ? prev.create_revision() : rev);
+  kv->set_mod_revision(rev);
+  kv->set_version(*found ? prev.version() + 1 : 1);
+  kv->set_lease(lease);
+
+  std::string record(1, kLive);
+  kv->AppendToString(&record);
+  batch_->Put(Column::kKey, VersionKey(key, rev), record);
+  std::string row(1, kLive);
+  row.append(key);
+  batch_->Put(Column::kRev, RevKey(rev, sub), row);
+  if (*found && prev.lease() != 0) batch_->Delete(Column::kLeaseKey, LeaseKeyRow(prev.lease(), key));
+  if (lease != 0) batch_->Put(Column::kLeaseKey, LeaseKeyRow(lease, key), "");
+  if (*found) *ev.mutable_prev_kv() = std::move(prev);
+  changes_.push_back(std::move(ev));
+  return rev;
+}
+
+Result<std::pair<int64_t, int64_t>> WriteTxn::DeleteRange(std::string_view key,
+                                                         std::string_view end) {
+  auto existing = Range(key, end, RangeOptions{});
+  if (!existing.ok()) return existing.status();
+  const int64_t rev = begin_rev_ + 1;
+  for (auto& prev : existing->kvs) {
+    const int64_t sub = static_cast<int64_t>(changes_.size());
+    batch_->Put(Column::kKey, VersionKey(prev.key(), rev), std::string(1, kTombstone));
+    std::string row(1, kTombstone);
+    row.append(prev.key());
+    batch_->Put(Column::kRev, RevKey(rev, sub), row);
+    if (prev.lease() != 0) batch_->Delete(Column::kLeaseKey, LeaseKeyRow(prev.lease(), prev.key()));
+    mvccpb::Event ev;
+    ev.set_type(mvccpb::Event::DELETE);
+    ev.mutable_kv()->set_key(prev.key());
+    ev.mutable_kv()->set_mod_revision(rev);
+    *ev.mutable_prev_kv() = std::move(prev);
+    changes_.push_back(std::move(ev));
+  }
+  int64_t n = static_cast<int64_t>(existing->kvs.size());
+  return std::make_pair(n, (n != 0 || !changes_.empty()) ? rev : begin_rev_);
+}
+
+Result<std::vector<std::string>> WriteTxn::LeaseKeys(int64_t lease) {
+  std::string lower, upper;
+  storage::PutFixed64BE(&lower, static_cast<uint64_t>(lease));
+  storage::PutFixed64BE(&upper, static_cast<uint64_t>(lease) + 1);
+  auto it = batch_->NewIterator(Column::kLeaseKey, lower, upper);
+  std::vector<std::string> keys;
+  for (it->SeekToFirst(); it->Valid(); it->Next()) keys.emplace_back(it->key().substr(8));
+  Status s = it->status();
+  if (!s.ok()) return s;
+  return keys;
+}
+
+// ---------------------------------------------------------------- KvStore
+
+KvStore::KvStore(storage::Engine* engine) : engine_(engine) {}
+
+Status KvStore::Open() {
+  auto cur = ReadMeta(engine_, kMetaCurrentRev, 1);
+  if (!cur.ok()) return cur.status();
+  auto compact = ReadMeta(engine_, kMetaCompactRev, 0);
+  if (!compact.ok()) return compact.status();
+  auto scheduled = ReadMeta(engine_, kMetaScheduledCompactRev, 0);
+  if (!scheduled.ok()) return scheduled.status();
+  auto finished = ReadMeta(engine_, kMetaFinishedCompactRev, 0);
+  if (!finished.ok()) return finished.status();
+  current_rev_ = *cur;
+  compact_rev_ = *compact;
+  if (*scheduled > *finished) return CompactPhysical(*scheduled);
+  return Status::Ok();
+}
+
+std::unique_ptr<ReadTxn> KvStore::Read() const {
+  auto txn = std::unique_ptr<ReadTxn>(new ReadTxn());
+  txn->store_ = this;
+  std::shared_lock<std::shared_mutex> lock(commit_mu_);
+  txn->snapshot_ = engine_->GetSnapshot();
+  txn->rev_ = current_rev_.load();
+  txn->compact_rev_ = compact_rev_.load();
+  return txn;
+}
+
+Status KvStore::Commit(storage::WriteBatch& batch, int64_t new_rev, bool sync) {
+  CHECK(new_rev >= current_rev_.load()) << "revision going backwards: " << new_rev;
+  if (new_rev != current_rev_.load()) batch.Put(Column::kMeta, kMetaCurrentRev, EncodeMeta(new_rev));
+  std::unique_lock<std::shared_mutex> lock(commit_mu_);
+  Status s = engine_->Write(batch, sync);
+  if (s.ok()) current_rev_ = new_rev;
+  return s;
+}
+
+Status KvStore::ScheduleCompaction(storage::WriteBatch* batch, int64_t rev) {
+  if (rev <= compact_rev_.load()) return errors::Compacted();
+  if (rev > current_rev_.load()) return errors::FutureRev();
+  batch->Put(Column::kMeta, kMetaCompactRev, EncodeMeta(rev));
+  batch->Put(Column::kMeta, kMetaScheduledCompactRev, EncodeMeta(rev));
+  return Status::Ok();
+}
+
+void KvStore::SetCompactRevisionAfterCommit(int64_t rev) {
+  std::unique_lock<std::shared_mutex> lock(commit_mu_);
+  if (rev > compact_rev_.load()) compact_rev_ = rev;
+}
+
+Status KvStore::CompactPhysical(int64_t rev) {
+  const std::string rev_end = RevKey(rev + 1, 0);
+  while (true) {
+    // Take a chunk of the change log up to `rev`.
+    std::vector<std::string> rows;
+    std::unordered_set<std::string> keys;
+    {
+      auto it = engine_->NewIterator(Column::kRev, nullptr, "", rev_end);
+      for (it->SeekToFirst(); it->Valid() && rows.size() < kCompactionChunk; it->Next()) {
+        rows.emplace_back(it->key());
+        keys.emplace(it->value().substr(1));
+      }
+      Status s = it->status();
+      if (!s.ok()) return s;
+    }
+    if (rows.empty()) break;
+    storage::WriteBatch batch(engine_);
+    for (const auto& key : keys) {
+      // Keep the newest version <= rev unless it is a tombstone; drop all older.
+      auto it = engine_->NewIterator(Column::kKey, nullptr, KeyPrefix(key), KeyPrefixEnd(key));
+      it->Seek(VersionKey(key, rev));
+      bool first = true;
+      for (; it->Valid(); it->Next()) {
+        std::string_view value = it->value();
+        if (first) {
+          first = false;
+          if (!value.empty() && value[0] == kLive) continue;
+        }
+        batch.Delete(Column::kKey, it->key());
+      }
+      Status s = it->status();
+      if (!s.ok()) return s;
+    }
+    for (const auto& row : rows) batch.Delete(Column::kRev, row);
+    std::unique_lock<std::shared_mutex> lock(commit_mu_);
+    Status s = engine_->Write(batch, false);
+    if (!s.ok()) return s;
+  }
+  storage::WriteBatch done(engine_);
+  done.Put(Column::kMeta, kMetaFinishedCompactRev, EncodeMeta(rev));
+  std::unique_lock<std::shared_mutex> lock(commit_mu_);
+  return engine_->Write(done, false);
+}
+
+Result<uint32_t> KvStore::HashKV(int64_t rev, int64_t* hash_rev, int64_t* compact_rev) const {
+  auto txn = Read();
+  if (rev > txn->Rev()) return errors::FutureRev();
+  if (rev <= 0) rev = txn->Rev();
+  if (rev < txn->FirstRev()) return errors::Compacted();
+  *hash_rev = rev;
+  *compact_rev = txn->FirstRev();
+  boost::crc_optimal<32, 0x1EDC6F41, 0xFFFFFFFF, 0xFFFFFFFF, true, true> crc;
+  auto it = engine_->NewIterator(Column::kKey, txn->snapshot());
+  std::string last_prefix;
+  bool kept_compacted = false;
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    std::string_view encoded = it->key();
+    std::string_view prefix = encoded.substr(0, encoded.size() - 8);
+    int64_t version_rev = static_cast<int64_t>(~storage::DecodeFixed64BE(encoded.substr(encoded.size() - 8)));
+    if (prefix != last_prefix) {
+      last_prefix = std::string(prefix);
+      kept_compacted = false;
+    }
+    if (version_rev > rev) continue;
+    if (version_rev <= *compact_rev) {
+      // Only the newest live version at or below the compaction survives it.
+      if (kept_compacted) continue;
+      kept_compacted = true;
+      if (it->value().empty() || it->value()[0] != kLive) continue;
+    }
+    crc.process_bytes(encoded.data(), encoded.size());
+    crc.process_bytes(it->value().data(), it->value().size());
+  }
+  Status s = it->status();
+  if (!s.ok()) return s;
+  return static_cast<uint32_t>(crc.checksum());
+}
+
+}  // namespace cairn::mvcc

@@ -1,0 +1,255 @@
+#include "server/node.h"
+
+#include <chrono>
+#include <filesystem>
+#include <random>
+
+#include "common/check.h"
+#include "common/logging.h"
+
+namespace cairn::server {
+
+using storage::Column;
+namespace fs = std::filesystem;
+
+namespace {
+constexpr std::string_view kMetaFormat = "format";
+constexpr std::string_view kFormatV1 = "cairn-v1";
+constexpr std::string_view kMetaClusterId = "cluster_id";
+constexpr std::string_view kMetaMemberId = "member_id";
+
+std::string LogKey(uint64_t index) {
+  std::string k;
+  storage::PutFixed64BE(&k, index);
+  return k;
+}
+
+double SecondsSince(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+uint64_t RandomId() {
+  std::random_device rd;
+  uint64_t v = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  return v == 0 ? 1 : v;
+}
+}  // namespace
+
+Node::Node(NodeOptions options)
+    : options_(std::move(options)), queue_(options_.max_pending_proposals) {}
+
+Node::~Node() { Stop(); }
+
+Status Node::OpenStorage() {
+  std::error_code ec;
+  fs::path dir(options_.data_dir);
+  fs::path db = dir / "cairn.db";
+  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec)) {
+    return Status(Code::kFailedPrecondition, "data dir " + dir.string() + " is not a directory");
+  }
+  if (fs::exists(dir, ec) && !fs::exists(db, ec)) {
+    for (auto it = fs::directory_iterator(dir, ec); it != fs::directory_iterator(); ++it) {
+      return Status(Code::kFailedPrecondition,
+                    "data dir " + dir.string() +
+                        " is not empty and holds no cairn database (is it another program's?)");
+    }
+  }
+  fs::create_directories(dir, ec);
+  if (ec) return Status(Code::kFailedPrecondition, "cannot create data dir: " + ec.message());
+  const bool fresh = !fs::exists(db, ec);
+  storage::EngineOptions eo;
+  eo.path = db.string();
+  auto engine = storage::Engine::Open(eo);
+  if (!engine.ok()) {
+    return Status(engine.status().code(),
+                  "cannot open the database in " + db.string() + ": " + engine.status().message());
+  }
+  engine_ = std::move(*engine);
+
+  std::string v;
+  auto found = engine_->Get(Column::kMeta, kMetaFormat, &v);
+  if (!found.ok()) return found.status();
+  if (!*found) {
+    if (!fresh) {
+      return Status(Code::kFailedPrecondition,
+                    db.string() + " is a database without cairn's format marker; refusing it");
+    }
+    storage::WriteBatch init(engine_.get());
+    init.Put(Column::kMeta, kMetaFormat, kFormatV1);
+    std::string id;
+    ids_.cluster_id = RandomId();
+    ids_.member_id = RandomId();
+    storage::PutFixed64BE(&id, ids_.cluster_id);
+    init.Put(Column::kMeta, kMetaClusterId, id);
+    id.clear();
+    storage::PutFixed64BE(&id, ids_.member_id);
+    init.Put(Column::kMeta, kMetaMemberId, id);
+    Status s = engine_->Write(init, true);
+    if (!s.ok()) return s;
+  } else {
+    if (v != kFormatV1) {
+      return Status(Code::kFailedPrecondition, "unknown cairn data format '" + v + "' in " + db.string());
+    }
+    std::string id;
+    if (!engine_->Get(Column::kMeta, kMetaClusterId, &id).value() || id.size() != 8) {
+      return Status(Code::kDataLoss, "corrupt data dir: cluster id missing");
+    }
+    ids_.cluster_id = storage::DecodeFixed64BE(id);
+    if (!engine_->Get(Column::kMeta, kMetaMemberId, &id).value() || id.size() != 8) {
+      return Status(Code::kDataLoss, "corrupt data dir: member id missing");
+    }
+    ids_.member_id = storage::DecodeFixed64BE(id);
+  }
+  kv_ = std::make_unique<mvcc::KvStore>(engine_.get());
+  Status s = kv_->Open();
+  if (!s.ok()) return s;
+  lessor_ = std::make_unique<lease::Lessor>(engine_.get(), &clock_, options_.lessor);
+  s = lessor_->Open();
+  if (!s.ok()) return s;
+  applier_ = std::make_unique<apply::Applier>(engine_.get(), kv_.get(), lessor_.get(), ids_.member_id);
+  return applier_->Open();
+}
+
+Status Node::Replay() {
+  // Entries past the applied index were acknowledged by the log but their
+  // effects may be lost with the un-synced apply write: apply them again.
+  uint64_t applied = applier_->applied_index();
+  auto it = engine_->NewIterator(Column::kLog);
+  it->SeekToLast();
+  last_log_index_ = it->Valid() ? storage::DecodeFixed64BE(it->key()) : applied;
+  if (last_log_index_ < applied) last_log_index_ = applied;
+  uint64_t replayed = 0;
+  for (it->Seek(LogKey(applied + 1)); it->Valid(); it->Next()) {
+    uint64_t index = storage::DecodeFixed64BE(it->key());
+    cairnpb::LogEntry entry;
+    if (!entry.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return Status(Code::kDataLoss, "corrupt log entry at index " + std::to_string(index));
+    }
+    cairnpb::InternalRequest req;
+    if (!req.ParseFromString(entry.data())) {
+      return Status(Code::kDataLoss, "corrupt request in log entry " + std::to_string(index));
+    }
+    applier_->Apply(index, req);
+    replayed++;
+  }
+  if (!it->status().ok()) return it->status();
+  applied_index_ = applier_->applied_index();
+  if (replayed) CAIRN_LOG(kInfo) << "replayed " << replayed << " log entries";
+  return Status::Ok();
+}
+
+Status Node::Start(NodeHooks hooks) {
+  hooks_ = std::move(hooks);
+  Status s = OpenStorage();
+  if (!s.ok()) return s;
+  s = Replay();
+  if (!s.ok()) return s;
+  lease_id_counter_ = (ids_.member_id & 0x7fff000000000000ULL) ^
+                      (static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count()) & 0xffffffffffffULL);
+  apply_thread_ = std::thread([this] { ApplyLoop(); });
+  AddPeriodic("lease-expiry", options_.lease_check_interval_ms, [this] { LeaseLoop(); });
+  return Status::Ok();
+}
+
+void Node::Stop() {
+  if (stopping_.exchange(true)) return;
+  queue_.Close();
+  if (apply_thread_.joinable()) apply_thread_.join();
+  for (auto& t : periodic_threads_) {
+    if (t.joinable()) t.join();
+  }
+  periodic_threads_.clear();
+}
+
+int64_t Node::NextLeaseId() {
+  uint64_t v = ++lease_id_counter_;
+  int64_t id = static_cast<int64_t>(v & 0x7fffffffffffffffULL);
+  return id == 0 ? 1 : id;
+}
+
+void Node::AddPeriodic(std::string name, int64_t interval_ms, std::function<void()> fn) {
+  periodic_threads_.emplace_back([this, interval_ms, fn = std::move(fn)] {
+    auto next = std::chrono::steady_clock::now();
+    while (!stopping_.load()) {
+      next += std::chrono::milliseconds(interval_ms);
+      fn();
+      while (!stopping_.load() && std::chrono::steady_clock::now() < next) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(interval_ms, 50)));
+      }
+    }
+  });
+}
+
+void Node::Propose(cairnpb::InternalRequest request, Callback done) {
+  Proposal p{std::move(request), std::move(done)};
+  if (stopping_.load() || !queue_.TryPush(p)) {
+    cairnpb::InternalResponse resp;
+    Status s = stopping_.load() ? errors::Stopped() : errors::TooManyRequests();
+    resp.set_error_code(static_cast<int>(s.code()));
+    resp.set_error_message(s.message());
+    p.done(resp);
+  }
+}
+
+void Node::LeaseLoop() {
+  for (int64_t id : lessor_->Expired(1000)) {
+    cairnpb::InternalRequest req;
+    req.mutable_lease_revoke()->set_id(id);
+    Propose(std::move(req), [](const cairnpb::InternalResponse&) {});
+  }
+}
+
+void Node::ApplyLoop() {
+  std::vector<Proposal> batch;
+  while (true) {
+    batch.clear();
+    if (!queue_.PopBatch(&batch, options_.max_batch_entries, std::chrono::milliseconds(100))) break;
+    if (batch.empty()) continue;
+
+    // 1. Append the whole batch to the log with one synced write.
+    storage::WriteBatch log(engine_.get());
+    std::vector<uint64_t> indexes;
+    indexes.reserve(batch.size());
+    for (auto& p : batch) {
+      cairnpb::LogEntry entry;
+      entry.set_index(++last_log_index_);
+      entry.set_term(raft_term());
+      entry.set_data(p.request.SerializeAsString());
+      log.Put(Column::kLog, LogKey(entry.index()), entry.SerializeAsString());
+      indexes.push_back(entry.index());
+    }
+    uint64_t first_kept = 0;
+    if (last_log_index_ > options_.log_retention_entries + options_.max_batch_entries &&
+        last_log_index_ % 1024 < batch.size()) {
+      first_kept = last_log_index_ - options_.log_retention_entries;
+      log.DeleteRange(Column::kLog, LogKey(0), LogKey(first_kept));
+    }
+    auto t0 = std::chrono::steady_clock::now();
+    Status s = engine_->Write(log, /*sync=*/true);
+    CHECK(s.ok()) << "log append failed: " << s.ToString();
+    if (hooks_.on_log_sync) hooks_.on_log_sync(SecondsSince(t0));
+
+    // 2. Apply in index order, publish, answer.
+    for (size_t i = 0; i < batch.size(); i++) {
+      auto t1 = std::chrono::steady_clock::now();
+      apply::ApplyResult r = applier_->Apply(indexes[i], batch[i].request);
+      if (hooks_.on_apply_commit) hooks_.on_apply_commit(SecondsSince(t1));
+      applied_index_ = indexes[i];
+      if (!r.events.empty() && hooks_.on_events) hooks_.on_events(r.revision, r.events);
+      batch[i].done(r.response);
+    }
+  }
+  // Drain: whatever is left is refused.
+  batch.clear();
+  while (queue_.PopBatch(&batch, 1024, std::chrono::milliseconds(0)) && !batch.empty()) {
+    for (auto& p : batch) {
+      cairnpb::InternalResponse resp;
+      resp.set_error_code(static_cast<int>(Code::kUnavailable));
+      resp.set_error_message(errors::Stopped().message());
+      p.done(resp);
+    }
+    batch.clear();
+  }
+}
+
+}  // namespace cairn::server
