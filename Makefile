@@ -24,7 +24,7 @@ unit-test: build
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
 
 e2e-test: build
-	CAIRN_BUILD=$(abspath $(BUILD)) python3 -m pytest -x -q tests
+	CAIRN_BUILD=$(abspath $(BUILD)) /usr/bin/python3 -m pytest -x -q tests
 
 test: unit-test e2e-test
 

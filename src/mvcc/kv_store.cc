@@ -293,7 +293,7 @@ KvStore::KvStore(storage::Engine* engine) : engine_(engine) {}
 Status KvStore::Open() {
   auto cur = ReadMeta(engine_, kMetaCurrentRev, 1);
   if (!cur.ok()) return cur.status();
-  auto compact = ReadMeta(engine_, kMetaCompactRev, 0);
+  auto compact = ReadMeta(engine_, kMetaCompactRev, -1);
   if (!compact.ok()) return compact.status();
   auto scheduled = ReadMeta(engine_, kMetaScheduledCompactRev, 0);
   if (!scheduled.ok()) return scheduled.status();

@@ -151,7 +151,7 @@ class KvStore {
   storage::Engine* engine_;
   mutable std::shared_mutex commit_mu_;  // orders Commit against Read's snapshot
   std::atomic<int64_t> current_rev_{1};
-  std::atomic<int64_t> compact_rev_{0};
+  std::atomic<int64_t> compact_rev_{-1};  // etcd starts at -1: Compact(0) is valid once
 };
 
 // Shared by ReadTxn and WriteTxn: range over any iterator source.

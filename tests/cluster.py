@@ -1,0 +1,404 @@
+"""Start and stop single-node servers (cairn or the real etcd) for the e2e suite.
+
+A Server owns one process, one data dir and a fixed pair of loopback ports
+(the ports are kept across restart(), so endpoints stay valid).  Every
+process started here is registered in _LIVE and killed at teardown and at
+interpreter exit, so a failing test never leaves a stray server behind.
+"""
+
+import atexit
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import grpc
+from etcd3.etcdrpc import rpc_pb2, rpc_pb2_grpc
+
+ETCD_BIN = os.environ.get("CAIRN_ETCD_BIN", "/usr/bin/etcd")
+ETCDCTL_BIN = os.environ.get("CAIRN_ETCDCTL_BIN", "/usr/bin/etcdctl")
+READY_TIMEOUT = float(os.environ.get("CAIRN_READY_TIMEOUT", "30"))
+
+# Which server the `cairn` fixture starts: "cairn" (default) or "etcd".
+TARGET = os.environ.get("CAIRN_TEST_TARGET", "cairn").strip() or "cairn"
+
+_LIVE = set()
+
+
+def cairn_binary():
+    build = os.environ.get("CAIRN_BUILD", "")
+    if not build:
+        return None
+    return os.path.join(os.path.abspath(build), "cmd", "cairn")
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def etcdctl_env():
+    env = dict(os.environ, ETCDCTL_API="3")
+    for k in list(env):
+        # Do not let a developer's environment (ETCDCTL_ENDPOINTS, ...) leak in.
+        if k.startswith("ETCDCTL_") and k != "ETCDCTL_API":
+            del env[k]
+    return env
+
+
+class ServerError(Exception):
+    pass
+
+
+class Server:
+    """One single-node server process.
+
+    kind: "cairn" or "etcd".  extra_args: flags appended verbatim (e.g.
+    ["--quota-backend-bytes", "1048576"]).
+    """
+
+    def __init__(self, kind, base_dir, name="n1", extra_args=()):
+        assert kind in ("cairn", "etcd"), kind
+        self.kind = kind
+        self.name = name
+        self.base_dir = str(base_dir)
+        os.makedirs(self.base_dir, exist_ok=True)
+        self.data_dir = os.path.join(self.base_dir, "data")
+        self.log_path = os.path.join(self.base_dir, "server.log")
+        self.extra_args = list(extra_args)
+        self.client_port = free_port()
+        self.peer_port = free_port()
+        self.proc = None
+        self._log = None
+        self._channel = None
+        self.starts = 0
+
+    # ---------------------------------------------------------------- info
+    @property
+    def host_port(self):
+        return "127.0.0.1:%d" % self.client_port
+
+    @property
+    def endpoint(self):
+        return "http://127.0.0.1:%d" % self.client_port
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def __repr__(self):
+        return "<Server %s %s pid=%s>" % (self.kind, self.endpoint, self.pid)
+
+    # ------------------------------------------------------------- command
+    def command(self):
+        url = self.endpoint
+        if self.kind == "cairn":
+            binary = cairn_binary()
+            if not binary or not os.path.exists(binary):
+                raise ServerError(
+                    "cairn binary not found (CAIRN_BUILD=%r -> %r); build it, or run "
+                    "the suite against etcd with CAIRN_TEST_TARGET=etcd"
+                    % (os.environ.get("CAIRN_BUILD"), binary))
+            cmd = [binary]
+        else:
+            cmd = [ETCD_BIN]
+        cmd += ["--name", self.name, "--data-dir", self.data_dir,
+                "--listen-client-urls", url, "--advertise-client-urls", url]
+        if self.kind == "etcd":
+            peer = "http://127.0.0.1:%d" % self.peer_port
+            cmd += ["--listen-peer-urls", peer,
+                    "--initial-advertise-peer-urls", peer,
+                    "--initial-cluster", "%s=%s" % (self.name, peer),
+                    # etcd 3.4 defaults to the deprecated capnslog logger.
+                    "--logger", "zap", "--log-outputs", "stderr"]
+        if not any(a.startswith("--log-level") for a in self.extra_args):
+            cmd += ["--log-level", "error" if self.kind == "etcd" else "warn"]
+        return cmd + self.extra_args
+
+    # ----------------------------------------------------------- lifecycle
+    def start(self, timeout=READY_TIMEOUT):
+        """Start and wait until ready.  On the very first start, an early exit
+        is retried with fresh ports (another process may have taken a port
+        between free_port() and the bind)."""
+        attempts = 3 if self.starts == 0 else 1
+        for attempt in range(attempts):
+            try:
+                return self._start_once(timeout)
+            except ServerError:
+                exited = self.proc is not None and self.proc.poll() is not None
+                if attempt + 1 == attempts or not exited or \
+                        "address already in use" not in self.log_tail().lower():
+                    raise
+                self.client_port = free_port()
+                self.peer_port = free_port()
+                self.starts = 0
+                shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def _start_once(self, timeout):
+        assert not self.alive(), "already running"
+        cmd = self.command()
+        self._log = open(self.log_path, "ab")
+        self._log.write(("\n==== start #%d: %s\n" % (self.starts + 1, " ".join(cmd))).encode())
+        self._log.flush()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=subprocess.STDOUT, cwd=self.base_dir,
+                                     start_new_session=True)
+        self.starts += 1
+        _LIVE.add(self)
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.kill9()
+            raise
+        return self
+
+    def wait_ready(self, timeout=READY_TIMEOUT):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServerError("%s exited with %s during startup:\n%s"
+                                  % (self, self.proc.returncode, self.log_tail()))
+            try:
+                with grpc.insecure_channel(self.host_port) as ch:
+                    stub = rpc_pb2_grpc.MaintenanceStub(ch)
+                    st = stub.Status(rpc_pb2.StatusRequest(), timeout=2)
+                    if st.leader != 0:
+                        # A write-capable server: one cheap range must work too.
+                        rpc_pb2_grpc.KVStub(ch).Range(
+                            rpc_pb2.RangeRequest(key=b"\0"), timeout=2)
+                        return
+            except grpc.RpcError as e:
+                last = e
+            time.sleep(0.05)
+        raise ServerError("%s not ready after %.0fs (last error: %s)\n%s"
+                          % (self, timeout, last, self.log_tail()))
+
+    def _close_channel(self):
+        if self._channel is not None:
+            try:
+                self._channel.close()
+            except Exception:
+                pass
+            self._channel = None
+
+    def _reap(self, timeout):
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._signal(signal.SIGKILL)
+            self.proc.wait(30)
+        _LIVE.discard(self)
+        if self._log:
+            self._log.close()
+            self._log = None
+
+    def _signal(self, sig):
+        try:
+            os.kill(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, timeout=20):
+        """Graceful stop (SIGTERM), SIGKILL if it does not exit in time."""
+        self._close_channel()
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self._signal(signal.SIGTERM)
+        self._reap(timeout)
+
+    def kill9(self):
+        self._close_channel()
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self._signal(signal.SIGKILL)
+        self._reap(30)
+
+    def restart(self, timeout=READY_TIMEOUT, graceful=True):
+        if graceful:
+            self.stop()
+        else:
+            self.kill9()
+        return self.start(timeout)
+
+    def cleanup(self):
+        self.kill9()
+
+    def log_tail(self, n=4000):
+        try:
+            with open(self.log_path, "rb") as f:
+                data = f.read()
+            return data[-n:].decode("utf-8", "replace")
+        except OSError:
+            return "(no log)"
+
+    # --------------------------------------------------------------- gRPC
+    def channel(self):
+        if self._channel is None:
+            self._channel = grpc.insecure_channel(
+                self.host_port,
+                options=[("grpc.max_receive_message_length", 64 << 20),
+                         ("grpc.max_send_message_length", 64 << 20)])
+        return self._channel
+
+    @property
+    def kv(self):
+        return rpc_pb2_grpc.KVStub(self.channel())
+
+    @property
+    def lease(self):
+        return rpc_pb2_grpc.LeaseStub(self.channel())
+
+    @property
+    def watch(self):
+        return rpc_pb2_grpc.WatchStub(self.channel())
+
+    @property
+    def maint(self):
+        return rpc_pb2_grpc.MaintenanceStub(self.channel())
+
+    @property
+    def cluster(self):
+        return rpc_pb2_grpc.ClusterStub(self.channel())
+
+    def revision(self):
+        return self.kv.Range(rpc_pb2.RangeRequest(key=b"\0"), timeout=10).header.revision
+
+    def client(self):
+        """A python-etcd3 high-level client; the caller closes it."""
+        import etcd3
+        return etcd3.client(host="127.0.0.1", port=self.client_port, timeout=10)
+
+    # ------------------------------------------------------------ etcdctl
+    def etcdctl(self, *args, input=None, timeout=30, check=False):
+        env = etcdctl_env()
+        cmd = [ETCDCTL_BIN, "--endpoints", self.endpoint, "--dial-timeout", "10s",
+               "--command-timeout", "20s"] + [str(a) for a in args]
+        p = subprocess.run(cmd, input=input, capture_output=True, text=True,
+                           timeout=timeout, env=env)
+        if check and p.returncode != 0:
+            raise AssertionError("%s failed (%d):\nstdout: %s\nstderr: %s"
+                                 % (cmd, p.returncode, p.stdout, p.stderr))
+        return p
+
+    def etcdctl_popen(self, *args):
+        env = etcdctl_env()
+        cmd = [ETCDCTL_BIN, "--endpoints", self.endpoint, "--dial-timeout", "10s"] + \
+            [str(a) for a in args]
+        p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=env, start_new_session=True)
+        _CHILDREN.add(p)
+        return p
+
+
+_CHILDREN = set()
+
+
+def stop_child(p):
+    if p.poll() is None:
+        try:
+            os.kill(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        p.wait(10)
+    except subprocess.TimeoutExpired:
+        pass
+    for f in (p.stdout, p.stderr):
+        if f:
+            try:
+                f.close()
+            except Exception:
+                pass
+    _CHILDREN.discard(p)
+
+
+def cleanup_all():
+    for s in list(_LIVE):
+        try:
+            s.kill9()
+        except Exception:
+            pass
+    for p in list(_CHILDREN):
+        stop_child(p)
+
+
+atexit.register(cleanup_all)
+
+
+class WatchStream:
+    """One raw gRPC Watch stream with a single watcher.
+
+    Responses are read by a background thread into a queue; next_response()
+    and collect_events() poll it with deadlines.
+    """
+
+    def __init__(self, server, create_request, timeout=60):
+        import queue
+        import threading
+        self._queue_mod = queue
+        self._reqs = queue.Queue()
+        self._out = queue.Queue()
+        self._reqs.put(rpc_pb2.WatchRequest(create_request=create_request))
+        self.call = server.watch.Watch(self._request_iter(), timeout=timeout)
+        self.responses = []
+        self._thread = threading.Thread(target=self._reader, daemon=True)
+        self._thread.start()
+
+    def _request_iter(self):
+        while True:
+            r = self._reqs.get()
+            if r is None:
+                return
+            yield r
+
+    def _reader(self):
+        try:
+            for resp in self.call:
+                self._out.put(resp)
+        except Exception as e:  # cancelled at close(), or a real error
+            self._out.put(e)
+        self._out.put(None)
+
+    def send(self, req):
+        self._reqs.put(req)
+
+    def next_response(self, timeout=20):
+        """The next WatchResponse; raises AssertionError on timeout/stream end."""
+        try:
+            r = self._out.get(timeout=timeout)
+        except self._queue_mod.Empty:
+            raise AssertionError("no watch response within %ss" % timeout)
+        if r is None or isinstance(r, Exception):
+            self._out.put(r)
+            raise AssertionError("watch stream ended: %r" % (r,))
+        self.responses.append(r)
+        return r
+
+    def collect_events(self, until, timeout=30):
+        """Events (in order) up to and including the first one matching until(ev)."""
+        deadline = time.monotonic() + timeout
+        events = []
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("watch: condition not met within %ss; got %d events"
+                                     % (timeout, len(events)))
+            resp = self.next_response(left)
+            for ev in resp.events:
+                events.append(ev)
+                if until(ev):
+                    return events
+
+    def close(self):
+        self._reqs.put(None)
+        self.call.cancel()
+        self._thread.join(10)

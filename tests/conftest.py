@@ -1,0 +1,80 @@
+"""Fixtures for the cairn end-to-end suite.
+
+    CAIRN_BUILD=/abs/build python3 -m pytest -x -q tests        # against cairn
+    CAIRN_TEST_TARGET=etcd python3 -m pytest -x -q tests        # validate vs etcd
+
+Fixtures:
+  cairn          a fresh server of the target kind (cairn, or etcd when
+                 CAIRN_TEST_TARGET=etcd), default flags
+  etcd           a fresh real etcd (reference for differential tests)
+  server_factory make(kind=None, extra_args=(), start=True) -> Server, for
+                 servers with extra flags (quota, max-request-bytes, ...)
+"""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import cluster  # noqa: E402
+
+
+def pytest_report_header(config):
+    line = "cairn e2e: target=%s" % cluster.TARGET
+    if cluster.TARGET == "cairn":
+        line += " binary=%s" % cluster.cairn_binary()
+    return line
+
+
+@pytest.fixture
+def server_factory(tmp_path):
+    servers = []
+    counter = [0]
+
+    def make(kind=None, extra_args=(), start=True, name="n1"):
+        kind = kind or cluster.TARGET
+        counter[0] += 1
+        s = cluster.Server(kind, tmp_path / ("%s%d" % (kind, counter[0])),
+                           name=name, extra_args=extra_args)
+        servers.append(s)
+        if start:
+            s.start()
+        return s
+
+    yield make
+    for s in servers:
+        s.cleanup()
+    for p in list(cluster._CHILDREN):
+        cluster.stop_child(p)
+
+
+@pytest.fixture
+def cairn(server_factory):
+    """The server under test (etcd when CAIRN_TEST_TARGET=etcd)."""
+    return server_factory()
+
+
+@pytest.fixture
+def etcd(server_factory):
+    """A real etcd, the reference implementation."""
+    return server_factory(kind="etcd")
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    # On failure, attach the tail of every server log the test started.
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when == "call" and rep.failed:
+        fx = getattr(item, "funcargs", {})
+        seen = set()
+        for v in fx.values():
+            if isinstance(v, cluster.Server) and id(v) not in seen:
+                seen.add(id(v))
+                rep.sections.append(("log of %r" % v, v.log_tail(3000)))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    cluster.cleanup_all()

@@ -1,0 +1,219 @@
+"""Bad requests and resource limits over raw gRPC; codes and messages are the
+ones etcd 3.4.23 returns (found by running it)."""
+
+import os
+
+import grpc
+import pytest
+from etcd3.etcdrpc import rpc_pb2 as pb
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+OUT_OF_RANGE = grpc.StatusCode.OUT_OF_RANGE
+NOT_FOUND = grpc.StatusCode.NOT_FOUND
+NOSPACE_MSG = "etcdserver: mvcc: database space exceeded"
+
+
+def rpc_error(fn, *args, **kw):
+    kw.setdefault("timeout", 30)
+    try:
+        r = fn(*args, **kw)
+    except grpc.RpcError as e:
+        return e.code(), e.details()
+    raise AssertionError("expected a gRPC error, got:\n%s" % r)
+
+
+def put_op(k, v=b"x", **kw):
+    return pb.RequestOp(request_put=pb.PutRequest(key=k, value=v, **kw))
+
+
+def test_empty_key(cairn):
+    kv = cairn.kv
+    msg = (INVALID, "etcdserver: key is not provided")
+    assert rpc_error(kv.Put, pb.PutRequest(key=b"", value=b"v")) == msg
+    assert rpc_error(kv.Range, pb.RangeRequest(key=b"")) == msg
+    assert rpc_error(kv.Range, pb.RangeRequest(key=b"", range_end=b"z")) == msg
+    assert rpc_error(kv.DeleteRange, pb.DeleteRangeRequest(key=b"")) == msg
+    assert rpc_error(kv.Txn, pb.TxnRequest(success=[put_op(b"")])) == msg
+    assert rpc_error(kv.Txn, pb.TxnRequest(compare=[pb.Compare(key=b"")])) == msg
+    # nothing was written
+    assert cairn.revision() == 1
+
+
+def test_put_flag_errors(cairn):
+    kv = cairn.kv
+    assert rpc_error(kv.Put, pb.PutRequest(key=b"k", ignore_value=True)) == \
+        (INVALID, "etcdserver: key not found")
+    assert rpc_error(kv.Put, pb.PutRequest(key=b"k", value=b"v", ignore_value=True)) == \
+        (INVALID, "etcdserver: value is provided")
+    assert rpc_error(kv.Put, pb.PutRequest(key=b"k", lease=5, ignore_lease=True)) == \
+        (INVALID, "etcdserver: lease is provided")
+    kv.Put(pb.PutRequest(key=b"k", value=b"v1"), timeout=10)
+    r = kv.Put(pb.PutRequest(key=b"k", ignore_value=True, prev_kv=True), timeout=10)
+    assert r.prev_kv.value == b"v1"
+    assert kv.Range(pb.RangeRequest(key=b"k"), timeout=10).kvs[0].version == 2
+    # an empty RequestOp inside a txn
+    assert rpc_error(kv.Txn, pb.TxnRequest(success=[pb.RequestOp()])) == \
+        (INVALID, "etcdserver: key not found")
+
+
+def test_request_too_large(server_factory):
+    srv = server_factory(extra_args=["--max-request-bytes", "1024"])
+    kv = srv.kv
+    kv.Put(pb.PutRequest(key=b"small", value=b"x" * 200), timeout=10)
+    too_large = (INVALID, "etcdserver: request is too large")
+    assert rpc_error(kv.Put, pb.PutRequest(key=b"big", value=b"x" * 2048)) == too_large
+    assert rpc_error(kv.Txn, pb.TxnRequest(success=[put_op(b"big", b"x" * 2048)])) == too_large
+    # Far beyond the limit the gRPC transport itself refuses the message
+    # (etcd: max-request-bytes + 512 KiB; gRPC-go's wording is
+    # "grpc: received message larger than max (N vs. M)", gRPC C++ says
+    # "Received message larger than max (N vs. M)"): code only + wording.
+    code, details = rpc_error(kv.Put, pb.PutRequest(key=b"huge", value=b"x" * (1 << 20)))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "larger than max" in details.lower(), details
+    assert kv.Range(pb.RangeRequest(key=b"big"), timeout=10).count == 0
+    assert kv.Range(pb.RangeRequest(key=b"small"), timeout=10).count == 1
+
+
+def test_too_many_txn_ops(server_factory):
+    srv = server_factory(extra_args=["--max-txn-ops", "4"])
+    kv = srv.kv
+    msg = (INVALID, "etcdserver: too many operations in txn request")
+    assert rpc_error(kv.Txn, pb.TxnRequest(success=[put_op(b"t%d" % i) for i in range(5)])) == msg
+    assert rpc_error(kv.Txn, pb.TxnRequest(failure=[put_op(b"t%d" % i) for i in range(5)])) == msg
+    assert rpc_error(kv.Txn, pb.TxnRequest(
+        compare=[pb.Compare(key=b"c%d" % i, target=pb.Compare.VERSION) for i in range(5)])) == msg
+    # nested txn: its budget is what the outer level left over
+    nested = pb.RequestOp(request_txn=pb.TxnRequest(success=[put_op(b"u%d" % i) for i in range(3)]))
+    assert rpc_error(kv.Txn, pb.TxnRequest(success=[put_op(b"t0"), put_op(b"t1"), nested])) == msg
+    r = kv.Txn(pb.TxnRequest(success=[put_op(b"t%d" % i) for i in range(4)]), timeout=10)
+    assert r.succeeded and len(r.responses) == 4
+
+
+def test_default_max_txn_ops_is_128(cairn):
+    kv = cairn.kv
+    assert rpc_error(kv.Txn, pb.TxnRequest(success=[put_op(b"t%03d" % i) for i in range(129)])) == \
+        (INVALID, "etcdserver: too many operations in txn request")
+    r = kv.Txn(pb.TxnRequest(success=[put_op(b"t%03d" % i) for i in range(128)]), timeout=30)
+    assert r.succeeded and r.header.revision == 2
+
+
+def test_duplicate_keys_in_txn(cairn):
+    kv = cairn.kv
+    msg = (INVALID, "etcdserver: duplicate key given in txn request")
+    assert rpc_error(kv.Txn, pb.TxnRequest(success=[put_op(b"a"), put_op(b"a")])) == msg
+    dr = pb.RequestOp(request_delete_range=pb.DeleteRangeRequest(key=b"a", range_end=b"c"))
+    assert rpc_error(kv.Txn, pb.TxnRequest(success=[dr, put_op(b"b")])) == msg
+    nested = pb.RequestOp(request_txn=pb.TxnRequest(success=[put_op(b"a")]))
+    assert rpc_error(kv.Txn, pb.TxnRequest(success=[put_op(b"a"), nested])) == msg
+    # the same key in success and failure is fine, and so is range + put
+    rng = pb.RequestOp(request_range=pb.RangeRequest(key=b"a"))
+    r = kv.Txn(pb.TxnRequest(success=[put_op(b"a"), rng], failure=[put_op(b"a")]), timeout=10)
+    assert r.succeeded
+    # nested then/else may put the same key
+    nested = pb.RequestOp(request_txn=pb.TxnRequest(success=[put_op(b"n")], failure=[put_op(b"n")]))
+    assert kv.Txn(pb.TxnRequest(success=[nested]), timeout=10).succeeded
+
+
+def test_lease_errors(cairn):
+    kv, ls = cairn.kv, cairn.lease
+    nf = (NOT_FOUND, "etcdserver: requested lease not found")
+    assert rpc_error(kv.Put, pb.PutRequest(key=b"k", value=b"v", lease=0x999)) == nf
+    assert rpc_error(kv.Txn, pb.TxnRequest(success=[put_op(b"k", lease=0x999)])) == nf
+    assert rpc_error(ls.LeaseRevoke, pb.LeaseRevokeRequest(ID=0x999)) == nf
+    assert rpc_error(ls.LeaseRevoke, pb.LeaseRevokeRequest(ID=0)) == nf
+    ttl = ls.LeaseTimeToLive(pb.LeaseTimeToLiveRequest(ID=0x999, keys=True), timeout=10)
+    assert ttl.ID == 0x999 and ttl.TTL == -1 and ttl.grantedTTL == 0 and list(ttl.keys) == []
+    assert rpc_error(ls.LeaseGrant, pb.LeaseGrantRequest(TTL=9000000001)) == \
+        (OUT_OF_RANGE, "etcdserver: too large lease TTL")
+    ls.LeaseGrant(pb.LeaseGrantRequest(TTL=100, ID=0x999), timeout=10)
+    assert rpc_error(ls.LeaseGrant, pb.LeaseGrantRequest(TTL=100, ID=0x999)) == \
+        (grpc.StatusCode.FAILED_PRECONDITION, "etcdserver: lease already exists")
+    assert cairn.revision() == 1
+
+
+def test_range_revision_errors(cairn):
+    kv = cairn.kv
+    for i in range(4):
+        kv.Put(pb.PutRequest(key=b"r", value=b"%d" % i), timeout=10)    # revs 2..5
+    future = (OUT_OF_RANGE, "etcdserver: mvcc: required revision is a future revision")
+    compacted = (OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted")
+    assert rpc_error(kv.Range, pb.RangeRequest(key=b"r", revision=6)) == future
+    assert kv.Range(pb.RangeRequest(key=b"r", revision=5), timeout=10).kvs[0].value == b"3"
+    assert rpc_error(kv.Compact, pb.CompactionRequest(revision=6)) == future
+    kv.Compact(pb.CompactionRequest(revision=3), timeout=10)
+    assert rpc_error(kv.Range, pb.RangeRequest(key=b"r", revision=2)) == compacted
+    assert kv.Range(pb.RangeRequest(key=b"r", revision=3), timeout=10).kvs[0].value == b"1"
+    assert rpc_error(kv.Compact, pb.CompactionRequest(revision=3)) == compacted
+    assert rpc_error(kv.Compact, pb.CompactionRequest(revision=2)) == compacted
+    rng = pb.RequestOp(request_range=pb.RangeRequest(key=b"r", revision=2))
+    assert rpc_error(kv.Txn, pb.TxnRequest(success=[rng])) == compacted
+    rng = pb.RequestOp(request_range=pb.RangeRequest(key=b"r", revision=9))
+    assert rpc_error(kv.Txn, pb.TxnRequest(success=[rng])) == future
+
+
+QUOTA = 2 * 1024 * 1024     # etcd 3.4 reaches NOSPACE after ~2 MiB of 64 KiB values
+
+
+def _fill_until_nospace(srv, limit_bytes=40 * QUOTA):
+    written = 0
+    i = 0
+    while written < limit_bytes:
+        try:
+            srv.kv.Put(pb.PutRequest(key=b"fill/%06d" % i, value=os.urandom(65536)), timeout=30)
+        except grpc.RpcError as e:
+            assert (e.code(), e.details()) == (grpc.StatusCode.RESOURCE_EXHAUSTED, NOSPACE_MSG)
+            return i
+        written += 65536
+        i += 1
+    raise AssertionError("no NOSPACE after writing %d bytes with --quota-backend-bytes=%d"
+                         % (written, QUOTA))
+
+
+def test_quota_nospace(server_factory):
+    srv = server_factory(extra_args=["--quota-backend-bytes", str(QUOTA)])
+    n = _fill_until_nospace(srv)
+    assert n > 0, "the very first write already failed"
+    kv = srv.kv
+    nospace = (grpc.StatusCode.RESOURCE_EXHAUSTED, NOSPACE_MSG)
+    # writes fail ...
+    assert rpc_error(kv.Put, pb.PutRequest(key=b"small", value=b"x")) == nospace
+    assert rpc_error(kv.Txn, pb.TxnRequest(success=[put_op(b"small")])) == nospace
+    assert rpc_error(srv.lease.LeaseGrant, pb.LeaseGrantRequest(TTL=60)) == nospace
+    # ... reads, read-only txns and deletes still work
+    r = kv.Range(pb.RangeRequest(key=b"fill/", range_end=b"fill0", count_only=True), timeout=30)
+    assert r.count == n
+    rng = pb.RequestOp(request_range=pb.RangeRequest(key=b"fill/000000"))
+    assert kv.Txn(pb.TxnRequest(success=[rng]), timeout=30).responses[0].response_range.count == 1
+    assert kv.DeleteRange(pb.DeleteRangeRequest(key=b"fill/000000"), timeout=30).deleted == 1
+    # the alarm is visible over gRPC and in etcdctl (note etcdctl's trailing space)
+    alarms = srv.maint.Alarm(pb.AlarmRequest(action=pb.AlarmRequest.GET), timeout=30).alarms
+    assert [a.alarm for a in alarms] == [pb.NOSPACE]
+    member_id = alarms[0].memberID
+    assert member_id == srv.maint.Status(pb.StatusRequest(), timeout=10).header.member_id
+    p = srv.etcdctl("alarm", "list")
+    assert p.returncode == 0 and p.stdout == "memberID:%d alarm:NOSPACE \n" % member_id
+    p = srv.etcdctl("put", "x", "y")
+    assert p.returncode != 0
+    assert p.stderr.splitlines()[-1] == "Error: " + NOSPACE_MSG
+
+
+def test_quota_alarm_persists_and_recovers(server_factory):
+    srv = server_factory(extra_args=["--quota-backend-bytes", str(QUOTA)])
+    _fill_until_nospace(srv)
+    srv.restart()
+    # the alarm survives a restart
+    p = srv.etcdctl("alarm", "list")
+    assert "alarm:NOSPACE" in p.stdout
+    assert rpc_error(srv.kv.Put, pb.PutRequest(key=b"x", value=b"y")) == \
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, NOSPACE_MSG)
+    # the documented recovery: delete, compact, defrag, disarm
+    assert srv.etcdctl("del", "--prefix", "fill/").returncode == 0
+    rev = srv.revision()
+    assert srv.etcdctl("compact", str(rev)).stdout == "compacted revision %d\n" % rev
+    p = srv.etcdctl("defrag")
+    assert p.returncode == 0
+    assert p.stdout == "Finished defragmenting etcd member[%s]\n" % srv.endpoint
+    p = srv.etcdctl("alarm", "disarm")
+    assert p.returncode == 0 and "alarm:NOSPACE" in p.stdout
+    assert srv.etcdctl("alarm", "list").stdout == ""
+    assert srv.etcdctl("put", "x", "y").stdout == "OK\n"
