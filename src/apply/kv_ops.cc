@@ -34,12 +34,14 @@ Status CheckDeleteRequest(const etcdserverpb::DeleteRangeRequest& r) {
 
 namespace {
 
+Status CheckTxnShape(const etcdserverpb::TxnRequest& r, int max_txn_ops);
+
 Status CheckRequestOp(const RequestOp& u, int max_txn_ops) {
   switch (u.request_case()) {
     case RequestOp::kRequestRange: return CheckRangeRequest(u.request_range());
     case RequestOp::kRequestPut: return CheckPutRequest(u.request_put());
     case RequestOp::kRequestDeleteRange: return CheckDeleteRequest(u.request_delete_range());
-    case RequestOp::kRequestTxn: return CheckTxnRequest(u.request_txn(), max_txn_ops);
+    case RequestOp::kRequestTxn: return CheckTxnShape(u.request_txn(), max_txn_ops);
     default: return errors::KeyNotFound();  // empty op, as etcd
   }
 }
@@ -129,7 +131,12 @@ Status CheckTxnShape(const etcdserverpb::TxnRequest& r, int max_txn_ops) {
 }  // namespace
 
 Status CheckTxnRequest(const etcdserverpb::TxnRequest& r, int max_txn_ops) {
-  return CheckTxnShape(r, max_txn_ops);
+  Status s = CheckTxnShape(r, max_txn_ops);
+  if (!s.ok()) return s;
+  // After the shape check, to avoid quadratic work on oversized requests.
+  s = CheckIntervals(r.success(), nullptr, nullptr);
+  if (!s.ok()) return s;
+  return CheckIntervals(r.failure(), nullptr, nullptr);
 }
 
 bool IsTxnReadOnly(const etcdserverpb::TxnRequest& r) {

@@ -28,16 +28,27 @@ std::string KeyPrefixEnd(std::string_view key) {
   return out;
 }
 
-std::string VersionKey(std::string_view key, int64_t revision) {
+std::string VersionKey(std::string_view key, int64_t main, int64_t sub) {
   std::string out = KeyPrefix(key);
-  storage::PutFixed64BE(&out, ~static_cast<uint64_t>(revision));
+  storage::PutFixed64BE(&out, ~static_cast<uint64_t>(main));
+  storage::PutFixed64BE(&out, ~static_cast<uint64_t>(sub));
   return out;
 }
 
-bool DecodeVersionKey(std::string_view encoded, std::string* key, int64_t* revision) {
-  if (encoded.size() < 10) return false;
-  std::string_view body = encoded.substr(0, encoded.size() - 10);
-  if (encoded[encoded.size() - 10] != '\0' || encoded[encoded.size() - 9] != '\x01') return false;
+std::string VersionSeekKey(std::string_view key, int64_t rev) {
+  std::string out = KeyPrefix(key);
+  storage::PutFixed64BE(&out, ~static_cast<uint64_t>(rev));
+  storage::PutFixed64BE(&out, 0);  // ~max sub: the newest change of `rev`
+  return out;
+}
+
+bool DecodeVersionKey(std::string_view encoded, std::string* key, int64_t* main, int64_t* sub) {
+  const size_t n = encoded.size();
+  if (n < kVersionSuffixBytes + 2) return false;
+  std::string_view body = encoded.substr(0, n - kVersionSuffixBytes - 2);
+  if (encoded[n - kVersionSuffixBytes - 2] != '\0' || encoded[n - kVersionSuffixBytes - 1] != '\x01') {
+    return false;
+  }
   key->clear();
   key->reserve(body.size());
   for (size_t i = 0; i < body.size(); i++) {
@@ -47,12 +58,17 @@ bool DecodeVersionKey(std::string_view encoded, std::string* key, int64_t* revis
       i++;
     }
   }
-  *revision = static_cast<int64_t>(~storage::DecodeFixed64BE(encoded.substr(encoded.size() - 8)));
+  *main = static_cast<int64_t>(~storage::DecodeFixed64BE(encoded.substr(n - 16, 8)));
+  *sub = static_cast<int64_t>(~storage::DecodeFixed64BE(encoded.substr(n - 8, 8)));
   return true;
 }
 
+int64_t VersionMain(std::string_view encoded) {
+  return static_cast<int64_t>(~storage::DecodeFixed64BE(encoded.substr(encoded.size() - 16, 8)));
+}
+
 std::string NextKeySeekTarget(std::string_view encoded_version_key) {
-  std::string out(encoded_version_key.substr(0, encoded_version_key.size() - 8));
+  std::string out(encoded_version_key.substr(0, encoded_version_key.size() - kVersionSuffixBytes));
   out.back() = '\x02';
   return out;
 }

@@ -58,22 +58,25 @@ Result<RangeResult> RangeImpl(MakeIter make_iter, std::string_view key, std::str
   std::string lower = single ? KeyPrefix(key) : EscapeKey(key);
   std::string upper = single ? KeyPrefixEnd(key) : (IsFromKey(end) ? "" : EscapeKey(end));
   auto it = make_iter(lower, upper);
-  std::string target = lower;
   const uint64_t inverted = ~static_cast<uint64_t>(rev);
-  it->Seek(target);
+  it->Seek(lower);
   while (it->Valid()) {
     std::string_view encoded = it->key();
-    if (encoded.size() < 10) return Status(Code::kDataLoss, "mvcc: malformed version key");
-    std::string_view prefix = encoded.substr(0, encoded.size() - 8);
-    uint64_t version_inverted = storage::DecodeFixed64BE(encoded.substr(encoded.size() - 8));
+    if (encoded.size() < kVersionSuffixBytes + 2) {
+      return Status(Code::kDataLoss, "mvcc: malformed version key");
+    }
+    const size_t prefix_size = encoded.size() - kVersionSuffixBytes;
+    uint64_t version_inverted = storage::DecodeFixed64BE(encoded.substr(prefix_size, 8));
     if (version_inverted < inverted) {
       // Newer than `rev`: jump to the newest version <= rev of this key.
-      std::string seek(prefix);
+      // (Copy the prefix first: Seek invalidates the iterator's key.)
+      std::string seek(encoded.substr(0, prefix_size));
       storage::PutFixed64BE(&seek, inverted);
+      storage::PutFixed64BE(&seek, 0);
       it->Seek(seek);
       if (!it->Valid()) break;
-      if (it->key().substr(0, prefix.size()) != prefix ||
-          it->key().size() != prefix.size() + 8) {
+      if (it->key().size() != prefix_size + kVersionSuffixBytes ||
+          it->key().substr(0, prefix_size) != std::string_view(seek).substr(0, prefix_size)) {
         continue;  // no version <= rev; now on the next key
       }
       encoded = it->key();
@@ -122,8 +125,8 @@ Result<bool> ParseVersion(std::string_view encoded_key, std::string_view value,
   if (value[0] == kTombstone) {
     *tombstone = true;
     std::string key;
-    int64_t rev = 0;
-    if (!DecodeVersionKey(encoded_key, &key, &rev)) {
+    int64_t rev = 0, sub = 0;
+    if (!DecodeVersionKey(encoded_key, &key, &rev, &sub)) {
       return Status(Code::kDataLoss, "mvcc: malformed version key");
     }
     kv->Clear();
@@ -174,7 +177,7 @@ Result<std::vector<mvccpb::Event>> ReadTxn::Events(int64_t from_rev, int64_t to_
       ev.mutable_kv()->set_mod_revision(main);
     } else {
       std::string value;
-      auto found = store_->engine_->Get(Column::kKey, VersionKey(key, main), &value,
+      auto found = store_->engine_->Get(Column::kKey, VersionKey(key, main, sub), &value,
                                         snapshot_.get());
       if (!found.ok()) return found.status();
       CHECK(*found) << "revision " << main << " has no version record";
@@ -186,7 +189,8 @@ Result<std::vector<mvccpb::Event>> ReadTxn::Events(int64_t from_rev, int64_t to_
     if (with_prev_kv) {
       auto pit = store_->engine_->NewIterator(Column::kKey, snapshot_.get(), KeyPrefix(key),
                                               KeyPrefixEnd(key));
-      pit->Seek(VersionKey(key, main - 1));
+      // As etcd: the key as of the previous main revision.
+      pit->Seek(VersionSeekKey(key, main - 1));
       if (pit->Valid() && !pit->value().empty() && pit->value()[0] == kLive) {
         ev.mutable_prev_kv()->ParseFromArray(pit->value().data() + 1,
                                              static_cast<int>(pit->value().size() - 1));
@@ -240,15 +244,31 @@ Result<int64_t> WriteTxn::Put(std::string_view key, std::string_view value, int6
 
   std::string record(1, kLive);
   kv->AppendToString(&record);
-  batch_->Put(Column::kKey, VersionKey(key, rev), record);
+  batch_->Put(Column::kKey, VersionKey(key, rev, sub), record);
   std::string row(1, kLive);
   row.append(key);
   batch_->Put(Column::kRev, RevKey(rev, sub), row);
   if (*found && prev.lease() != 0) batch_->Delete(Column::kLeaseKey, LeaseKeyRow(prev.lease(), key));
   if (lease != 0) batch_->Put(Column::kLeaseKey, LeaseKeyRow(lease, key), "");
-  if (*found) *ev.mutable_prev_kv() = std::move(prev);
+  SetEventPrevKv(key, *found ? &prev : nullptr, &ev);
   changes_.push_back(std::move(ev));
   return rev;
+}
+
+void WriteTxn::SetEventPrevKv(std::string_view key, const mvccpb::KeyValue* latest,
+                              mvccpb::Event* ev) {
+  // Watchers get the key as of the previous revision (etcd reads prev_kv at
+  // mod_revision - 1), not an earlier change of this same txn.
+  if (changed_keys_.insert(std::string(key)).second) {
+    if (latest) *ev->mutable_prev_kv() = *latest;
+    return;
+  }
+  auto before = RangeImpl(
+      [&](std::string_view lower, std::string_view upper) {
+        return batch_->NewIterator(Column::kKey, lower, upper);
+      },
+      key, "", RangeOptions{0, begin_rev_, false}, begin_rev_ + 1, -1);
+  if (before.ok() && !before->kvs.empty()) *ev->mutable_prev_kv() = std::move(before->kvs[0]);
 }
 
 Result<std::pair<int64_t, int64_t>> WriteTxn::DeleteRange(std::string_view key,
@@ -258,7 +278,7 @@ Result<std::pair<int64_t, int64_t>> WriteTxn::DeleteRange(std::string_view key,
   const int64_t rev = begin_rev_ + 1;
   for (auto& prev : existing->kvs) {
     const int64_t sub = static_cast<int64_t>(changes_.size());
-    batch_->Put(Column::kKey, VersionKey(prev.key(), rev), std::string(1, kTombstone));
+    batch_->Put(Column::kKey, VersionKey(prev.key(), rev, sub), std::string(1, kTombstone));
     std::string row(1, kTombstone);
     row.append(prev.key());
     batch_->Put(Column::kRev, RevKey(rev, sub), row);
@@ -267,7 +287,7 @@ Result<std::pair<int64_t, int64_t>> WriteTxn::DeleteRange(std::string_view key,
     ev.set_type(mvccpb::Event::DELETE);
     ev.mutable_kv()->set_key(prev.key());
     ev.mutable_kv()->set_mod_revision(rev);
-    *ev.mutable_prev_kv() = std::move(prev);
+    SetEventPrevKv(prev.key(), &prev, &ev);
     changes_.push_back(std::move(ev));
   }
   int64_t n = static_cast<int64_t>(existing->kvs.size());
@@ -357,7 +377,7 @@ Status KvStore::CompactPhysical(int64_t rev) {
     for (const auto& key : keys) {
       // Keep the newest version <= rev unless it is a tombstone; drop all older.
       auto it = engine_->NewIterator(Column::kKey, nullptr, KeyPrefix(key), KeyPrefixEnd(key));
-      it->Seek(VersionKey(key, rev));
+      it->Seek(VersionSeekKey(key, rev));
       bool first = true;
       for (; it->Valid(); it->Next()) {
         std::string_view value = it->value();
@@ -394,8 +414,8 @@ Result<uint32_t> KvStore::HashKV(int64_t rev, int64_t* hash_rev, int64_t* compac
   bool kept_compacted = false;
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     std::string_view encoded = it->key();
-    std::string_view prefix = encoded.substr(0, encoded.size() - 8);
-    int64_t version_rev = static_cast<int64_t>(~storage::DecodeFixed64BE(encoded.substr(encoded.size() - 8)));
+    std::string_view prefix = encoded.substr(0, encoded.size() - kVersionSuffixBytes);
+    int64_t version_rev = VersionMain(encoded);
     if (prefix != last_prefix) {
       last_prefix = std::string(prefix);
       kept_compacted = false;

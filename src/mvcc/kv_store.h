@@ -15,6 +15,7 @@
 #include <shared_mutex>
 #include <string>
 #include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include "common/status.h"
@@ -98,10 +99,13 @@ class WriteTxn final : public ReadView {
   int64_t end_rev() const { return changes_.empty() ? begin_rev_ : begin_rev_ + 1; }
 
  private:
+  void SetEventPrevKv(std::string_view key, const mvccpb::KeyValue* latest, mvccpb::Event* ev);
+
   KvStore* store_;
   storage::WriteBatch* batch_;
   int64_t begin_rev_;
   std::vector<mvccpb::Event> changes_;
+  std::unordered_set<std::string> changed_keys_;
 };
 
 class KvStore {

@@ -50,11 +50,44 @@ Snapshot::~Snapshot() { db_->ReleaseSnapshot(snap_); }
 Iterator::~Iterator() {
   it_.reset();  // before the bounds it points to
 }
-void Iterator::Seek(std::string_view t) { it_->Seek(S(t)); }
-void Iterator::SeekForPrev(std::string_view t) { it_->SeekForPrev(S(t)); }
-void Iterator::SeekToFirst() { it_->SeekToFirst(); }
-void Iterator::SeekToLast() { it_->SeekToLast(); }
-bool Iterator::Valid() const { return it_->Valid(); }
+// The bounds are enforced here as well as in RocksDB's ReadOptions: the
+// iterator over a WriteBatchWithIndex merged with the database does not apply
+// them to the batch's own entries.
+void Iterator::Seek(std::string_view t) {
+  const std::string& lower = bounds_->lower;
+  if (!lower.empty() && t < std::string_view(lower)) t = lower;
+  it_->Seek(S(t));
+}
+void Iterator::SeekForPrev(std::string_view t) {
+  const std::string& upper = bounds_->upper;
+  if (!upper.empty() && t >= std::string_view(upper)) {
+    it_->SeekForPrev(S(upper));
+    if (it_->Valid() && it_->key() == S(upper)) it_->Prev();
+    return;
+  }
+  it_->SeekForPrev(S(t));
+}
+void Iterator::SeekToFirst() {
+  if (!bounds_->lower.empty()) {
+    it_->Seek(S(bounds_->lower));
+  } else {
+    it_->SeekToFirst();
+  }
+}
+void Iterator::SeekToLast() {
+  if (!bounds_->upper.empty()) {
+    SeekForPrev(bounds_->upper);
+  } else {
+    it_->SeekToLast();
+  }
+}
+bool Iterator::Valid() const {
+  if (!it_->Valid()) return false;
+  rocksdb::Slice k = it_->key();
+  if (!bounds_->upper.empty() && k.compare(S(bounds_->upper)) >= 0) return false;
+  if (!bounds_->lower.empty() && k.compare(S(bounds_->lower)) < 0) return false;
+  return true;
+}
 void Iterator::Next() { it_->Next(); }
 void Iterator::Prev() { it_->Prev(); }
 std::string_view Iterator::key() const {

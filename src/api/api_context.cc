@@ -1,0 +1,44 @@
+#include "api/api_context.h"
+
+#include <chrono>
+
+namespace cairn::api {
+
+void ProposeAndFinish(const ApiContext& ctx, cairnpb::InternalRequest req, bool needs_space,
+                      grpc::ServerUnaryReactor* reactor,
+                      std::function<Status(const cairnpb::InternalResponse&)> on_applied) {
+  req.set_proposed_at_unix_ms(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  std::chrono::system_clock::now().time_since_epoch())
+                                  .count());
+  if (req.ByteSizeLong() > ctx.limits.max_request_bytes) {
+    reactor->Finish(ToGrpc(errors::RequestTooLarge()));
+    return;
+  }
+  if (needs_space) {
+    if (ctx.node->applier()->NoSpaceAlarm()) {
+      reactor->Finish(ToGrpc(errors::NoSpace()));
+      return;
+    }
+    // etcd's backend quota: refuse, and raise the NOSPACE alarm for everyone.
+    uint64_t used = ctx.node->engine()->TotalSizeBytes();
+    if (ctx.limits.quota_backend_bytes > 0 &&
+        used + req.ByteSizeLong() > static_cast<uint64_t>(ctx.limits.quota_backend_bytes)) {
+      cairnpb::InternalRequest alarm;
+      alarm.mutable_alarm()->set_action(etcdserverpb::AlarmRequest::ACTIVATE);
+      alarm.mutable_alarm()->set_memberid(ctx.node->ids().member_id);
+      alarm.mutable_alarm()->set_alarm(etcdserverpb::NOSPACE);
+      ctx.node->Propose(std::move(alarm), [reactor](const cairnpb::InternalResponse&) {
+        reactor->Finish(ToGrpc(errors::NoSpace()));
+      });
+      return;
+    }
+  }
+  ctx.node->Propose(std::move(req), [reactor, on_applied = std::move(on_applied)](
+                                        const cairnpb::InternalResponse& resp) {
+    Status s = FromResponse(resp);
+    if (s.ok()) s = on_applied(resp);
+    reactor->Finish(ToGrpc(s));
+  });
+}
+
+}  // namespace cairn::api

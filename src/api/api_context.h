@@ -1,0 +1,60 @@
+// What every gRPC service of a member shares: the node, the limits, and the
+// one place where a cairn Status becomes a wire error.
+//
+// Thread-safe: read-only after construction (the pointees are thread-safe).
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <functional>
+#include <string>
+
+#include "cairnpb/internal.pb.h"
+#include "common/metrics.h"
+#include "common/status.h"
+#include "etcdserverpb/rpc.pb.h"
+#include "server/node.h"
+
+namespace cairn::api {
+
+struct ApiLimits {
+  int max_txn_ops = 128;                      // --max-txn-ops
+  size_t max_request_bytes = 1536 * 1024;     // --max-request-bytes
+  int64_t quota_backend_bytes = 2LL << 30;    // --quota-backend-bytes (0 = default 2 GiB)
+};
+
+struct ApiContext {
+  server::Node* node = nullptr;
+  Metrics* metrics = nullptr;
+  ApiLimits limits;
+  std::string name;
+  std::vector<std::string> client_urls;
+  std::vector<std::string> peer_urls;
+  std::string version = "3.5.0";
+
+  // Fills cluster_id, member_id, raft_term, and the revision if it is 0.
+  void FillHeader(etcdserverpb::ResponseHeader* h) const {
+    h->set_cluster_id(node->ids().cluster_id);
+    h->set_member_id(node->ids().member_id);
+    h->set_raft_term(node->raft_term());
+    if (h->revision() == 0) h->set_revision(node->kv()->CurrentRevision());
+  }
+};
+
+inline grpc::Status ToGrpc(const Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(s.code())), s.message());
+}
+
+inline Status FromResponse(const cairnpb::InternalResponse& r) {
+  if (r.error_code() == 0) return Status::Ok();
+  return Status(static_cast<Code>(r.error_code()), r.error_message());
+}
+
+// Proposes `req` after the size and quota checks etcd makes before Raft, and
+// finishes `reactor` from the apply thread with `on_applied`'s status.
+void ProposeAndFinish(const ApiContext& ctx, cairnpb::InternalRequest req, bool needs_space,
+                      grpc::ServerUnaryReactor* reactor,
+                      std::function<Status(const cairnpb::InternalResponse&)> on_applied);
+
+}  // namespace cairn::api

@@ -1,0 +1,240 @@
+#include "api/etcd_server.h"
+
+#include <grpcpp/server_posix.h>
+
+#include <deque>
+
+#include "api/http/client_listener.h"
+#include "api/kv_service.h"
+#include "api/lease_service.h"
+#include "api/maintenance_service.h"
+#include "api/metrics_interceptor.h"
+#include "api/watch_service.h"
+#include "common/logging.h"
+#include "watch/watch_hub.h"
+
+namespace cairn::api {
+
+namespace {
+constexpr int64_t kDefaultQuotaBytes = 2LL << 30;
+constexpr int kGrpcOverheadBytes = 512 * 1024;
+}  // namespace
+
+EtcdServer::EtcdServer(ServerConfig config) : config_(std::move(config)) {}
+
+EtcdServer::~EtcdServer() { Stop(); }
+
+Status EtcdServer::Start() {
+  Status s = config_.Validate();
+  if (!s.ok()) return s;
+  if (config_.data_dir.empty()) config_.data_dir = config_.name + ".cairn";
+
+  metrics_ = std::make_unique<Metrics>();
+  server::NodeOptions no;
+  no.data_dir = config_.data_dir;
+  no.name = config_.name;
+  node_ = std::make_unique<server::Node>(no);
+
+  ctx_.node = node_.get();
+  ctx_.metrics = metrics_.get();
+  ctx_.name = config_.name;
+  ctx_.client_urls = config_.advertise_client_urls;
+  ctx_.peer_urls = config_.initial_advertise_peer_urls;
+  ctx_.limits.max_txn_ops = static_cast<int>(config_.max_txn_ops);
+  ctx_.limits.max_request_bytes = static_cast<size_t>(config_.max_request_bytes);
+  ctx_.limits.quota_backend_bytes =
+      config_.quota_backend_bytes > 0 ? config_.quota_backend_bytes : kDefaultQuotaBytes;
+
+  auto fill_header = [this](etcdserverpb::ResponseHeader* h) { ctx_.FillHeader(h); };
+  server::NodeHooks hooks;
+  hooks.on_events = [this](int64_t rev, const std::vector<mvccpb::Event>& events) {
+    if (auto* hub = hub_ptr_.load()) hub->Publish(rev, events);
+  };
+  hooks.on_log_sync = [this](double sec) { metrics_->disk().wal_fsync_duration_seconds->Observe(sec); };
+  hooks.on_apply_commit = [this](double sec) {
+    metrics_->disk().backend_commit_duration_seconds->Observe(sec);
+    metrics_->server().proposals_committed_total->Increment();
+    metrics_->server().proposals_applied_total->Increment();
+  };
+  s = node_->Start(hooks);
+  if (!s.ok()) return s;
+  // Built after the node so it sees the recovered store; Publish is a no-op
+  // until then, which is fine: nobody can watch before the services start.
+  hub_ = std::make_unique<watch::WatchHub>(node_->kv(), watch::WatchHubOptions{}, fill_header);
+  hub_ptr_ = hub_.get();
+
+  metrics_->SetServerId(node_->ids().member_id);
+  metrics_->server().has_leader->Set(1);
+  metrics_->server().is_leader->Set(1);
+  metrics_->server().leader_changes_seen_total->Increment();
+  metrics_->server().quota_backend_bytes->Set(static_cast<double>(ctx_.limits.quota_backend_bytes));
+  metrics_->AddScrapeCallback([this] {
+    metrics_->mvcc().db_total_size_in_bytes->Set(static_cast<double>(node_->engine()->TotalSizeBytes()));
+    metrics_->mvcc().db_total_size_in_use_in_bytes->Set(
+        static_cast<double>(node_->engine()->LiveDataSizeBytes()));
+    metrics_->mvcc().current_revision->Set(static_cast<double>(node_->kv()->CurrentRevision()));
+    metrics_->mvcc().compact_revision->Set(static_cast<double>(node_->kv()->CompactRevision()));
+    metrics_->server().proposals_pending->Set(static_cast<double>(node_->pending_proposals()));
+  });
+
+  // Watch catch-up and progress notifications run on node-owned threads.
+  node_->AddPeriodic("watch-sync", 10, [this] {
+    for (int i = 0; i < 100 && hub_->SyncUnsynced(1000) > 0; i++) {
+    }
+  });
+  node_->AddPeriodic("watch-progress", 10 * 60 * 1000, [this] { hub_->NotifyProgress(); });
+  StartAutoCompaction();
+
+  services_.push_back(std::make_unique<KvService>(&ctx_));
+  auto watch_service = std::make_unique<WatchService>(hub_.get(), nullptr);
+  watch_service_ = watch_service.get();
+  services_.push_back(std::move(watch_service));
+  services_.push_back(std::make_unique<LeaseService>(&ctx_));
+  services_.push_back(std::make_unique<MaintenanceService>(&ctx_));
+  services_.push_back(std::make_unique<ClusterService>(&ctx_));
+  services_.push_back(std::make_unique<AuthService>(&ctx_));
+
+  grpc::ServerBuilder builder;
+  for (auto& svc : services_) builder.RegisterService(svc.get());
+  builder.SetMaxReceiveMessageSize(static_cast<int>(config_.max_request_bytes) + kGrpcOverheadBytes);
+  builder.SetMaxSendMessageSize(INT32_MAX);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(std::make_unique<MetricsInterceptorFactory>(metrics_.get()));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  grpc_server_ = builder.BuildAndStart();
+  if (!grpc_server_) return Status(Code::kInternal, "cannot start the gRPC server");
+
+  for (const auto& url : config_.listen_client_urls) {
+    auto u = ParseUrl(url);
+    http::ClientListener::Options lo;
+    lo.host = u->host;
+    lo.port = u->port;
+    lo.max_body_bytes = static_cast<size_t>(config_.max_request_bytes) + kGrpcOverheadBytes;
+    grpc::Server* server = grpc_server_.get();
+    lo.on_grpc_connection = [server](int fd) { grpc::AddInsecureChannelFromFd(server, fd); };
+    auto listener = std::make_unique<http::ClientListener>(lo);
+    RegisterHttp(listener.get());
+    s = listener->Start();
+    if (!s.ok()) return Status(s.code(), "cannot listen on " + url + ": " + s.message());
+    CAIRN_LOG(kInfo) << "serving client requests on " << url;
+    listeners_.push_back(std::move(listener));
+  }
+  for (const auto& url : config_.listen_metrics_urls) {
+    auto u = ParseUrl(url);
+    http::ClientListener::Options lo;
+    lo.host = u->host;
+    lo.port = u->port;
+    lo.http_only = true;
+    auto listener = std::make_unique<http::ClientListener>(lo);
+    RegisterHttp(listener.get());
+    s = listener->Start();
+    if (!s.ok()) return Status(s.code(), "cannot listen on " + url + ": " + s.message());
+    CAIRN_LOG(kInfo) << "serving metrics on " << url;
+    listeners_.push_back(std::move(listener));
+  }
+  CAIRN_LOG(kInfo) << "cairn member " << std::hex << node_->ids().member_id << std::dec
+                   << " ready; data dir " << config_.data_dir << ", revision "
+                   << node_->kv()->CurrentRevision();
+  return Status::Ok();
+}
+
+http::HttpResponse EtcdServer::Health() {
+  http::HttpResponse r;
+  r.content_type = "text/plain; charset=utf-8";
+  auto alarms = node_->applier()->Alarms();
+  if (!alarms.empty()) {
+    std::string reason = "ALARM";
+    for (const auto& a : alarms) reason += a.alarm() == etcdserverpb::NOSPACE ? " NOSPACE" : " CORRUPT";
+    r.status = 503;
+    r.body = "{\"health\":\"false\",\"reason\":\"" + reason + "\"}";
+    metrics_->server().health_failures->Increment();
+    return r;
+  }
+  r.body = "{\"health\":\"true\",\"reason\":\"\"}";
+  metrics_->server().health_success->Increment();
+  return r;
+}
+
+void EtcdServer::RegisterHttp(http::ClientListener* listener) {
+  listener->Handle("GET", "/health", [this](const http::HttpRequest&) { return Health(); });
+  listener->Handle("GET", "/metrics", [this](const http::HttpRequest&) {
+    http::HttpResponse r;
+    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    r.body = metrics_->Serialize();
+    return r;
+  });
+  listener->Handle("GET", "/version", [this](const http::HttpRequest&) {
+    http::HttpResponse r;
+    r.content_type = "application/json";
+    r.body = "{\"etcdserver\":\"" + ctx_.version + "\",\"etcdcluster\":\"3.5.0\"}";
+    return r;
+  });
+}
+
+void EtcdServer::StartAutoCompaction() {
+  if (config_.auto_compaction_mode == "revision") {
+    int64_t keep = config_.auto_compaction_retention.empty() ? 0 : std::stoll(config_.auto_compaction_retention);
+    if (keep <= 0) return;
+    node_->AddPeriodic("auto-compaction", 5 * 60 * 1000, [this, keep] {
+      int64_t target = node_->kv()->CurrentRevision() - keep;
+      if (target <= node_->kv()->CompactRevision()) return;
+      cairnpb::InternalRequest req;
+      req.mutable_compaction()->set_revision(target);
+      node_->Propose(std::move(req), [](const cairnpb::InternalResponse&) {});
+    });
+    return;
+  }
+  int64_t retention_ms = ParseRetentionMs(config_.auto_compaction_retention).value();
+  if (retention_ms <= 0) return;
+  // etcd's periodic compactor: sample the revision every retention/10 and
+  // compact to the revision seen one retention period ago.
+  int64_t interval = std::max<int64_t>(retention_ms / 10, 1000);
+  auto samples = std::make_shared<std::deque<int64_t>>();
+  node_->AddPeriodic("auto-compaction", interval, [this, samples] {
+    samples->push_back(node_->kv()->CurrentRevision());
+    if (samples->size() <= 10) return;
+    int64_t target = samples->front();
+    samples->pop_front();
+    if (target <= node_->kv()->CompactRevision()) return;
+    cairnpb::InternalRequest req;
+    req.mutable_compaction()->set_revision(target);
+    node_->Propose(std::move(req), [](const cairnpb::InternalResponse&) {});
+  });
+}
+
+std::vector<uint16_t> EtcdServer::client_ports() const {
+  std::vector<uint16_t> ports;
+  for (size_t i = 0; i < config_.listen_client_urls.size() && i < listeners_.size(); i++) {
+    ports.push_back(listeners_[i]->port());
+  }
+  return ports;
+}
+
+void EtcdServer::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(stop_mu_);
+    if (stopped_) return;
+    stopped_ = true;
+  }
+  stop_cv_.notify_all();
+  for (auto& l : listeners_) l->Stop();
+  // Watch streams never end by themselves: end them so Shutdown need not
+  // wait for its deadline.
+  if (watch_service_) watch_service_->Stop();
+  if (grpc_server_) grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (node_) node_->Stop();
+  hub_ptr_ = nullptr;
+  if (grpc_server_) grpc_server_->Wait();
+  listeners_.clear();
+  grpc_server_.reset();
+  services_.clear();
+  hub_.reset();
+  node_.reset();
+}
+
+void EtcdServer::Wait() {
+  std::unique_lock<std::mutex> lock(stop_mu_);
+  stop_cv_.wait(lock, [this] { return stopped_; });
+}
+
+}  // namespace cairn::api

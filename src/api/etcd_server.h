@@ -1,0 +1,65 @@
+// EtcdServer: one cairn member as clients see it - the node, the watch hub,
+// the gRPC services and the HTTP endpoints on etcd's client URLs, and the
+// metrics. Owns everything it starts; Stop() (or the destructor) ends it all.
+//
+// Thread-safe: Start/Stop from one thread; the rest runs on gRPC's, the
+// listeners' and the node's threads.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "api/api_context.h"
+#include "api/server_config.h"
+#include "common/metrics.h"
+#include "server/node.h"
+
+namespace cairn::http {
+class ClientListener;
+struct HttpResponse;
+}
+namespace cairn::watch {
+class WatchHub;
+}
+
+namespace cairn::api {
+
+class EtcdServer {
+ public:
+  explicit EtcdServer(ServerConfig config);
+  ~EtcdServer();
+
+  Status Start();
+  void Stop();
+  // Blocks until Stop() is called from another thread or a signal handler.
+  void Wait();
+
+  // Bound ports of the client listeners, in --listen-client-urls order.
+  std::vector<uint16_t> client_ports() const;
+
+ private:
+  void StartAutoCompaction();
+  http::HttpResponse Health();
+  void RegisterHttp(http::ClientListener* listener);
+
+  ServerConfig config_;
+  std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<server::Node> node_;
+  std::unique_ptr<watch::WatchHub> hub_;
+  std::atomic<watch::WatchHub*> hub_ptr_{nullptr};  // read by the apply thread
+  ApiContext ctx_;
+  std::vector<std::unique_ptr<grpc::Service>> services_;
+  class WatchService* watch_service_ = nullptr;  // owned by services_
+  std::unique_ptr<grpc::Server> grpc_server_;
+  std::vector<std::unique_ptr<http::ClientListener>> listeners_;
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  bool stopped_ = false;
+};
+
+}  // namespace cairn::api

@@ -1,0 +1,102 @@
+#include "api/kv_service.h"
+
+#include "apply/kv_ops.h"
+
+namespace cairn::api {
+
+namespace {
+grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context, const Status& s) {
+  auto* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpc(s));
+  return reactor;
+}
+}  // namespace
+
+grpc::ServerUnaryReactor* KvService::Range(grpc::CallbackServerContext* context,
+                                           const etcdserverpb::RangeRequest* request,
+                                           etcdserverpb::RangeResponse* response) {
+  Status s = apply::CheckRangeRequest(*request);
+  if (!s.ok()) return Done(context, s);
+  auto view = ctx_->node->kv()->Read();
+  auto r = apply::Range(*view, *request);
+  if (!r.ok()) return Done(context, r.status());
+  *response = std::move(*r);
+  ctx_->FillHeader(response->mutable_header());
+  return Done(context, Status::Ok());
+}
+
+grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* context,
+                                         const etcdserverpb::PutRequest* request,
+                                         etcdserverpb::PutResponse* response) {
+  Status s = apply::CheckPutRequest(*request);
+  if (!s.ok()) return Done(context, s);
+  cairnpb::InternalRequest req;
+  *req.mutable_put() = *request;
+  auto* reactor = context->DefaultReactor();
+  ProposeAndFinish(*ctx_, std::move(req), true, reactor,
+                   [this, response](const cairnpb::InternalResponse& r) {
+                     *response = r.put();
+                     ctx_->FillHeader(response->mutable_header());
+                     return Status::Ok();
+                   });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* KvService::DeleteRange(grpc::CallbackServerContext* context,
+                                                 const etcdserverpb::DeleteRangeRequest* request,
+                                                 etcdserverpb::DeleteRangeResponse* response) {
+  Status s = apply::CheckDeleteRequest(*request);
+  if (!s.ok()) return Done(context, s);
+  cairnpb::InternalRequest req;
+  *req.mutable_delete_range() = *request;
+  auto* reactor = context->DefaultReactor();
+  ProposeAndFinish(*ctx_, std::move(req), false, reactor,
+                   [this, response](const cairnpb::InternalResponse& r) {
+                     *response = r.delete_range();
+                     ctx_->FillHeader(response->mutable_header());
+                     return Status::Ok();
+                   });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* KvService::Txn(grpc::CallbackServerContext* context,
+                                         const etcdserverpb::TxnRequest* request,
+                                         etcdserverpb::TxnResponse* response) {
+  Status s = apply::CheckTxnRequest(*request, ctx_->limits.max_txn_ops);
+  if (!s.ok()) return Done(context, s);
+  if (apply::IsTxnReadOnly(*request)) {
+    auto view = ctx_->node->kv()->Read();
+    auto r = apply::Txn(*view, nullptr, *ctx_->node->lessor(), *request);
+    if (!r.ok()) return Done(context, r.status());
+    *response = std::move(*r);
+    ctx_->FillHeader(response->mutable_header());
+    return Done(context, Status::Ok());
+  }
+  cairnpb::InternalRequest req;
+  *req.mutable_txn() = *request;
+  auto* reactor = context->DefaultReactor();
+  ProposeAndFinish(*ctx_, std::move(req), true, reactor,
+                   [this, response](const cairnpb::InternalResponse& r) {
+                     *response = r.txn();
+                     ctx_->FillHeader(response->mutable_header());
+                     return Status::Ok();
+                   });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* KvService::Compact(grpc::CallbackServerContext* context,
+                                             const etcdserverpb::CompactionRequest* request,
+                                             etcdserverpb::CompactionResponse* response) {
+  cairnpb::InternalRequest req;
+  *req.mutable_compaction() = *request;
+  auto* reactor = context->DefaultReactor();
+  ProposeAndFinish(*ctx_, std::move(req), false, reactor,
+                   [this, response](const cairnpb::InternalResponse& r) {
+                     *response = r.compaction();
+                     ctx_->FillHeader(response->mutable_header());
+                     return Status::Ok();
+                   });
+  return reactor;
+}
+
+}  // namespace cairn::api

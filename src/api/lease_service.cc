@@ -1,0 +1,171 @@
+#include "api/lease_service.h"
+
+#include <deque>
+#include <mutex>
+
+#include "mvcc/kv_store.h"
+
+namespace cairn::api {
+
+using etcdserverpb::LeaseKeepAliveRequest;
+using etcdserverpb::LeaseKeepAliveResponse;
+
+namespace {
+
+// One keep-alive stream: answers each request in order, one write in flight,
+// at most kMaxQueued answers waiting; reading pauses while the queue is full.
+class KeepAliveReactor final
+    : public grpc::ServerBidiReactor<LeaseKeepAliveRequest, LeaseKeepAliveResponse> {
+ public:
+  explicit KeepAliveReactor(const ApiContext* ctx) : ctx_(ctx) { StartRead(&request_); }
+
+  void OnReadDone(bool ok) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!ok) {
+      read_closed_ = true;
+      MaybeFinishLocked();
+      return;
+    }
+    LeaseKeepAliveResponse resp;
+    resp.set_id(request_.id());
+    auto ttl = ctx_->node->lessor()->Renew(request_.id());
+    resp.set_ttl(ttl.ok() ? *ttl : 0);
+    ctx_->FillHeader(resp.mutable_header());
+    queue_.push_back(std::move(resp));
+    if (!writing_) StartNextWriteLocked();
+    if (queue_.size() < kMaxQueued) {
+      StartRead(&request_);
+    } else {
+      read_paused_ = true;
+    }
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    writing_ = false;
+    if (!ok) {
+      failed_ = true;
+      MaybeFinishLocked();
+      return;
+    }
+    StartNextWriteLocked();
+    if (read_paused_ && queue_.size() < kMaxQueued) {
+      read_paused_ = false;
+      StartRead(&request_);
+    }
+    MaybeFinishLocked();
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  static constexpr size_t kMaxQueued = 64;
+
+  void StartNextWriteLocked() {
+    if (queue_.empty() || failed_) return;
+    current_ = std::move(queue_.front());
+    queue_.pop_front();
+    writing_ = true;
+    StartWrite(&current_);
+  }
+
+  void MaybeFinishLocked() {
+    if (finished_ || writing_) return;
+    if ((read_closed_ && queue_.empty()) || failed_) {
+      finished_ = true;
+      Finish(grpc::Status::OK);
+    }
+  }
+
+  const ApiContext* ctx_;
+  std::mutex mu_;
+  LeaseKeepAliveRequest request_;
+  LeaseKeepAliveResponse current_;
+  std::deque<LeaseKeepAliveResponse> queue_;
+  bool writing_ = false;
+  bool read_paused_ = false;
+  bool read_closed_ = false;
+  bool failed_ = false;
+  bool finished_ = false;
+};
+
+grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context, const Status& s) {
+  auto* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpc(s));
+  return reactor;
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* LeaseService::LeaseGrant(grpc::CallbackServerContext* context,
+                                                   const etcdserverpb::LeaseGrantRequest* request,
+                                                   etcdserverpb::LeaseGrantResponse* response) {
+  cairnpb::InternalRequest req;
+  *req.mutable_lease_grant() = *request;
+  // The id is chosen before the log so every replica applies the same one.
+  if (req.lease_grant().id() == 0) req.mutable_lease_grant()->set_id(ctx_->node->NextLeaseId());
+  auto* reactor = context->DefaultReactor();
+  ProposeAndFinish(*ctx_, std::move(req), true, reactor,
+                   [this, response](const cairnpb::InternalResponse& r) {
+                     *response = r.lease_grant();
+                     ctx_->FillHeader(response->mutable_header());
+                     return Status::Ok();
+                   });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* LeaseService::LeaseRevoke(grpc::CallbackServerContext* context,
+                                                    const etcdserverpb::LeaseRevokeRequest* request,
+                                                    etcdserverpb::LeaseRevokeResponse* response) {
+  cairnpb::InternalRequest req;
+  *req.mutable_lease_revoke() = *request;
+  auto* reactor = context->DefaultReactor();
+  ProposeAndFinish(*ctx_, std::move(req), false, reactor,
+                   [this, response](const cairnpb::InternalResponse& r) {
+                     *response = r.lease_revoke();
+                     ctx_->FillHeader(response->mutable_header());
+                     return Status::Ok();
+                   });
+  return reactor;
+}
+
+grpc::ServerBidiReactor<LeaseKeepAliveRequest, LeaseKeepAliveResponse>* LeaseService::LeaseKeepAlive(
+    grpc::CallbackServerContext* context) {
+  return new KeepAliveReactor(ctx_);
+}
+
+grpc::ServerUnaryReactor* LeaseService::LeaseTimeToLive(
+    grpc::CallbackServerContext* context, const etcdserverpb::LeaseTimeToLiveRequest* request,
+    etcdserverpb::LeaseTimeToLiveResponse* response) {
+  response->set_id(request->id());
+  auto info = ctx_->node->lessor()->Get(request->id());
+  if (!info.ok()) {
+    response->set_ttl(-1);  // etcd answers an unknown lease with TTL -1, no error
+  } else {
+    response->set_ttl(info->remaining_ms / 1000);
+    response->set_grantedttl(info->granted_ttl_seconds);
+    if (request->keys()) {
+      auto view = ctx_->node->kv()->Read();
+      std::string lower, upper;
+      storage::PutFixed64BE(&lower, static_cast<uint64_t>(request->id()));
+      storage::PutFixed64BE(&upper, static_cast<uint64_t>(request->id()) + 1);
+      auto it = ctx_->node->engine()->NewIterator(storage::Column::kLeaseKey, view->snapshot(),
+                                                  lower, upper);
+      for (it->SeekToFirst(); it->Valid(); it->Next()) {
+        response->add_keys(std::string(it->key().substr(8)));
+      }
+    }
+  }
+  ctx_->FillHeader(response->mutable_header());
+  return Done(context, Status::Ok());
+}
+
+grpc::ServerUnaryReactor* LeaseService::LeaseLeases(grpc::CallbackServerContext* context,
+                                                    const etcdserverpb::LeaseLeasesRequest* request,
+                                                    etcdserverpb::LeaseLeasesResponse* response) {
+  for (int64_t id : ctx_->node->lessor()->List()) response->add_leases()->set_id(id);
+  ctx_->FillHeader(response->mutable_header());
+  return Done(context, Status::Ok());
+}
+
+}  // namespace cairn::api

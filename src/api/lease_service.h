@@ -1,0 +1,34 @@
+// etcd's Lease service. Grant and Revoke go through the mutation path;
+// KeepAlive moves the deadline in this member's lessor only (as etcd's
+// leader does), so it never touches the log.
+#pragma once
+
+#include "api/api_context.h"
+#include "etcdserverpb/rpc.grpc.pb.h"
+
+namespace cairn::api {
+
+class LeaseService final : public etcdserverpb::Lease::CallbackService {
+ public:
+  explicit LeaseService(const ApiContext* ctx) : ctx_(ctx) {}
+
+  grpc::ServerUnaryReactor* LeaseGrant(grpc::CallbackServerContext* context,
+                                       const etcdserverpb::LeaseGrantRequest* request,
+                                       etcdserverpb::LeaseGrantResponse* response) override;
+  grpc::ServerUnaryReactor* LeaseRevoke(grpc::CallbackServerContext* context,
+                                        const etcdserverpb::LeaseRevokeRequest* request,
+                                        etcdserverpb::LeaseRevokeResponse* response) override;
+  grpc::ServerBidiReactor<etcdserverpb::LeaseKeepAliveRequest, etcdserverpb::LeaseKeepAliveResponse>*
+  LeaseKeepAlive(grpc::CallbackServerContext* context) override;
+  grpc::ServerUnaryReactor* LeaseTimeToLive(grpc::CallbackServerContext* context,
+                                            const etcdserverpb::LeaseTimeToLiveRequest* request,
+                                            etcdserverpb::LeaseTimeToLiveResponse* response) override;
+  grpc::ServerUnaryReactor* LeaseLeases(grpc::CallbackServerContext* context,
+                                        const etcdserverpb::LeaseLeasesRequest* request,
+                                        etcdserverpb::LeaseLeasesResponse* response) override;
+
+ private:
+  const ApiContext* ctx_;
+};
+
+}  // namespace cairn::api

@@ -1,0 +1,174 @@
+#include "api/maintenance_service.h"
+
+#include "storage/snapshot_stream.h"
+
+namespace cairn::api {
+
+namespace {
+grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context, const cairn::Status& s) {
+  auto* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpc(s));
+  return reactor;
+}
+
+// Streams a SnapshotReader's chunks, one write in flight.
+class SnapshotReactor final : public grpc::ServerWriteReactor<etcdserverpb::SnapshotResponse> {
+ public:
+  explicit SnapshotReactor(const ApiContext* ctx)
+      : ctx_(ctx), reader_(ctx->node->engine(), ctx->node->engine()->GetSnapshot()) {
+    ctx_->FillHeader(response_.mutable_header());
+    Next();
+  }
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "snapshot stream broken"));
+      return;
+    }
+    Next();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  static constexpr size_t kChunkBytes = 32 * 1024;
+  void Next() {
+    if (finished_) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    std::string blob;
+    auto more = reader_.NextChunk(&blob, kChunkBytes);
+    if (!more.ok()) {
+      Finish(ToGrpc(more.status()));
+      return;
+    }
+    if (!*more) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    response_.set_blob(std::move(blob));
+    // The total is unknown in advance; 0 marks the last chunk.
+    finished_ = reader_.done();
+    response_.set_remaining_bytes(finished_ ? 0 : kChunkBytes);
+    StartWrite(&response_);
+  }
+  const ApiContext* ctx_;
+  storage::SnapshotReader reader_;
+  etcdserverpb::SnapshotResponse response_;
+  bool finished_ = false;
+};
+
+std::string AlarmName(etcdserverpb::AlarmType t) {
+  switch (t) {
+    case etcdserverpb::NOSPACE: return "NOSPACE";
+    case etcdserverpb::CORRUPT: return "CORRUPT";
+    default: return "NONE";
+  }
+}
+}  // namespace
+
+grpc::ServerUnaryReactor* MaintenanceService::Alarm(grpc::CallbackServerContext* context,
+                                                    const etcdserverpb::AlarmRequest* request,
+                                                    etcdserverpb::AlarmResponse* response) {
+  cairnpb::InternalRequest req;
+  *req.mutable_alarm() = *request;
+  auto* reactor = context->DefaultReactor();
+  ProposeAndFinish(*ctx_, std::move(req), false, reactor,
+                   [this, response](const cairnpb::InternalResponse& r) {
+                     *response = r.alarm();
+                     ctx_->FillHeader(response->mutable_header());
+                     return cairn::Status::Ok();
+                   });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* MaintenanceService::Status(grpc::CallbackServerContext* context,
+                                                     const etcdserverpb::StatusRequest* request,
+                                                     etcdserverpb::StatusResponse* response) {
+  ctx_->FillHeader(response->mutable_header());
+  response->set_version(ctx_->version);
+  response->set_dbsize(static_cast<int64_t>(ctx_->node->engine()->TotalSizeBytes()));
+  response->set_dbsizeinuse(static_cast<int64_t>(ctx_->node->engine()->LiveDataSizeBytes()));
+  response->set_leader(ctx_->node->ids().member_id);
+  response->set_raftindex(ctx_->node->applied_index());
+  response->set_raftterm(ctx_->node->raft_term());
+  response->set_raftappliedindex(ctx_->node->applied_index());
+  response->set_islearner(false);
+  for (const auto& a : ctx_->node->applier()->Alarms()) {
+    response->add_errors("memberID:" + std::to_string(a.memberid()) + " alarm:" + AlarmName(a.alarm()) + " ");
+  }
+  return Done(context, cairn::Status::Ok());
+}
+
+grpc::ServerUnaryReactor* MaintenanceService::Defragment(grpc::CallbackServerContext* context,
+                                                         const etcdserverpb::DefragmentRequest*,
+                                                         etcdserverpb::DefragmentResponse* response) {
+  // RocksDB rewrites files in the background while reads and writes go on:
+  // no stop-the-world pause, unlike bbolt's defrag.
+  cairn::Status s = ctx_->node->engine()->CompactAll();
+  if (s.ok()) ctx_->FillHeader(response->mutable_header());
+  return Done(context, s);
+}
+
+grpc::ServerUnaryReactor* MaintenanceService::Hash(grpc::CallbackServerContext* context,
+                                                   const etcdserverpb::HashRequest*,
+                                                   etcdserverpb::HashResponse* response) {
+  int64_t hash_rev = 0, compact_rev = 0;
+  auto h = ctx_->node->kv()->HashKV(0, &hash_rev, &compact_rev);
+  if (!h.ok()) return Done(context, h.status());
+  response->set_hash(*h);
+  ctx_->FillHeader(response->mutable_header());
+  return Done(context, cairn::Status::Ok());
+}
+
+grpc::ServerUnaryReactor* MaintenanceService::HashKV(grpc::CallbackServerContext* context,
+                                                     const etcdserverpb::HashKVRequest* request,
+                                                     etcdserverpb::HashKVResponse* response) {
+  int64_t hash_rev = 0, compact_rev = 0;
+  auto h = ctx_->node->kv()->HashKV(request->revision(), &hash_rev, &compact_rev);
+  if (!h.ok()) return Done(context, h.status());
+  response->set_hash(*h);
+  response->set_compact_revision(compact_rev);
+  response->set_hash_revision(hash_rev);
+  ctx_->FillHeader(response->mutable_header());
+  return Done(context, cairn::Status::Ok());
+}
+
+grpc::ServerWriteReactor<etcdserverpb::SnapshotResponse>* MaintenanceService::Snapshot(
+    grpc::CallbackServerContext* context, const etcdserverpb::SnapshotRequest*) {
+  return new SnapshotReactor(ctx_);
+}
+
+grpc::ServerUnaryReactor* ClusterService::MemberList(grpc::CallbackServerContext* context,
+                                                     const etcdserverpb::MemberListRequest*,
+                                                     etcdserverpb::MemberListResponse* response) {
+  auto* m = response->add_members();
+  m->set_id(ctx_->node->ids().member_id);
+  m->set_name(ctx_->name);
+  for (const auto& u : ctx_->peer_urls) m->add_peerurls(u);
+  for (const auto& u : ctx_->client_urls) m->add_clienturls(u);
+  ctx_->FillHeader(response->mutable_header());
+  return Done(context, cairn::Status::Ok());
+}
+
+grpc::ServerUnaryReactor* AuthService::Authenticate(grpc::CallbackServerContext* context,
+                                                    const etcdserverpb::AuthenticateRequest*,
+                                                    etcdserverpb::AuthenticateResponse*) {
+  return Done(context, errors::AuthNotEnabled());
+}
+
+grpc::ServerUnaryReactor* AuthService::AuthStatus(grpc::CallbackServerContext* context,
+                                                  const etcdserverpb::AuthStatusRequest*,
+                                                  etcdserverpb::AuthStatusResponse* response) {
+  response->set_enabled(false);
+  ctx_->FillHeader(response->mutable_header());
+  return Done(context, cairn::Status::Ok());
+}
+
+grpc::ServerUnaryReactor* AuthService::AuthDisable(grpc::CallbackServerContext* context,
+                                                   const etcdserverpb::AuthDisableRequest*,
+                                                   etcdserverpb::AuthDisableResponse* response) {
+  ctx_->FillHeader(response->mutable_header());
+  return Done(context, cairn::Status::Ok());
+}
+
+}  // namespace cairn::api

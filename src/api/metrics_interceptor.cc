@@ -1,0 +1,65 @@
+#include "api/metrics_interceptor.h"
+
+#include <google/protobuf/message.h>
+
+#include <string>
+
+namespace cairn::api {
+
+namespace {
+using grpc::experimental::InterceptionHookPoints;
+
+class MetricsInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  MetricsInterceptor(Metrics* metrics, grpc::experimental::ServerRpcInfo* info) : metrics_(metrics) {
+    std::string full = info->method() ? info->method() : "";
+    // "/etcdserverpb.KV/Range" -> service "etcdserverpb.KV", method "Range"
+    size_t slash = full.find('/', 1);
+    std::string service = slash == std::string::npos ? full : full.substr(1, slash - 1);
+    std::string method = slash == std::string::npos ? "" : full.substr(slash + 1);
+    switch (info->type()) {
+      case grpc::experimental::ServerRpcInfo::Type::UNARY: type_ = kGrpcUnary; break;
+      case grpc::experimental::ServerRpcInfo::Type::CLIENT_STREAMING: type_ = kGrpcClientStream; break;
+      case grpc::experimental::ServerRpcInfo::Type::SERVER_STREAMING: type_ = kGrpcServerStream; break;
+      default: type_ = kGrpcBidiStream; break;
+    }
+    unary_ = info->type() == grpc::experimental::ServerRpcInfo::Type::UNARY;
+    method_ = &metrics_->GrpcMethod(service, method, type_);
+    method_->started->Increment();
+  }
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_MESSAGE)) {
+      method_->msg_received->Increment();
+      auto* msg = static_cast<const google::protobuf::Message*>(methods->GetRecvMessage());
+      if (msg) metrics_->network().client_grpc_received_bytes_total->Increment(msg->ByteSizeLong());
+    }
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_MESSAGE)) {
+      sent_++;
+      auto* msg = static_cast<const google::protobuf::Message*>(methods->GetSendMessage());
+      if (msg) metrics_->network().client_grpc_sent_bytes_total->Increment(msg->ByteSizeLong());
+      if (!unary_) method_->msg_sent->Increment();
+    }
+    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
+      grpc::Status status = methods->GetSendStatus();
+      Metrics::Handled(*method_, static_cast<int>(status.error_code())).Increment();
+      if (unary_ && status.ok()) method_->msg_sent->Increment();
+    }
+    methods->Proceed();
+  }
+
+ private:
+  Metrics* metrics_;
+  GrpcMethodMetrics* method_ = nullptr;
+  std::string_view type_;
+  bool unary_ = false;
+  int sent_ = 0;
+};
+}  // namespace
+
+grpc::experimental::Interceptor* MetricsInterceptorFactory::CreateServerInterceptor(
+    grpc::experimental::ServerRpcInfo* info) {
+  return new MetricsInterceptor(metrics_, info);
+}
+
+}  // namespace cairn::api

@@ -1,0 +1,93 @@
+#include "api/server_config.h"
+
+#include <cctype>
+
+namespace cairn::api {
+
+Result<Url> ParseUrl(const std::string& url) {
+  Url u;
+  size_t p = url.find("://");
+  if (p == std::string::npos) return Status(Code::kInvalidArgument, "URL must have a scheme: " + url);
+  u.scheme = url.substr(0, p);
+  if (u.scheme != "http") {
+    return Status(Code::kInvalidArgument, "unsupported URL scheme (only http for now): " + url);
+  }
+  std::string rest = url.substr(p + 3);
+  while (!rest.empty() && rest.back() == '/') rest.pop_back();
+  size_t colon = rest.rfind(':');
+  if (colon == std::string::npos) return Status(Code::kInvalidArgument, "URL must have a port: " + url);
+  u.host = rest.substr(0, colon);
+  if (!u.host.empty() && u.host.front() == '[') u.host = u.host.substr(1, u.host.size() - 2);
+  std::string port = rest.substr(colon + 1);
+  if (port.empty() || port.size() > 5) return Status(Code::kInvalidArgument, "bad port in URL: " + url);
+  for (char c : port) {
+    if (!std::isdigit(static_cast<unsigned char>(c))) {
+      return Status(Code::kInvalidArgument, "bad port in URL: " + url);
+    }
+  }
+  int v = std::stoi(port);
+  if (v > 65535) return Status(Code::kInvalidArgument, "bad port in URL: " + url);
+  u.port = static_cast<uint16_t>(v);
+  if (u.host == "localhost") u.host = "127.0.0.1";
+  return u;
+}
+
+Result<int64_t> ParseRetentionMs(const std::string& r) {
+  if (r.empty()) return int64_t{0};
+  bool all_digits = true;
+  for (char c : r) all_digits &= std::isdigit(static_cast<unsigned char>(c)) != 0;
+  if (all_digits) return std::stoll(r) * 3600 * 1000;
+  int64_t total = 0;
+  size_t i = 0;
+  while (i < r.size()) {
+    size_t j = i;
+    while (j < r.size() && (std::isdigit(static_cast<unsigned char>(r[j])) || r[j] == '.')) j++;
+    if (j == i) return Status(Code::kInvalidArgument, "bad duration: " + r);
+    double n = std::stod(r.substr(i, j - i));
+    size_t k = j;
+    while (k < r.size() && std::isalpha(static_cast<unsigned char>(r[k]))) k++;
+    std::string unit = r.substr(j, k - j);
+    double ms;
+    if (unit == "h") ms = n * 3600000;
+    else if (unit == "m") ms = n * 60000;
+    else if (unit == "s") ms = n * 1000;
+    else if (unit == "ms") ms = n;
+    else return Status(Code::kInvalidArgument, "bad duration unit in: " + r);
+    total += static_cast<int64_t>(ms);
+    i = k;
+  }
+  return total;
+}
+
+Status ServerConfig::Validate() const {
+  if (name.empty()) return Status(Code::kInvalidArgument, "--name must not be empty");
+  if (listen_client_urls.empty()) return Status(Code::kInvalidArgument, "--listen-client-urls is empty");
+  for (const auto& u : listen_client_urls) {
+    auto p = ParseUrl(u);
+    if (!p.ok()) return p.status();
+  }
+  for (const auto& u : listen_metrics_urls) {
+    auto p = ParseUrl(u);
+    if (!p.ok()) return p.status();
+  }
+  if (max_request_bytes <= 0) return Status(Code::kInvalidArgument, "--max-request-bytes must be > 0");
+  if (max_txn_ops <= 0) return Status(Code::kInvalidArgument, "--max-txn-ops must be > 0");
+  if (quota_backend_bytes < 0) return Status(Code::kInvalidArgument, "--quota-backend-bytes must be >= 0");
+  if (auto_compaction_mode != "periodic" && auto_compaction_mode != "revision") {
+    return Status(Code::kInvalidArgument,
+                  "unknown auto-compaction-mode '" + auto_compaction_mode + "'");
+  }
+  if (auto_compaction_mode == "revision") {
+    for (char c : auto_compaction_retention) {
+      if (!std::isdigit(static_cast<unsigned char>(c))) {
+        return Status(Code::kInvalidArgument, "revision retention must be an integer");
+      }
+    }
+  } else {
+    auto r = ParseRetentionMs(auto_compaction_retention);
+    if (!r.ok()) return r.status();
+  }
+  return Status::Ok();
+}
+
+}  // namespace cairn::api

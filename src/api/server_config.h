@@ -1,0 +1,42 @@
+// The member's configuration, under etcd's flag names. Built from flags and
+// the YAML config file in cmd/; defaults are etcd's.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace cairn::api {
+
+struct ServerConfig {
+  std::string name = "default";
+  // Default: "<name>.cairn" in the working directory (etcd: "<name>.etcd").
+  std::string data_dir;
+  std::vector<std::string> listen_client_urls = {"http://localhost:2379"};
+  std::vector<std::string> advertise_client_urls = {"http://localhost:2379"};
+  std::vector<std::string> listen_metrics_urls;
+  std::vector<std::string> initial_advertise_peer_urls = {"http://localhost:2380"};
+  // 0 means etcd's default of 2 GiB.
+  int64_t quota_backend_bytes = 0;
+  int64_t max_request_bytes = 1572864;
+  int64_t max_txn_ops = 128;
+  std::string auto_compaction_mode = "periodic";  // "periodic" or "revision"
+  std::string auto_compaction_retention = "0";    // 0 = off
+  std::string log_level = "info";
+
+  Status Validate() const;
+};
+
+struct Url {
+  std::string scheme, host;
+  uint16_t port = 0;
+};
+Result<Url> ParseUrl(const std::string& url);
+
+// etcd's retention: an integer is hours in periodic mode, a Go duration
+// ("30m", "1h30m") otherwise; in revision mode an integer count.
+Result<int64_t> ParseRetentionMs(const std::string& retention);
+
+}  // namespace cairn::api

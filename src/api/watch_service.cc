@@ -1,0 +1,174 @@
+#include "api/watch_service.h"
+
+#include <memory>
+#include <mutex>
+
+#include "common/check.h"
+
+namespace cairn::api {
+
+using etcdserverpb::WatchRequest;
+using etcdserverpb::WatchResponse;
+
+namespace {
+// etcd's rpctypes.ErrGRPCWatchCanceled and ErrGRPCStopped.
+grpc::Status WatchCanceled() {
+  return grpc::Status(grpc::StatusCode::CANCELLED, "etcdserver: watch canceled");
+}
+grpc::Status ServerStopped() {
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcdserver: server stopped");
+}
+}  // namespace
+
+// Lives from Watch() until OnDone. gRPC runs its reactions on its own threads
+// (possibly concurrently); the hub calls OnStreamReady from the apply thread,
+// the server's watch threads, or from inside our own Create/Cancel calls.
+// mu_ orders the write side; requests are handed to the stream without it,
+// because the stream may call OnStreamReady synchronously.
+class WatchReactor final : public grpc::ServerBidiReactor<WatchRequest, WatchResponse> {
+ public:
+  WatchReactor(WatchService* service, watch::WatchHub* hub,
+               const watch::WatchHub::HeaderFiller* header_filler)
+      : service_(service), header_filler_(header_filler) {
+    stream_ = hub->NewStream([this] { OnStreamReady(); });
+    StartRead(&request_);
+  }
+
+  // Ends the stream from the server side (WatchService::Stop).
+  void Stop() {
+    std::lock_guard<std::mutex> lock(mu_);
+    finish_wanted_ = true;
+    finish_status_ = ServerStopped();
+    FinishLocked();
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return;  // half-closed (keep sending, as etcd) or cancelled (OnCancel follows)
+    Handle(request_);
+    std::lock_guard<std::mutex> lock(mu_);
+    if (finish_wanted_) return;
+    if (stream_->CanAcceptRequest()) {
+      StartRead(&request_);
+    } else {
+      read_paused_ = true;  // resumed by OnWriteDone once responses drained
+    }
+  }
+
+  void OnWriteDone(bool ok) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    writing_ = false;
+    if (!ok) finish_wanted_ = true;  // the client is gone
+    if (finish_wanted_) {
+      FinishLocked();
+      return;
+    }
+    MaybeWriteLocked();
+    if (read_paused_ && stream_->CanAcceptRequest()) {
+      read_paused_ = false;
+      StartRead(&request_);
+    }
+  }
+
+  void OnCancel() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    finish_wanted_ = true;
+    FinishLocked();
+  }
+
+  void OnDone() override {
+    // After Close() returns no OnStreamReady runs or will run.
+    stream_->Close();
+    service_->Unregister(this);
+    delete this;
+  }
+
+ private:
+  void Handle(const WatchRequest& request) {
+    switch (request.request_union_case()) {
+      case WatchRequest::kCreateRequest:
+        stream_->Create(request.create_request());
+        break;
+      case WatchRequest::kCancelRequest:
+        stream_->Cancel(request.cancel_request().watch_id());
+        break;
+      case WatchRequest::kProgressRequest:
+        stream_->RequestProgress();
+        break;
+      default:
+        break;  // etcd ignores requests it does not know rather than failing the stream
+    }
+  }
+
+  void OnStreamReady() {
+    std::lock_guard<std::mutex> lock(mu_);
+    MaybeWriteLocked();
+  }
+
+  // One write in flight at a time: the next is pulled when it completes.
+  void MaybeWriteLocked() {
+    if (writing_ || finish_wanted_) return;
+    if (!stream_->Next(&response_)) return;  // the stream calls OnStreamReady on the next push
+    if (header_filler_ != nullptr) {
+      const int64_t rev = response_.header().revision();
+      (*header_filler_)(response_.mutable_header());
+      response_.mutable_header()->set_revision(rev);
+    }
+    writing_ = true;
+    StartWrite(&response_);
+  }
+
+  // Finish may not overlap a write; OnWriteDone calls this again.
+  void FinishLocked() {
+    if (finished_ || writing_) return;
+    finished_ = true;
+    Finish(finish_status_);
+  }
+
+  WatchService* const service_;
+  const watch::WatchHub::HeaderFiller* const header_filler_;
+  std::shared_ptr<watch::WatchStream> stream_;
+  WatchRequest request_;  // owned by the read in flight
+
+  std::mutex mu_;
+  WatchResponse response_;     // GUARDED_BY(mu_); owned by the write in flight
+  bool writing_ = false;       // GUARDED_BY(mu_)
+  bool read_paused_ = false;   // GUARDED_BY(mu_)
+  bool finish_wanted_ = false; // GUARDED_BY(mu_)
+  bool finished_ = false;      // GUARDED_BY(mu_)
+  grpc::Status finish_status_ = WatchCanceled();  // GUARDED_BY(mu_)
+};
+
+WatchService::WatchService(watch::WatchHub* hub, watch::WatchHub::HeaderFiller header_filler)
+    : hub_(hub), header_filler_(std::move(header_filler)) {}
+
+WatchService::~WatchService() {
+  std::lock_guard<std::mutex> lock(mu_);
+  CHECK(reactors_.empty()) << reactors_.size() << " watch streams outlive their service";
+}
+
+grpc::ServerBidiReactor<WatchRequest, WatchResponse>* WatchService::Watch(
+    grpc::CallbackServerContext* /*context*/) {
+  auto* reactor = new WatchReactor(this, hub_, header_filler_ ? &header_filler_ : nullptr);
+  std::lock_guard<std::mutex> lock(mu_);
+  reactors_.insert(reactor);
+  if (stopped_) reactor->Stop();
+  return reactor;
+}
+
+void WatchService::Stop() {
+  std::lock_guard<std::mutex> lock(mu_);
+  stopped_ = true;
+  for (WatchReactor* r : reactors_) r->Stop();
+}
+
+size_t WatchService::OpenStreams() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return reactors_.size();
+}
+
+void WatchService::Unregister(WatchReactor* reactor) {
+  std::lock_guard<std::mutex> lock(mu_);
+  reactors_.erase(reactor);
+}
+
+}  // namespace cairn::api

@@ -1,0 +1,63 @@
+// WatchService: etcd's Watch gRPC service (etcdserver/api/v3rpc/watch.go)
+// over the watch hub, with gRPC's callback API.
+//
+// One reactor per client stream owns one watch::WatchStream. It reads
+// requests one at a time and hands them to the stream (create, cancel,
+// progress); it writes the stream's responses one at a time, pulling the next
+// when the previous write completed or when the hub signals (on_ready) that
+// an idle stream has something. Reading pauses while the stream's control
+// backlog is full, so a client that sends requests but does not read
+// responses is slowed down instead of growing a queue.
+//
+// As etcd, a client that half-closes keeps receiving events; the RPC ends
+// when the client cancels it, a write fails, or the server shuts down.
+//
+// Thread safety: thread-safe; gRPC may call Watch() from any thread. The hub
+// must outlive the gRPC server.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <mutex>
+#include <set>
+
+#include "etcdserverpb/rpc.grpc.pb.h"
+#include "watch/watch_hub.h"
+
+namespace cairn::api {
+
+class WatchReactor;
+
+class WatchService final : public etcdserverpb::Watch::CallbackService {
+ public:
+  // `header_filler` (may be null) fills each response's header fields other
+  // than the revision after the hub's own filler, on the writing thread; it
+  // must be thread-safe. A hub built with a filler needs none here.
+  WatchService(watch::WatchHub* hub, watch::WatchHub::HeaderFiller header_filler);
+
+  ~WatchService() override;  // REQUIRES: the gRPC server has shut down
+
+  grpc::ServerBidiReactor<etcdserverpb::WatchRequest, etcdserverpb::WatchResponse>* Watch(
+      grpc::CallbackServerContext* context) override;
+
+  // Ends every open watch stream with UNAVAILABLE "etcdserver: server
+  // stopped" and refuses new ones. Watch streams never end by themselves, so
+  // without this grpc::Server::Shutdown waits for its whole deadline. Call
+  // before Shutdown.
+  void Stop();
+
+  size_t OpenStreams() const;
+
+ private:
+  friend class WatchReactor;
+  void Unregister(WatchReactor* reactor);
+
+  watch::WatchHub* const hub_;
+  const watch::WatchHub::HeaderFiller header_filler_;
+
+  mutable std::mutex mu_;  // taken before a reactor's own lock
+  std::set<WatchReactor*> reactors_;  // GUARDED_BY(mu_)
+  bool stopped_ = false;              // GUARDED_BY(mu_)
+};
+
+}  // namespace cairn::api

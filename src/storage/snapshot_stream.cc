@@ -1,0 +1,153 @@
+#include "storage/snapshot_stream.h"
+
+#include <openssl/evp.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+namespace cairn::storage {
+
+namespace {
+constexpr char kMagic[] = "CAIRNSNAP1\n";
+constexpr size_t kMagicLen = sizeof(kMagic) - 1;
+constexpr uint8_t kEndMarker = 0xfe;
+constexpr size_t kAlign = 512;
+constexpr size_t kHashLen = 32;
+
+void PutU32(std::string* out, uint32_t v) {
+  for (int i = 0; i < 4; i++) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+uint32_t GetU32(const char* p) {
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; i--) v = (v << 8) | static_cast<uint8_t>(p[i]);
+  return v;
+}
+}  // namespace
+
+struct SnapshotReader::Hasher {
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  Hasher() { EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr); }
+  ~Hasher() { EVP_MD_CTX_free(ctx); }
+  void Update(const std::string& s, size_t from) {
+    EVP_DigestUpdate(ctx, s.data() + from, s.size() - from);
+  }
+  std::string Final() {
+    unsigned char md[32];
+    unsigned int len = 0;
+    EVP_DigestFinal_ex(ctx, md, &len);
+    return std::string(reinterpret_cast<char*>(md), len);
+  }
+};
+
+SnapshotReader::SnapshotReader(Engine* engine, std::shared_ptr<const Snapshot> snapshot)
+    : engine_(engine), snapshot_(std::move(snapshot)), hasher_(std::make_unique<Hasher>()) {}
+SnapshotReader::~SnapshotReader() = default;
+
+Result<bool> SnapshotReader::NextChunk(std::string* out, size_t max_bytes) {
+  if (done_) return false;
+  size_t start = out->size();
+  if (!header_done_) {
+    out->append(kMagic, kMagicLen);
+    header_done_ = true;
+  }
+  while (out->size() - start < max_bytes) {
+    if (column_ >= static_cast<int>(Column::kCount)) {
+      out->push_back(static_cast<char>(kEndMarker));
+      total_bytes_ += out->size() - start;
+      size_t pad = (kAlign - total_bytes_ % kAlign) % kAlign;
+      out->append(pad, '\0');
+      hasher_->Update(*out, start);
+      out->append(hasher_->Final());
+      done_ = true;
+      return true;
+    }
+    if (static_cast<Column>(column_) == Column::kLog) {
+      column_++;
+      continue;
+    }
+    if (!it_) {
+      it_ = engine_->NewIterator(static_cast<Column>(column_), snapshot_.get());
+      it_->SeekToFirst();
+    }
+    if (!it_->Valid()) {
+      Status s = it_->status();
+      if (!s.ok()) return s;
+      it_.reset();
+      column_++;
+      continue;
+    }
+    out->push_back(static_cast<char>(column_));
+    PutU32(out, static_cast<uint32_t>(it_->key().size()));
+    out->append(it_->key());
+    PutU32(out, static_cast<uint32_t>(it_->value().size()));
+    out->append(it_->value());
+    it_->Next();
+  }
+  hasher_->Update(*out, start);
+  total_bytes_ += out->size() - start;
+  return true;
+}
+
+Status RestoreSnapshot(const std::string& snapshot_path, const std::string& db_path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::exists(db_path, ec)) {
+    return Status(Code::kAlreadyExists, "restore: " + db_path + " already exists");
+  }
+  std::ifstream in(snapshot_path, std::ios::binary);
+  if (!in) return Status(Code::kNotFound, "restore: cannot open " + snapshot_path);
+  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (data.size() < kMagicLen + 1 + kHashLen || data.size() % kAlign != kHashLen ||
+      data.compare(0, kMagicLen, kMagic) != 0) {
+    return Status(Code::kInvalidArgument, "restore: " + snapshot_path + " is not a cairn snapshot");
+  }
+  size_t hashed_end = data.size() - kHashLen;
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  EVP_DigestUpdate(ctx, data.data(), hashed_end);
+  unsigned char md[32];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx, md, &len);
+  EVP_MD_CTX_free(ctx);
+  if (std::memcmp(md, data.data() + hashed_end, kHashLen) != 0) {
+    return Status(Code::kDataLoss, "restore: snapshot checksum mismatch");
+  }
+  size_t body_end = hashed_end;
+  EngineOptions eo;
+  eo.path = db_path;
+  auto engine = Engine::Open(eo);
+  if (!engine.ok()) return engine.status();
+  size_t pos = kMagicLen;
+  WriteBatch batch(engine->get());
+  while (true) {
+    if (pos >= body_end) return Status(Code::kDataLoss, "restore: snapshot has no end marker");
+    if (data[pos] != static_cast<char>(kEndMarker) && body_end - pos < 9) {
+      return Status(Code::kDataLoss, "restore: malformed record");
+    }
+    int column = static_cast<uint8_t>(data[pos++]);
+    if (column == kEndMarker) break;
+    if (column >= static_cast<int>(Column::kCount)) {
+      return Status(Code::kDataLoss, "restore: unknown column");
+    }
+    uint32_t klen = GetU32(&data[pos]);
+    pos += 4;
+    if (body_end - pos < klen + 4) return Status(Code::kDataLoss, "restore: malformed record");
+    std::string_view key(&data[pos], klen);
+    pos += klen;
+    uint32_t vlen = GetU32(&data[pos]);
+    pos += 4;
+    if (body_end - pos < vlen) return Status(Code::kDataLoss, "restore: malformed record");
+    std::string_view value(&data[pos], vlen);
+    pos += vlen;
+    batch.Put(static_cast<Column>(column), key, value);
+    if (batch.ByteSize() > (16 << 20)) {
+      Status s = (*engine)->Write(batch, false);
+      if (!s.ok()) return s;
+      batch.Clear();
+    }
+  }
+  return (*engine)->Write(batch, true);
+}
+
+}  // namespace cairn::storage

@@ -1,0 +1,50 @@
+// A consistent, self-checking dump of a member's database, streamed by the
+// Maintenance.Snapshot RPC and read back by `cairnctl snapshot restore`.
+//
+// Format: "CAIRNSNAP1\n", then records
+//     u8 column, u32le key length, key, u32le value length, value
+// then an end marker (u8 0xfe), zero padding to a multiple of 512 bytes, and
+// the 32-byte SHA-256 of everything before it. The padding and trailer are
+// what etcdctl's `snapshot save` checks (size % 512 == 32), so the real
+// etcdctl saves cairn snapshots. The durable log is not included: a restored
+// member starts at its applied index with an empty log.
+//
+// Thread: a SnapshotReader belongs to one thread at a time.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+#include "storage/engine.h"
+
+namespace cairn::storage {
+
+class SnapshotReader {
+ public:
+  // Reads at `snapshot`, which must outlive the reader.
+  SnapshotReader(Engine* engine, std::shared_ptr<const Snapshot> snapshot);
+  ~SnapshotReader();
+  // Appends up to about `max_bytes` of the stream to `out`; false once done.
+  Result<bool> NextChunk(std::string* out, size_t max_bytes);
+  // True once the trailer has been produced.
+  bool done() const { return done_; }
+
+  struct Hasher;
+
+ private:
+  Engine* engine_;
+  std::shared_ptr<const Snapshot> snapshot_;
+  int column_ = 0;
+  std::unique_ptr<Iterator> it_;
+  bool header_done_ = false;
+  bool done_ = false;
+  size_t total_bytes_ = 0;
+  std::unique_ptr<Hasher> hasher_;
+};
+
+// Verifies `snapshot_path` and creates a new database in `data_dir` from it.
+// Refuses a data dir that already exists and is not empty.
+Status RestoreSnapshot(const std::string& snapshot_path, const std::string& db_path);
+
+}  // namespace cairn::storage

@@ -1,0 +1,505 @@
+#include "watch/watch_hub.h"
+
+#include <algorithm>
+#include <limits>
+#include <utility>
+
+#include "common/check.h"
+#include "common/logging.h"
+
+namespace cairn::watch {
+
+namespace {
+// etcd's mvcc errors, which it puts into cancel_reason verbatim.
+constexpr char kErrEmptyWatcherRange[] = "mvcc: watcher range is empty";
+constexpr char kErrWatcherDuplicateId[] = "mvcc: duplicate watch ID provided on the WatchStream";
+
+// Room left for the response's own fields when sizing catch-up batches.
+constexpr size_t kResponseOverheadBytes = 64;
+}  // namespace
+
+Status WatchHubOptions::Validate() const {
+  if (max_pending_responses == 0) {
+    return Status(Code::kInvalidArgument, "watch: max_pending_responses must be > 0");
+  }
+  if (max_pending_bytes == 0) {
+    return Status(Code::kInvalidArgument, "watch: max_pending_bytes must be > 0");
+  }
+  if (max_control_responses == 0) {
+    return Status(Code::kInvalidArgument, "watch: max_control_responses must be > 0");
+  }
+  if (max_request_bytes < 1024) {
+    return Status(Code::kInvalidArgument, "watch: max_request_bytes must be >= 1024");
+  }
+  if (max_watchers_per_sync == 0) {
+    return Status(Code::kInvalidArgument, "watch: max_watchers_per_sync must be > 0");
+  }
+  return Status::Ok();
+}
+
+// Streams to wake once the hub lock is released. Holds strong references so
+// a stream cannot be destroyed between the unlock and the call; declare it
+// before the lock so the references are dropped after the unlock too (a
+// dropped last reference runs ~WatchStream, which takes the hub lock).
+class WatchHub::ReadyList {
+ public:
+  void Add(WatchStream* s) {
+    if (auto strong = s->weak_from_this().lock()) streams_.push_back(std::move(strong));
+  }
+  void Run() {
+    for (auto& s : streams_) s->NotifyReady();
+    streams_.clear();
+  }
+
+ private:
+  std::vector<std::shared_ptr<WatchStream>> streams_;
+};
+
+WatchHub::WatchHub(const mvcc::KvStore* store, WatchHubOptions options,
+                   HeaderFiller header_filler)
+    : store_(store),
+      header_filler_(std::move(header_filler)),
+      options_(std::move(options)),
+      published_rev_(store->CurrentRevision()) {
+  Status s = options_.Validate();
+  CHECK(s.ok()) << s.ToString();
+}
+
+WatchHub::~WatchHub() {
+  std::lock_guard<std::mutex> lock(mu_);
+  CHECK(streams_ == 0) << streams_ << " watch streams outlive their hub";
+  CHECK(watchers_.empty()) << watchers_.size() << " watchers outlive their hub";
+}
+
+std::shared_ptr<WatchStream> WatchHub::NewStream(std::function<void()> on_ready) {
+  std::shared_ptr<WatchStream> s(new WatchStream(this, std::move(on_ready)));
+  std::lock_guard<std::mutex> lock(mu_);
+  streams_++;
+  return s;
+}
+
+int64_t WatchHub::published_revision() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return published_rev_;
+}
+
+size_t WatchHub::WatcherCount() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return watchers_.size();
+}
+
+size_t WatchHub::SlowWatcherCount() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return unsynced_.size();
+}
+
+size_t WatchHub::StreamCount() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return streams_;
+}
+
+etcdserverpb::WatchResponse WatchHub::NewResponse(int64_t watch_id, int64_t header_rev) const {
+  etcdserverpb::WatchResponse r;
+  r.set_watch_id(watch_id);
+  r.mutable_header()->set_revision(header_rev);
+  return r;
+}
+
+// ------------------------------------------------------------ stream operations
+
+int64_t WatchHub::CreateWatch(WatchStream* s, const etcdserverpb::WatchCreateRequest& request) {
+  ReadyList ready;
+  int64_t id = kInvalidWatchId;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (s->closed_) return kInvalidWatchId;
+    // As v3rpc: "\0" is the smallest key; range_end "\0" means ">= key".
+    std::string key = request.key().empty() ? std::string(1, '\0') : request.key();
+    std::string end = request.range_end();
+    const bool from_key = end.size() == 1 && end[0] == '\0';
+    if (from_key) end.clear();
+    const char* error = nullptr;
+    if (!end.empty() && key >= end) {
+      error = kErrEmptyWatcherRange;
+    } else if (request.watch_id() != 0) {  // 0 is clientv3.AutoWatchID
+      if (s->watchers_.count(request.watch_id()) != 0) {
+        error = kErrWatcherDuplicateId;
+      } else {
+        id = request.watch_id();
+      }
+    } else {
+      while (s->watchers_.count(s->next_watch_id_) != 0) s->next_watch_id_++;
+      id = s->next_watch_id_++;
+    }
+    // The created response goes first, whatever follows for the watch. Its
+    // header revision is the one the watch starts after.
+    etcdserverpb::WatchResponse created = NewResponse(id, published_rev_);
+    created.set_created(true);
+    if (error != nullptr) {
+      created.set_canceled(true);
+      created.set_cancel_reason(error);
+    }
+    bool notify = false;
+    s->PushControl(std::move(created), &notify);
+    if (notify) ready.Add(s);
+    if (error == nullptr) {
+      AddWatcher(std::make_shared<Watcher>(next_hub_id_++, id, s, std::move(key), std::move(end),
+                                           from_key, request),
+                 request.start_revision(), &ready);
+    }
+  }
+  ready.Run();
+  return id;
+}
+
+void WatchHub::AddWatcher(std::shared_ptr<Watcher> w, int64_t start, ReadyList* ready) {
+  // v3rpc turns 0 into "the revision after the current one"; a negative
+  // start means "from the beginning of the history".
+  if (start == 0) start = published_rev_ + 1;
+  if (start < 0) start = 1;
+  w->next_rev = start;
+  watchers_[w->hub_id] = w;
+  w->stream->watchers_[w->watch_id] = w.get();
+  if (w->progress_notify) progress_watchers_[w->hub_id] = w.get();
+  if (start > published_rev_) {
+    w->state = Watcher::State::kSynced;
+    synced_.Add(w.get());
+    return;
+  }
+  w->state = Watcher::State::kUnsynced;
+  unsynced_[w->hub_id] = w.get();
+  w->stream->unsynced_count_++;
+  // Answer a compacted start at once rather than at the next SyncUnsynced.
+  const int64_t compact_rev = store_->CompactRevision();
+  if (start <= compact_rev) SendCompacted(w.get(), compact_rev, ready);
+}
+
+bool WatchHub::CancelWatch(WatchStream* s, int64_t watch_id) {
+  ReadyList ready;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (s->closed_) return false;
+    auto it = s->watchers_.find(watch_id);
+    if (it == s->watchers_.end()) return false;
+    RemoveWatcher(it->second, &ready);
+    etcdserverpb::WatchResponse canceled = NewResponse(watch_id, published_rev_);
+    canceled.set_canceled(true);
+    bool notify = false;
+    s->PushControl(std::move(canceled), &notify);
+    if (notify) ready.Add(s);
+  }
+  ready.Run();
+  return true;
+}
+
+void WatchHub::RequestProgress(WatchStream* s) {
+  ReadyList ready;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (s->closed_) return;
+    if (s->unsynced_count_ == 0) {
+      SendStreamProgress(s, &ready);
+    } else {
+      s->progress_deferred_ = true;  // answered by MakeSynced / RemoveWatcher
+    }
+  }
+  ready.Run();
+}
+
+void WatchHub::CloseStream(WatchStream* s) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (s->closed_) return;
+  s->closed_ = true;
+  while (!s->watchers_.empty()) RemoveWatcher(s->watchers_.begin()->second, nullptr);
+  CHECK(s->unsynced_count_ == 0) << "closed stream still counts unsynced watchers";
+  CHECK(streams_ > 0) << "stream count underflow";
+  streams_--;
+}
+
+// ------------------------------------------------------------ state changes
+
+void WatchHub::MakeUnsynced(Watcher* w, int64_t next_rev) {
+  CHECK(w->state == Watcher::State::kSynced) << "watcher " << w->hub_id << " is not synced";
+  synced_.Remove(w);
+  w->state = Watcher::State::kUnsynced;
+  w->next_rev = next_rev;
+  unsynced_[w->hub_id] = w;
+  w->stream->unsynced_count_++;
+}
+
+void WatchHub::MakeSynced(Watcher* w, ReadyList* ready) {
+  CHECK(w->state == Watcher::State::kUnsynced) << "watcher " << w->hub_id << " is not unsynced";
+  CHECK(w->next_rev > published_rev_) << "watcher " << w->hub_id << " at " << w->next_rev
+                                      << " is behind published " << published_rev_;
+  unsynced_.erase(w->hub_id);
+  w->state = Watcher::State::kSynced;
+  synced_.Add(w);
+  WatchStream* s = w->stream;
+  CHECK(s->unsynced_count_ > 0) << "unsynced count underflow";
+  if (--s->unsynced_count_ == 0 && s->progress_deferred_) SendStreamProgress(s, ready);
+}
+
+// `ready` is null when the whole stream is closing (nothing to send).
+void WatchHub::RemoveWatcher(Watcher* w, ReadyList* ready) {
+  WatchStream* s = w->stream;
+  const bool was_unsynced = w->state == Watcher::State::kUnsynced;
+  if (w->state == Watcher::State::kSynced) {
+    synced_.Remove(w);
+  } else {
+    CHECK(was_unsynced) << "watcher " << w->hub_id << " removed twice";
+    unsynced_.erase(w->hub_id);
+  }
+  w->state = Watcher::State::kRemoved;
+  progress_watchers_.erase(w->hub_id);
+  CHECK(s->watchers_.erase(w->watch_id) == 1) << "watch " << w->watch_id << " not in its stream";
+  if (was_unsynced) {
+    CHECK(s->unsynced_count_ > 0) << "unsynced count underflow";
+    if (--s->unsynced_count_ == 0 && s->progress_deferred_ && ready != nullptr) {
+      SendStreamProgress(s, ready);
+    }
+  }
+  watchers_.erase(w->hub_id);  // may destroy *w unless SyncUnsynced holds it
+}
+
+void WatchHub::SendCompacted(Watcher* w, int64_t compact_rev, ReadyList* ready) {
+  // etcd sends this response with header revision 0 (the mvcc response
+  // carries no revision) and canceled = compact_revision != 0.
+  etcdserverpb::WatchResponse r = NewResponse(w->watch_id, 0);
+  r.set_compact_revision(compact_rev);
+  r.set_canceled(true);
+  bool notify = false;
+  WatchStream* s = w->stream;
+  s->PushControl(std::move(r), &notify);
+  if (notify) ready->Add(s);
+  RemoveWatcher(w, ready);
+}
+
+void WatchHub::SendStreamProgress(WatchStream* s, ReadyList* ready) {
+  s->progress_deferred_ = false;
+  bool notify = false;
+  s->PushControl(NewResponse(kInvalidWatchId, published_rev_), &notify);
+  if (notify) ready->Add(s);
+}
+
+// ------------------------------------------------------------ live delivery
+
+void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
+  ReadyList ready;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    // The apply thread may commit a revision, then find the hub built in
+    // the meantime (already counting that revision) and publish it.
+    if (rev <= published_rev_) return;
+    if (rev > published_rev_ + 1) {
+      // Revisions nobody handed us (a restored snapshot): every synced
+      // watcher reads them from storage, as etcd's Restore.
+      CAIRN_LOG(kWarn) << "watch: revisions " << published_rev_ + 1 << ".." << rev - 1
+                       << " were not published; synced watchers catch up from storage";
+      std::vector<Watcher*> synced;
+      for (auto& [id, w] : watchers_) {
+        if (w->state == Watcher::State::kSynced) synced.push_back(w.get());
+      }
+      for (Watcher* w : synced) MakeUnsynced(w, std::max(w->next_rev, published_rev_ + 1));
+    }
+    published_rev_ = rev;
+    if (synced_.empty()) return;
+    // Per watcher, in hub id order so delivery is deterministic.
+    std::map<uint64_t, std::pair<Watcher*, std::vector<const mvccpb::Event*>>> batches;
+    for (const mvccpb::Event& ev : events) {
+      CHECK(ev.kv().mod_revision() == rev)
+          << "event of revision " << ev.kv().mod_revision() << " published as " << rev;
+      synced_.ForEachMatch(ev.kv().key(), [&](Watcher* w) {
+        if (w->next_rev > rev) return;  // starts at a later revision
+        auto& batch = batches[w->hub_id];
+        batch.first = w;
+        batch.second.push_back(&ev);
+      });
+    }
+    for (auto& [id, batch] : batches) DeliverLive(batch.first, rev, batch.second, &ready);
+  }
+  ready.Run();
+}
+
+void WatchHub::DeliverLive(Watcher* w, int64_t rev,
+                           const std::vector<const mvccpb::Event*>& events, ReadyList* ready) {
+  etcdserverpb::WatchResponse r = NewResponse(w->watch_id, rev);
+  for (const mvccpb::Event* ev : events) {
+    if (w->Accepts(*ev)) w->AppendEvent(*ev, &r);
+  }
+  if (r.events_size() == 0) return;  // all filtered out: etcd sends nothing
+  PushEventOrDesync(w, std::move(r), rev, ready);
+}
+
+void WatchHub::PushEventOrDesync(Watcher* w, etcdserverpb::WatchResponse response, int64_t rev,
+                                 ReadyList* ready) {
+  bool notify = false;
+  if (w->stream->TryPushEvent(std::move(response), w->fragment, &notify)) {
+    w->events_since_progress = true;
+    if (notify) ready->Add(w->stream);
+    return;
+  }
+  // Slow consumer: forget this revision and fetch it from storage later.
+  MakeUnsynced(w, rev);
+}
+
+// ------------------------------------------------------------ catch-up
+
+size_t WatchHub::SyncUnsynced(size_t max_events) {
+  CHECK(max_events > 0) << "SyncUnsynced needs room for at least one event";
+  std::lock_guard<std::mutex> sync_lock(sync_mu_);
+  ReadyList ready;
+  size_t work = 0;
+  std::vector<std::shared_ptr<Watcher>> chosen;
+  int64_t target = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (unsynced_.empty()) return 0;
+    target = published_rev_;
+    const int64_t compact_rev = store_->CompactRevision();
+    // Round robin from the cursor so that no watcher starves. Candidates
+    // are collected first: handling them changes unsynced_.
+    std::vector<Watcher*> candidates;
+    const size_t limit = std::min(options_.max_watchers_per_sync, unsynced_.size());
+    auto it = unsynced_.upper_bound(sync_cursor_);
+    while (candidates.size() < limit) {
+      if (it == unsynced_.end()) it = unsynced_.begin();
+      candidates.push_back(it->second);
+      ++it;
+    }
+    sync_cursor_ = candidates.back()->hub_id;
+    for (Watcher* w : candidates) {
+      if (w->next_rev <= compact_rev) {
+        SendCompacted(w, compact_rev, &ready);
+        work++;
+      } else if (w->next_rev > target) {
+        MakeSynced(w, &ready);  // nothing of the history left to read
+        work++;
+      } else if (w->stream->HasRoomForEvents()) {
+        chosen.push_back(watchers_.at(w->hub_id));
+      }
+      // else: its consumer is stalled; reading for it now would be wasted.
+    }
+  }
+  if (!chosen.empty()) work += CatchUp(chosen, target, max_events, &ready);
+  ready.Run();
+  return work;
+}
+
+size_t WatchHub::CatchUp(const std::vector<std::shared_ptr<Watcher>>& chosen, int64_t target,
+                         size_t max_events, ReadyList* ready) {
+  // Step 2 of the sync protocol: no hub lock held. The watchers' next_rev
+  // cannot change meanwhile: only SyncUnsynced moves unsynced watchers and
+  // sync_mu_ serialises it; a concurrent cancel only marks them removed.
+  std::unique_ptr<mvcc::ReadTxn> txn = store_->Read();
+  CHECK(txn->Rev() >= target) << "storage at " << txn->Rev() << " behind published " << target;
+  const int64_t compact_rev = txn->FirstRev();
+  int64_t from = std::numeric_limits<int64_t>::max();
+  bool with_prev_kv = false;
+  for (const auto& w : chosen) {
+    if (w->next_rev <= compact_rev) continue;
+    from = std::min(from, w->next_rev);
+    with_prev_kv = with_prev_kv || w->prev_kv;
+  }
+  std::vector<mvccpb::Event> events;
+  int64_t batch_next = from;  // first revision not covered by `events`
+  if (from <= target) {
+    auto read = txn->Events(from, target, max_events, with_prev_kv, &batch_next);
+    if (!read.ok()) {
+      CAIRN_LOG(kError) << "watch: reading revisions " << from << ".." << target
+                        << " for catch-up failed: " << read.status().ToString();
+      return 0;
+    }
+    events = std::move(read).value();
+    CHECK(batch_next > from) << "catch-up read made no progress at " << from;
+  }
+  txn.reset();
+
+  // Step 3: back under the lock.
+  size_t work = 0;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& w : chosen) {
+    if (w->state == Watcher::State::kRemoved) continue;
+    CHECK(w->state == Watcher::State::kUnsynced) << "chosen watcher " << w->hub_id << " synced";
+    if (w->next_rev <= compact_rev) {
+      SendCompacted(w.get(), compact_rev, ready);
+      work++;
+      continue;
+    }
+    if (w->next_rev >= batch_next) continue;  // the capped batch ended before it
+    work += DeliverCatchUp(w.get(), events, batch_next, ready);
+    if (w->next_rev > published_rev_) MakeSynced(w.get(), ready);
+  }
+  return work;
+}
+
+// Queues the watcher's events of revisions [w->next_rev, batch_next) in one
+// response, as many whole revisions as its stream's byte budget allows, and
+// advances next_rev past them. Returns events queued, or 1 when it only
+// advanced.
+size_t WatchHub::DeliverCatchUp(Watcher* w, const std::vector<mvccpb::Event>& events,
+                                int64_t batch_next, ReadyList* ready) {
+  bool always_one = false;
+  const size_t budget = w->stream->EventBytesAvailable(&always_one);
+  size_t used = kResponseOverheadBytes;
+  int64_t delivered_to = batch_next;  // first revision not delivered
+  etcdserverpb::WatchResponse r = NewResponse(w->watch_id, 0);
+  auto first = std::lower_bound(
+      events.begin(), events.end(), w->next_rev,
+      [](const mvccpb::Event& ev, int64_t rev) { return ev.kv().mod_revision() < rev; });
+  for (auto it = first; it != events.end();) {
+    const int64_t rev = it->kv().mod_revision();
+    const int before = r.events_size();
+    size_t group_bytes = 0;
+    for (; it != events.end() && it->kv().mod_revision() == rev; ++it) {
+      if (!w->Contains(it->kv().key()) || !w->Accepts(*it)) continue;
+      w->AppendEvent(*it, &r);
+      group_bytes += r.events(r.events_size() - 1).ByteSizeLong() + 6;
+    }
+    if (group_bytes == 0) continue;  // nothing of this revision for the watcher
+    const bool first_group = before == 0;
+    if (used + group_bytes > budget && !(first_group && always_one)) {
+      r.mutable_events()->DeleteSubrange(before, r.events_size() - before);
+      delivered_to = rev;
+      break;
+    }
+    used += group_bytes;
+  }
+  if (r.events_size() == 0) {
+    if (delivered_to == w->next_rev) return 0;  // not even one revision fits now
+    w->next_rev = delivered_to;
+    return 1;
+  }
+  const size_t n = static_cast<size_t>(r.events_size());
+  // The header says how far the watcher is complete (etcd says the store's
+  // current revision, which for a capped batch overstates it).
+  r.mutable_header()->set_revision(delivered_to - 1);
+  bool notify = false;
+  if (!w->stream->TryPushEvent(std::move(r), w->fragment, &notify)) return 0;  // retry later
+  w->events_since_progress = true;
+  if (notify) ready->Add(w->stream);
+  w->next_rev = delivered_to;
+  return n;
+}
+
+// ------------------------------------------------------------ progress
+
+void WatchHub::NotifyProgress() {
+  ReadyList ready;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [id, w] : progress_watchers_) {
+      if (w->state == Watcher::State::kSynced && !w->events_since_progress) {
+        bool notify = false;
+        // Skipped when the stream is full: it is busy with events anyway.
+        if (w->stream->TryPushEvent(NewResponse(w->watch_id, published_rev_), false, &notify) &&
+            notify) {
+          ready.Add(w->stream);
+        }
+      }
+      w->events_since_progress = false;
+    }
+  }
+  ready.Run();
+}
+
+}  // namespace cairn::watch

@@ -1,0 +1,296 @@
+// WatchHub: etcd's watchable store (mvcc/watchable_store.go) on top of
+// mvcc::KvStore, and WatchStream, the per-gRPC-stream handle the API layer
+// reads responses from.
+//
+// Every watcher is either
+//   synced:   it has been given (queued on its stream) every accepted event of
+//             every revision <= published_revision(); Publish hands it the
+//             next revision directly from memory; or
+//   unsynced: it has been given exactly the events of revisions < next_rev
+//             (<= published_revision()) and SyncUnsynced replays the rest
+//             from storage (ReadTxn::Events) until it is level with the hub.
+// A watcher leaves "synced" when its stream's output queue is full (the
+// consumer is slow) or when it is created with a start revision that is not
+// in the future; it never drops or buffers events beyond the bounded queue:
+// it falls behind and catches up from storage later.
+//
+// Sync protocol (why there is no gap and no duplicate). The hub keeps
+// published_revision_, the last revision handed to Publish, and changes it
+// only under mu_, together with delivering that revision to the synced
+// watchers. SyncUnsynced works in three steps:
+//   1. under mu_: pick unsynced watchers and target = published_revision_;
+//   2. without locks: read [min next_rev, target] (capped) from a storage
+//      snapshot taken after step 1, so the snapshot holds every revision
+//      <= target (Publish runs only after KvStore::Commit);
+//   3. under mu_: queue each watcher's events in [next_rev, batch end],
+//      advance next_rev past the batch, and if now next_rev >
+//      published_revision_ (which may have moved on during step 2) move it to
+//      synced. A revision published during step 2 was not given to the
+//      still-unsynced watcher, and next_rev <= that revision keeps it
+//      unsynced, so the next round reads it from storage.
+// The move to synced happens under the same lock as Publish, so the first
+// revision Publish gives a newly synced watcher is exactly next_rev.
+//
+// Compaction: a watcher that needs a revision <= the store's compacted
+// revision (at creation, or while unsynced) gets etcd's compacted response
+// (watch_id, compact_revision, canceled=true) and is removed. cairn's
+// compaction at revision C removes the change log of C itself, so the test
+// is next_rev <= C (etcd 3.4 tests next_rev < C and may send a partial
+// revision C). Catch-up checks against the compacted revision of the very
+// snapshot it reads, which is sound as long as the applier calls
+// KvStore::SetCompactRevisionAfterCommit before CompactPhysical.
+//
+// Thread safety: WatchHub and WatchStream are thread-safe. Publish must be
+// called by one thread (the apply thread) in revision order. The hub creates
+// no thread: the server drives SyncUnsynced and NotifyProgress. Callbacks
+// (on_ready, the header filler) are never invoked with a hub lock held.
+//
+// Ownership: the hub must outlive every stream it created (destroy the gRPC
+// server, whose reactors hold the streams, before the hub).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "common/status.h"
+#include "etcdserverpb/rpc.pb.h"
+#include "mvcc/kv_store.h"
+#include "mvccpb/kv.pb.h"
+#include "watch/watcher.h"
+
+namespace cairn::watch {
+
+// etcd's clientv3.InvalidWatchID: the watch_id of a refused create and of a
+// stream-wide progress response.
+inline constexpr int64_t kInvalidWatchId = -1;
+
+struct WatchHubOptions {
+  // Event responses (including periodic progress notifications) queued on one
+  // stream before its synced watchers fall back to catching up from storage.
+  // Default: 128 (etcd's chanBufLen).
+  size_t max_pending_responses = 128;
+  // Bytes of queued event responses per stream. A single response larger
+  // than this is still queued when the stream has nothing else pending, so a
+  // huge revision cannot stall a watcher forever. Default: 8 MiB.
+  size_t max_pending_bytes = 8 << 20;
+  // Control responses (created, canceled, progress) queued per stream before
+  // WatchStream::CanAcceptRequest() asks the reader to stop reading requests.
+  // Default: 16 (etcd's ctrlStreamBufLen).
+  size_t max_control_responses = 16;
+  // Responses of watchers that asked for `fragment` are split into fragments
+  // below this size (etcd: --max-request-bytes plus 512 KiB of gRPC
+  // overhead). Default: 1.5 MiB + 512 KiB.
+  size_t max_request_bytes = (3 << 19) + (512 << 10);
+  // Unsynced watchers looked at per SyncUnsynced call. Default: 512 (etcd's
+  // maxWatchersPerSync).
+  size_t max_watchers_per_sync = 512;
+
+  Status Validate() const;
+};
+
+class WatchHub;
+
+// The watches of one client stream and their ordered output queue.
+//
+// Responses come out of Next() in the order they were produced: a watch's
+// created response before its events, its events in revision order, its
+// canceled response last, a progress response after every event it covers.
+//
+// Thread safety: all methods may be called from any thread. on_ready is
+// invoked after a response was queued on a stream whose reader last found it
+// empty (Next() returned false): from Publish / SyncUnsynced /
+// NotifyProgress, or synchronously from Create / Cancel / RequestProgress on
+// the caller's thread, never with a hub lock held and never after Close()
+// returned. on_ready may call Next() but not Close(); Close() must not be
+// called while holding a lock on_ready takes.
+class WatchStream : public std::enable_shared_from_this<WatchStream> {
+ public:
+  WatchStream(const WatchStream&) = delete;
+  WatchStream& operator=(const WatchStream&) = delete;
+  ~WatchStream();  // Close()s
+
+  // Creates a watch as etcd's v3rpc does: an empty key means "\0", range_end
+  // "\0" means every key >= key, start_revision 0 means "from the next
+  // revision", watch_id 0 means "pick the lowest free id". Queues the created
+  // response (created=true; on error also canceled=true, watch_id -1 and
+  // cancel_reason "mvcc: watcher range is empty" or "mvcc: duplicate watch ID
+  // provided on the WatchStream"). Returns the watch id or kInvalidWatchId.
+  int64_t Create(const etcdserverpb::WatchCreateRequest& request);
+
+  // Cancels a watch and queues its canceled response. Returns false (and
+  // queues nothing, as etcd) when the stream has no such watch.
+  bool Cancel(int64_t watch_id);
+
+  // Queues one progress response (watch_id -1, header revision = the
+  // published revision) as soon as every watch of the stream is synced: now,
+  // or when the last unsynced one catches up. Requests made while one is
+  // pending are merged into it (as etcd 3.5; 3.4 answered at once, which
+  // could report a revision the stream's unsynced watchers had not reached).
+  void RequestProgress();
+
+  // Pops the next response (or the next fragment of it) into `out`, header
+  // filled by the hub's header filler and the response's revision.
+  // Non-blocking: returns false when nothing is queued.
+  bool Next(etcdserverpb::WatchResponse* out);
+
+  // False while max_control_responses control responses are queued: the
+  // reader should stop taking requests until Next() has drained some. This
+  // bounds the control queue by the client's own pace.
+  bool CanAcceptRequest() const;
+
+  // Removes every watch, drops queued responses, and stops on_ready; waits
+  // for an on_ready call in progress. Idempotent.
+  void Close();
+
+  size_t WatcherCount() const;
+
+ private:
+  friend class WatchHub;
+
+  struct Pending {
+    etcdserverpb::WatchResponse response;  // header holds only the revision
+    size_t bytes = 0;
+    bool is_event = false;  // counts against the event budget (else control)
+    bool fragment = false;  // may be split by Next()
+    int next_event = 0;     // fragmentation cursor
+  };
+
+  WatchStream(WatchHub* hub, std::function<void()> on_ready);
+
+  // Queue side; REQUIRES: hub mu_ held (lock order: hub mu_, then queue_mu_).
+  // Each returns in *notify whether on_ready must be invoked afterwards.
+  bool TryPushEvent(etcdserverpb::WatchResponse response, bool fragment, bool* notify);
+  void PushControl(etcdserverpb::WatchResponse response, bool* notify);
+  bool HasRoomForEvents() const;
+  // Bytes an event response may take now. *empty tells whether no event
+  // response is queued (then one response of any size is accepted).
+  size_t EventBytesAvailable(bool* empty) const;
+  void CloseQueue();
+  void NotifyReady();
+  // Moves the next fragment of `p` into `out`; true when `p` is finished.
+  bool TakeFragment(Pending* p, etcdserverpb::WatchResponse* out) const;
+
+  WatchHub* const hub_;
+
+  // Guarded by the hub's mu_.
+  std::map<int64_t, Watcher*> watchers_;
+  int64_t next_watch_id_ = 0;
+  size_t unsynced_count_ = 0;
+  bool progress_deferred_ = false;
+  bool closed_ = false;
+
+  mutable std::mutex queue_mu_;
+  std::deque<Pending> queue_;         // GUARDED_BY(queue_mu_)
+  size_t event_responses_ = 0;        // GUARDED_BY(queue_mu_)
+  size_t event_bytes_ = 0;            // GUARDED_BY(queue_mu_)
+  size_t control_responses_ = 0;      // GUARDED_BY(queue_mu_)
+  bool want_notify_ = true;           // GUARDED_BY(queue_mu_)
+  bool queue_closed_ = false;         // GUARDED_BY(queue_mu_)
+
+  std::mutex callback_mu_;            // held while on_ready runs
+  std::function<void()> on_ready_;    // GUARDED_BY(callback_mu_)
+};
+
+class WatchHub {
+ public:
+  // Fills the fields of a response header other than the revision (cluster
+  // id, member id, raft term). Called from the thread calling
+  // WatchStream::Next, without hub locks; must be thread-safe.
+  using HeaderFiller = std::function<void(etcdserverpb::ResponseHeader*)>;
+
+  // REQUIRES: store is open; from now on Publish is called for every
+  // committed revision (the hub starts at store->CurrentRevision()).
+  // `store` must outlive the hub.
+  WatchHub(const mvcc::KvStore* store, WatchHubOptions options, HeaderFiller header_filler);
+  ~WatchHub();  // REQUIRES: every stream was destroyed
+  WatchHub(const WatchHub&) = delete;
+  WatchHub& operator=(const WatchHub&) = delete;
+
+  // A stream for one client connection; see WatchStream for on_ready.
+  std::shared_ptr<WatchStream> NewStream(std::function<void()> on_ready);
+
+  // Delivers the events of revision `rev` (all with mod_revision == rev, in
+  // sub-revision order, prev_kv filled) to the synced watchers. Call right
+  // after KvStore::Commit made `rev` current, from the apply thread only.
+  // Never blocks on a consumer: a watcher whose stream is full becomes
+  // unsynced instead. Revisions <= published_revision() are ignored (they
+  // were committed before the hub was built, which read the store's current
+  // revision); a jump over unpublished revisions (the hub was built late, a
+  // restored snapshot) sends every synced watcher to storage for them.
+  void Publish(int64_t rev, const std::vector<mvccpb::Event>& events);
+
+  // Catch-up work: reads at most `max_events` events (whole revisions) from
+  // storage for up to max_watchers_per_sync unsynced watchers whose streams
+  // have room, queues them, moves watchers that caught up to synced and
+  // cancels compacted ones. Returns the work done (events queued plus
+  // watchers advanced, synced or canceled); 0 means nothing could be done
+  // now. The server calls it in a loop from one thread, sleeping briefly
+  // (etcd: up to 100 ms) when it returns 0. Memory per call is bounded by
+  // max_events events.
+  size_t SyncUnsynced(size_t max_events);
+
+  // The periodic progress notification (etcd's --watch-progress-notify-
+  // interval, default 10 min): every synced watcher that asked for
+  // progress_notify and got no event response since the previous call gets
+  // an empty response with the published revision (skipped if its stream is
+  // full: it is busy receiving anyway). Called by the server's timer.
+  void NotifyProgress();
+
+  int64_t published_revision() const;
+  size_t WatcherCount() const;
+  size_t SlowWatcherCount() const;  // unsynced watchers
+  size_t StreamCount() const;
+
+  const WatchHubOptions& options() const { return options_; }
+
+ private:
+  friend class WatchStream;
+  class ReadyList;
+
+  // WatchStream's operations, under mu_.
+  int64_t CreateWatch(WatchStream* s, const etcdserverpb::WatchCreateRequest& request);
+  bool CancelWatch(WatchStream* s, int64_t watch_id);
+  void RequestProgress(WatchStream* s);
+  void CloseStream(WatchStream* s);
+
+  // REQUIRES: mu_ held.
+  void AddWatcher(std::shared_ptr<Watcher> w, int64_t start, ReadyList* ready);
+  void MakeUnsynced(Watcher* w, int64_t next_rev);
+  void MakeSynced(Watcher* w, ReadyList* ready);
+  void RemoveWatcher(Watcher* w, ReadyList* ready);
+  void SendCompacted(Watcher* w, int64_t compact_rev, ReadyList* ready);
+  void SendStreamProgress(WatchStream* s, ReadyList* ready);
+  void DeliverLive(Watcher* w, int64_t rev, const std::vector<const mvccpb::Event*>& events,
+                   ReadyList* ready);
+  // Steps 2 and 3 of the sync protocol; REQUIRES: sync_mu_ held, mu_ not held.
+  size_t CatchUp(const std::vector<std::shared_ptr<Watcher>>& chosen, int64_t target,
+                 size_t max_events, ReadyList* ready);
+  size_t DeliverCatchUp(Watcher* w, const std::vector<mvccpb::Event>& events, int64_t batch_next,
+                        ReadyList* ready);
+  void PushEventOrDesync(Watcher* w, etcdserverpb::WatchResponse response, int64_t rev,
+                         ReadyList* ready);
+  etcdserverpb::WatchResponse NewResponse(int64_t watch_id, int64_t header_rev) const;
+
+  const mvcc::KvStore* const store_;
+  const HeaderFiller header_filler_;
+  const WatchHubOptions options_;
+
+  std::mutex sync_mu_;  // serialises SyncUnsynced; taken before mu_
+  mutable std::mutex mu_;
+  int64_t published_rev_;                                   // GUARDED_BY(mu_)
+  uint64_t next_hub_id_ = 1;                                // GUARDED_BY(mu_)
+  std::map<uint64_t, std::shared_ptr<Watcher>> watchers_;   // GUARDED_BY(mu_)
+  WatcherIndex synced_;                                     // GUARDED_BY(mu_)
+  std::map<uint64_t, Watcher*> unsynced_;                   // GUARDED_BY(mu_)
+  std::map<uint64_t, Watcher*> progress_watchers_;          // GUARDED_BY(mu_)
+  uint64_t sync_cursor_ = 0;  // round robin over unsynced_  GUARDED_BY(mu_)
+  size_t streams_ = 0;                                      // GUARDED_BY(mu_)
+};
+
+}  // namespace cairn::watch

@@ -1,0 +1,97 @@
+// Watcher and WatcherIndex: the hub's internal bookkeeping of one watch and
+// of the set of synced watches by key. Internal to src/watch/.
+//
+// Thread safety: none. Every field and every WatcherIndex is guarded by
+// WatchHub::mu_; the hub is the only user.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+
+#include "etcdserverpb/rpc.pb.h"
+#include "mvccpb/kv.pb.h"
+
+namespace cairn::watch {
+
+class WatchStream;
+
+// One watch of one stream. Owned by WatchHub (shared so that SyncUnsynced may
+// keep a chosen watcher alive while it reads storage without the hub lock).
+struct Watcher {
+  enum class State { kSynced, kUnsynced, kRemoved };
+
+  // Builds a watcher from a create request whose key and range_end were
+  // already normalised (see WatchHub::CreateWatch).
+  Watcher(uint64_t hub_id, int64_t watch_id, WatchStream* stream, std::string key,
+          std::string end, bool from_key, const etcdserverpb::WatchCreateRequest& request);
+
+  // Whether `key` is in the watched key or range.
+  bool Contains(std::string_view key) const;
+  // Whether the event passes the NOPUT/NODELETE filters.
+  bool Accepts(const mvccpb::Event& event) const;
+  // Appends `event` to `response`, without prev_kv unless the watcher asked.
+  void AppendEvent(const mvccpb::Event& event, etcdserverpb::WatchResponse* response) const;
+
+  const uint64_t hub_id;   // unique in the hub; orders delivery deterministically
+  const int64_t watch_id;  // unique in the stream; what the client sees
+  WatchStream* const stream;  // valid while state != kRemoved
+  const std::string key;
+  const std::string end;  // "" with !from_key: the single key `key`
+  const bool from_key;    // every key >= `key`
+  const bool no_put;
+  const bool no_delete;
+  const bool prev_kv;
+  const bool progress_notify;
+  const bool fragment;
+
+  State state = State::kSynced;
+  // kSynced: the first revision the watcher accepts (a start_revision in the
+  // future); every revision <= the hub's published revision that it accepts
+  // has been queued. kUnsynced: the first revision it has not received.
+  int64_t next_rev = 0;
+  // An event response was queued since the last progress tick (etcd elides
+  // the next progress notification then).
+  bool events_since_progress = false;
+};
+
+// Synced watchers by key, for Publish. Single keys are a hash lookup; ranges
+// are kept sorted by start key and scanned up to the event's key (etcd uses
+// an interval tree; the distinct ranges of real deployments are few).
+class WatcherIndex {
+ public:
+  void Add(Watcher* w);
+  void Remove(Watcher* w);
+  bool empty() const { return size_ == 0; }
+  size_t size() const { return size_; }
+
+  // Calls fn(Watcher*) for each watcher whose key or range contains `key`.
+  template <typename Fn>
+  void ForEachMatch(const std::string& key, Fn&& fn) const {
+    if (auto it = keys_.find(key); it != keys_.end()) {
+      for (Watcher* w : it->second) fn(w);
+    }
+    for (const auto& [range, set] : ranges_) {
+      if (range.first > key) break;
+      const bool from_key = range.second.empty();
+      if (!from_key && key >= range.second) continue;
+      for (Watcher* w : set) fn(w);
+    }
+  }
+
+ private:
+  struct ByHubId {
+    bool operator()(const Watcher* a, const Watcher* b) const { return a->hub_id < b->hub_id; }
+  };
+  using WatcherSet = std::set<Watcher*, ByHubId>;
+  std::unordered_map<std::string, WatcherSet> keys_;
+  // (start, end) -> watchers; end "" means from-key.
+  std::map<std::pair<std::string, std::string>, WatcherSet> ranges_;
+  size_t size_ = 0;
+};
+
+}  // namespace cairn::watch
