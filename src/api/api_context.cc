@@ -21,8 +21,10 @@ void ProposeAndFinish(const ApiContext& ctx, cairnpb::InternalRequest req, bool 
     }
     // etcd's backend quota: refuse, and raise the NOSPACE alarm for everyone.
     uint64_t used = ctx.node->engine()->TotalSizeBytes();
-    if (ctx.limits.quota_backend_bytes > 0 &&
-        used + req.ByteSizeLong() > static_cast<uint64_t>(ctx.limits.quota_backend_bytes)) {
+    // Over the backend quota or the disk's reserve: the same answer, NOSPACE.
+    if (ctx.node->DiskLow() ||
+        (ctx.limits.quota_backend_bytes > 0 &&
+         used + req.ByteSizeLong() > static_cast<uint64_t>(ctx.limits.quota_backend_bytes))) {
       cairnpb::InternalRequest alarm;
       alarm.mutable_alarm()->set_action(etcdserverpb::AlarmRequest::ACTIVATE);
       alarm.mutable_alarm()->set_memberid(ctx.node->ids().member_id);

@@ -63,6 +63,17 @@ bool Applier::NoSpaceAlarm() const {
   return false;
 }
 
+void Applier::RaiseAlarmInMemory(etcdserverpb::AlarmType alarm) {
+  std::lock_guard<std::mutex> lock(alarms_mu_);
+  for (const auto& a : alarms_) {
+    if (a.memberid() == member_id_ && a.alarm() == alarm) return;
+  }
+  etcdserverpb::AlarmMember m;
+  m.set_memberid(member_id_);
+  m.set_alarm(alarm);
+  alarms_.push_back(m);
+}
+
 void Applier::ApplyAlarm(storage::WriteBatch* batch, const etcdserverpb::AlarmRequest& r,
                          etcdserverpb::AlarmResponse* resp) {
   std::lock_guard<std::mutex> lock(alarms_mu_);

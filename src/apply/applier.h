@@ -39,6 +39,9 @@ class Applier {
   // Alarms (thread-safe copy).
   std::vector<etcdserverpb::AlarmMember> Alarms() const;
   bool NoSpaceAlarm() const;
+  // Raises `alarm` for this member without the log (the disk is full, so the
+  // log cannot take it); it is not persisted. Thread-safe.
+  void RaiseAlarmInMemory(etcdserverpb::AlarmType alarm);
 
  private:
   void ApplyAlarm(storage::WriteBatch* batch, const etcdserverpb::AlarmRequest& r,

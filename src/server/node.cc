@@ -4,6 +4,8 @@
 #include <filesystem>
 #include <random>
 
+#include <sys/statvfs.h>
+
 #include "common/check.h"
 #include "common/logging.h"
 
@@ -148,6 +150,8 @@ Status Node::Start(NodeHooks hooks) {
                       (static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count()) & 0xffffffffffffULL);
   apply_thread_ = std::thread([this] { ApplyLoop(); });
   AddPeriodic("lease-expiry", options_.lease_check_interval_ms, [this] { LeaseLoop(); });
+  CheckDisk();
+  AddPeriodic("disk-space", 100, [this] { CheckDisk(); });
   return Status::Ok();
 }
 
@@ -191,6 +195,23 @@ void Node::Propose(cairnpb::InternalRequest request, Callback done) {
   }
 }
 
+void Node::CheckDisk() {
+  struct statvfs st;
+  if (statvfs(options_.data_dir.c_str(), &st) != 0) return;
+  uint64_t total = static_cast<uint64_t>(st.f_blocks) * st.f_frsize;
+  uint64_t avail = static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
+  uint64_t reserve = options_.disk_reserve_bytes;
+  // Enough for RocksDB to reopen after a crash (a preallocated WAL and a
+  // memtable flush, ~70 MiB), a quarter of small disks, never over 256 MiB.
+  if (reserve == 0) reserve = std::min<uint64_t>(256ULL << 20, std::max<uint64_t>(total / 4, 128ULL << 20));
+  bool low = avail < reserve;
+  if (low && !disk_low_.load()) {
+    CAIRN_LOG(kWarn) << "disk nearly full: " << avail << " bytes free, reserve " << reserve
+                     << "; refusing writes that add data (NOSPACE)";
+  }
+  disk_low_ = low;
+}
+
 void Node::LeaseLoop() {
   for (int64_t id : lessor_->Expired(1000)) {
     cairnpb::InternalRequest req;
@@ -226,6 +247,19 @@ void Node::ApplyLoop() {
     }
     auto t0 = std::chrono::steady_clock::now();
     Status s = engine_->Write(log, /*sync=*/true);
+    if (!s.ok() && s.code() == Code::kResourceExhausted) {
+      // The disk is full: nothing of the batch is in the log, so nothing was
+      // applied. Refuse the batch as etcd refuses writes over quota, and
+      // raise NOSPACE so clients and monitoring see why.
+      CAIRN_LOG(kError) << "log append failed, disk full: " << s.message();
+      last_log_index_ -= batch.size();
+      applier_->RaiseAlarmInMemory(etcdserverpb::NOSPACE);
+      cairnpb::InternalResponse resp;
+      resp.set_error_code(static_cast<int>(errors::NoSpace().code()));
+      resp.set_error_message(errors::NoSpace().message());
+      for (auto& p : batch) p.done(resp);
+      continue;
+    }
     CHECK(s.ok()) << "log append failed: " << s.ToString();
     if (hooks_.on_log_sync) hooks_.on_log_sync(SecondsSince(t0));
 

@@ -43,6 +43,11 @@ struct NodeOptions {
   uint64_t log_retention_entries = 10000;
   // How often expired leases are looked for.
   int64_t lease_check_interval_ms = 200;
+  // Free disk space kept back: below it, writes that add data are refused
+  // with NOSPACE before the disk is actually full (RocksDB's own out-of-space
+  // paths are not something to rely on, and a restart needs room). 0 = a
+  // quarter of the file system, at least 128 MiB and at most 256 MiB.
+  uint64_t disk_reserve_bytes = 0;
   lease::LessorOptions lessor;
 };
 
@@ -85,6 +90,9 @@ class Node {
   uint64_t raft_term() const { return 2; }
   size_t pending_proposals() const { return queue_.size(); }
   int64_t NextLeaseId();
+  // True when the data dir's file system is inside its reserve (refreshed
+  // every 100 ms).
+  bool DiskLow() const { return disk_low_.load(); }
 
   // Runs `fn` every `interval_ms` on a thread the node owns until Stop().
   void AddPeriodic(std::string name, int64_t interval_ms, std::function<void()> fn);
@@ -111,6 +119,8 @@ class Node {
   uint64_t last_log_index_ = 0;  // apply thread only after Start
   std::atomic<uint64_t> applied_index_{0};
   std::atomic<uint64_t> lease_id_counter_{0};
+  void CheckDisk();
+  std::atomic<bool> disk_low_{false};
   std::atomic<bool> stopping_{false};
   std::thread apply_thread_;
   std::vector<std::thread> periodic_threads_;
