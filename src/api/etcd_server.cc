@@ -98,6 +98,12 @@ Status EtcdServer::Start() {
   for (auto& svc : services_) builder.RegisterService(svc.get());
   builder.SetMaxReceiveMessageSize(static_cast<int>(config_.max_request_bytes) + kGrpcOverheadBytes);
   builder.SetMaxSendMessageSize(INT32_MAX);
+  // Go clients (etcdctl, clientv3) ping idle connections every 10 s or more;
+  // gRPC C++ would answer such pings with GOAWAY "too_many_pings" and break
+  // long idle watches. Accept them as etcd's server does (min time 5 s).
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(std::make_unique<MetricsInterceptorFactory>(metrics_.get()));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));

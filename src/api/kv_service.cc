@@ -15,6 +15,7 @@ grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context, const Statu
 grpc::ServerUnaryReactor* KvService::Range(grpc::CallbackServerContext* context,
                                            const etcdserverpb::RangeRequest* request,
                                            etcdserverpb::RangeResponse* response) {
+  ctx_->metrics->mvcc().range_total->Increment();
   Status s = apply::CheckRangeRequest(*request);
   if (!s.ok()) return Done(context, s);
   auto view = ctx_->node->kv()->Read();
@@ -28,6 +29,7 @@ grpc::ServerUnaryReactor* KvService::Range(grpc::CallbackServerContext* context,
 grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* context,
                                          const etcdserverpb::PutRequest* request,
                                          etcdserverpb::PutResponse* response) {
+  ctx_->metrics->mvcc().put_total->Increment();
   Status s = apply::CheckPutRequest(*request);
   if (!s.ok()) return Done(context, s);
   cairnpb::InternalRequest req;
@@ -45,6 +47,7 @@ grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* context,
 grpc::ServerUnaryReactor* KvService::DeleteRange(grpc::CallbackServerContext* context,
                                                  const etcdserverpb::DeleteRangeRequest* request,
                                                  etcdserverpb::DeleteRangeResponse* response) {
+  ctx_->metrics->mvcc().delete_total->Increment();
   Status s = apply::CheckDeleteRequest(*request);
   if (!s.ok()) return Done(context, s);
   cairnpb::InternalRequest req;
@@ -62,6 +65,7 @@ grpc::ServerUnaryReactor* KvService::DeleteRange(grpc::CallbackServerContext* co
 grpc::ServerUnaryReactor* KvService::Txn(grpc::CallbackServerContext* context,
                                          const etcdserverpb::TxnRequest* request,
                                          etcdserverpb::TxnResponse* response) {
+  ctx_->metrics->mvcc().txn_total->Increment();
   Status s = apply::CheckTxnRequest(*request, ctx_->limits.max_txn_ops);
   if (!s.ok()) return Done(context, s);
   if (apply::IsTxnReadOnly(*request)) {

@@ -29,6 +29,7 @@ class KeepAliveReactor final
     LeaseKeepAliveResponse resp;
     resp.set_id(request_.id());
     auto ttl = ctx_->node->lessor()->Renew(request_.id());
+    if (ttl.ok()) ctx_->metrics->lease().renewed_total->Increment();
     resp.set_ttl(ttl.ok() ? *ttl : 0);
     ctx_->FillHeader(resp.mutable_header());
     queue_.push_back(std::move(resp));
@@ -108,6 +109,7 @@ grpc::ServerUnaryReactor* LeaseService::LeaseGrant(grpc::CallbackServerContext* 
   ProposeAndFinish(*ctx_, std::move(req), true, reactor,
                    [this, response](const cairnpb::InternalResponse& r) {
                      *response = r.lease_grant();
+                     ctx_->metrics->lease().granted_total->Increment();
                      ctx_->FillHeader(response->mutable_header());
                      return Status::Ok();
                    });
@@ -123,6 +125,7 @@ grpc::ServerUnaryReactor* LeaseService::LeaseRevoke(grpc::CallbackServerContext*
   ProposeAndFinish(*ctx_, std::move(req), false, reactor,
                    [this, response](const cairnpb::InternalResponse& r) {
                      *response = r.lease_revoke();
+                     ctx_->metrics->lease().revoked_total->Increment();
                      ctx_->FillHeader(response->mutable_header());
                      return Status::Ok();
                    });
