@@ -1,0 +1,79 @@
+"""Start-up: etcd's flags and YAML config file, and data folders that are not
+cairn's or are corrupt are refused with a clear message (never opened, never
+modified)."""
+
+import os
+import subprocess
+
+import pytest
+
+import cluster
+from etcd3.etcdrpc import rpc_pb2 as pb
+
+pytestmark = pytest.mark.skipif(cluster.TARGET != "cairn", reason="cairn's own start-up")
+
+
+def run_cairn(*args, timeout=20):
+    return subprocess.run([cluster.cairn_binary(), *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_refuses_foreign_data_dir(tmp_path):
+    d = tmp_path / "etcd-data"
+    (d / "member" / "wal").mkdir(parents=True)
+    (d / "member" / "wal" / "0.wal").write_bytes(b"not cairn")
+    p = run_cairn("--data-dir", str(d), "--listen-client-urls",
+                  "http://127.0.0.1:%d" % cluster.free_port())
+    assert p.returncode != 0
+    assert "holds no cairn database" in p.stderr
+    assert (d / "member" / "wal" / "0.wal").read_bytes() == b"not cairn"
+
+
+def test_refuses_corrupt_database(tmp_path):
+    d = tmp_path / "data"
+    (d / "cairn.db").mkdir(parents=True)
+    (d / "cairn.db" / "CURRENT").write_text("garbage\n")
+    p = run_cairn("--data-dir", str(d), "--listen-client-urls",
+                  "http://127.0.0.1:%d" % cluster.free_port())
+    assert p.returncode != 0
+    assert "cannot open the database" in p.stderr and "orrupt" in p.stderr
+
+
+def test_rejects_bad_flags(tmp_path):
+    p = run_cairn("--no-such-flag")
+    assert p.returncode != 0 and "--no-such-flag" in p.stderr
+    p = run_cairn("--data-dir", str(tmp_path / "d"), "--listen-client-urls", "127.0.0.1:2379")
+    assert p.returncode != 0 and "scheme" in p.stderr
+    p = run_cairn("--data-dir", str(tmp_path / "d"), "--auto-compaction-mode", "hourly")
+    assert p.returncode != 0 and "auto-compaction-mode" in p.stderr
+
+
+def test_config_file(tmp_path):
+    port = cluster.free_port()
+    cfg = tmp_path / "cairn.yaml"
+    cfg.write_text(
+        "name: from-yaml\n"
+        "data-dir: %s\n"
+        "listen-client-urls: http://127.0.0.1:%d\n"
+        "advertise-client-urls: http://127.0.0.1:%d\n"
+        "max-txn-ops: 3\n" % (tmp_path / "data", port, port))
+    proc = subprocess.Popen([cluster.cairn_binary(), "--config-file", str(cfg)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    cluster._CHILDREN.add(proc)  # killed at session end if the test dies early
+    try:
+        import grpc
+        from etcd3.etcdrpc import rpc_pb2_grpc
+        ch = grpc.insecure_channel("127.0.0.1:%d" % port)
+        grpc.channel_ready_future(ch).result(timeout=20)
+        members = rpc_pb2_grpc.ClusterStub(ch).MemberList(pb.MemberListRequest(), timeout=10)
+        assert members.members[0].name == "from-yaml"
+        ops = [pb.RequestOp(request_put=pb.PutRequest(key=b"k%d" % i)) for i in range(4)]
+        with pytest.raises(grpc.RpcError) as e:
+            rpc_pb2_grpc.KVStub(ch).Txn(pb.TxnRequest(success=ops), timeout=10)
+        assert e.value.details() == "etcdserver: too many operations in txn request"
+        ch.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert os.path.isdir(tmp_path / "data" / "cairn.db")
