@@ -51,10 +51,10 @@ Status EtcdServer::Start() {
     if (auto* hub = hub_ptr_.load()) hub->Publish(rev, events);
   };
   hooks.on_log_sync = [this](double sec) { metrics_->disk().wal_fsync_duration_seconds->Observe(sec); };
-  hooks.on_apply_commit = [this](double sec) {
+  hooks.on_apply_commit = [this](double sec, size_t entries) {
     metrics_->disk().backend_commit_duration_seconds->Observe(sec);
-    metrics_->server().proposals_committed_total->Increment();
-    metrics_->server().proposals_applied_total->Increment();
+    metrics_->server().proposals_committed_total->Increment(static_cast<double>(entries));
+    metrics_->server().proposals_applied_total->Increment(static_cast<double>(entries));
   };
   s = node_->Start(hooks);
   if (!s.ok()) return s;

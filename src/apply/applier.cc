@@ -120,12 +120,11 @@ void Applier::ApplyAlarm(storage::WriteBatch* batch, const etcdserverpb::AlarmRe
   }
 }
 
-ApplyResult Applier::Apply(uint64_t index, const cairnpb::InternalRequest& req) {
-  CHECK(index == applied_index_ + 1) << "apply out of order: " << index << " after " << applied_index_;
-  ApplyResult out;
-  storage::WriteBatch batch(engine_);
-  mvcc::WriteTxn txn(kv_, &batch);
-  auto* resp = &out.response;
+int64_t Applier::Stage(storage::WriteBatch* batch, int64_t* rev, uint64_t index,
+                       const cairnpb::InternalRequest& req, ApplyResult* out) {
+  batch->SetSavePoint();
+  mvcc::WriteTxn txn(kv_, batch, *rev);
+  auto* resp = &out->response;
   int64_t compact_to = 0;
 
   bool no_space = NoSpaceAlarm();
@@ -152,7 +151,7 @@ ApplyResult Applier::Apply(uint64_t index, const cairnpb::InternalRequest& req) 
       break;
     }
     case cairnpb::InternalRequest::kCompaction: {
-      Status s = kv_->ScheduleCompaction(&batch, req.compaction().revision());
+      Status s = kv_->ScheduleCompaction(batch, req.compaction().revision());
       if (!s.ok()) { SetError(resp, s); break; }
       compact_to = req.compaction().revision();
       resp->mutable_compaction()->mutable_header();
@@ -160,7 +159,7 @@ ApplyResult Applier::Apply(uint64_t index, const cairnpb::InternalRequest& req) 
     }
     case cairnpb::InternalRequest::kLeaseGrant: {
       if (no_space) { SetError(resp, errors::NoSpace()); break; }
-      auto r = lessor_->Grant(&batch, req.lease_grant().id(), req.lease_grant().ttl());
+      auto r = lessor_->Grant(batch, req.lease_grant().id(), req.lease_grant().ttl());
       if (!r.ok()) { SetError(resp, r.status()); break; }
       resp->mutable_lease_grant()->set_id(r->id);
       resp->mutable_lease_grant()->set_ttl(r->granted_ttl_seconds);
@@ -176,13 +175,13 @@ ApplyResult Applier::Apply(uint64_t index, const cairnpb::InternalRequest& req) 
         auto d = txn.DeleteRange(k, "");
         CHECK(d.ok()) << d.status().ToString();
       }
-      Status s = lessor_->Revoke(&batch, id);
+      Status s = lessor_->Revoke(batch, id);
       CHECK(s.ok()) << s.ToString();
       resp->mutable_lease_revoke()->mutable_header();
       break;
     }
     case cairnpb::InternalRequest::kAlarm:
-      ApplyAlarm(&batch, req.alarm(), resp->mutable_alarm());
+      ApplyAlarm(batch, req.alarm(), resp->mutable_alarm());
       resp->mutable_alarm()->mutable_header();
       break;
     default:
@@ -190,29 +189,59 @@ ApplyResult Applier::Apply(uint64_t index, const cairnpb::InternalRequest& req) 
       break;
   }
 
+  // A failed request leaves no change but its index: every failure is found
+  // before the request's first change or rolls the request back here.
+  if (resp->error_code() != 0) {
+    batch->RollbackToSavePoint();
+    compact_to = 0;
+  } else {
+    batch->PopSavePoint();
+    out->events = txn.changes();
+    *rev = txn.end_rev();
+  }
+  out->revision = *rev;
   std::string idx;
   storage::PutFixed64BE(&idx, index);
-  batch.Put(Column::kMeta, kMetaAppliedIndex, idx);
-  // A failed request leaves no change but its index: nothing half-applies,
-  // because a failure is detected before the first change is staged or the
-  // whole batch is dropped here.
-  int64_t new_rev = txn.end_rev();
-  if (resp->error_code() != 0 && !txn.changes().empty()) {
+  batch->Put(Column::kMeta, kMetaAppliedIndex, idx);
+  return compact_to;
+}
+
+void Applier::ApplyBatch(uint64_t first_index,
+                         const std::vector<const cairnpb::InternalRequest*>& requests,
+                         const std::function<void(size_t, ApplyResult&)>& on_committed) {
+  CHECK(first_index == applied_index_ + 1)
+      << "apply out of order: " << first_index << " after " << applied_index_;
+  std::vector<ApplyResult> results(requests.size());
+  storage::WriteBatch batch(engine_);
+  int64_t rev = kv_->CurrentRevision();
+  size_t committed = 0;  // results[0, committed) are answered
+  // Commits what is staged and answers entries [committed, upto). A
+  // compaction's new revision floor is set before anyone is answered, and its
+  // physical part is done before it is answered (etcd's physical=true).
+  auto commit = [&](size_t upto, int64_t compact_to) {
+    if (committed == upto) return;
+    Status s = kv_->Commit(batch, rev, /*sync=*/false);
+    CHECK(s.ok()) << "apply: storage write failed: " << s.ToString();
     batch.Clear();
-    batch.Put(Column::kMeta, kMetaAppliedIndex, idx);
-    new_rev = txn.begin_rev();
-  } else {
-    out.events = txn.changes();
+    applied_index_ = first_index + upto - 1;
+    if (compact_to > 0) {
+      kv_->SetCompactRevisionAfterCommit(compact_to);
+      Status cs = kv_->CompactPhysical(compact_to);
+      CHECK(cs.ok()) << "apply: compaction failed: " << cs.ToString();
+    }
+    for (; committed < upto; committed++) on_committed(committed, results[committed]);
+  };
+  for (size_t i = 0; i < requests.size(); i++) {
+    if (requests[i]->request_case() == cairnpb::InternalRequest::kCompaction) commit(i, 0);
+    int64_t compact_to = Stage(&batch, &rev, first_index + i, *requests[i], &results[i]);
+    if (compact_to > 0) commit(i + 1, compact_to);
   }
-  Status s = kv_->Commit(batch, new_rev, /*sync=*/false);
-  CHECK(s.ok()) << "apply: storage write failed: " << s.ToString();
-  applied_index_ = index;
-  if (compact_to > 0) {
-    kv_->SetCompactRevisionAfterCommit(compact_to);
-    Status cs = kv_->CompactPhysical(compact_to);
-    CHECK(cs.ok()) << "apply: compaction failed: " << cs.ToString();
-  }
-  out.revision = kv_->CurrentRevision();
+  commit(requests.size(), 0);
+}
+
+ApplyResult Applier::Apply(uint64_t index, const cairnpb::InternalRequest& req) {
+  ApplyResult out;
+  ApplyBatch(index, {&req}, [&](size_t, ApplyResult& r) { out = std::move(r); });
   return out;
 }
 

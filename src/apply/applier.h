@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <vector>
 
@@ -20,7 +21,7 @@ namespace cairn::apply {
 
 struct ApplyResult {
   cairnpb::InternalResponse response;
-  int64_t revision = 0;                // current revision after the entry
+  int64_t revision = 0;                // the store's revision right after the entry
   std::vector<mvccpb::Event> events;   // changes of the entry, prev_kv filled
 };
 
@@ -31,9 +32,15 @@ class Applier {
   Status Open();
   uint64_t applied_index() const { return applied_index_; }
 
-  // Applies the entry at `index` (must be applied_index()+1) and commits it.
-  // Expected failures (a compare on a missing lease...) are in the response;
-  // a storage failure stops the process, since the state would be unknown.
+  // Applies the entries at first_index, first_index+1, ... (first_index must
+  // be applied_index()+1) and commits them with one atomic write (a
+  // compaction commits what came before it, then itself). Expected failures
+  // (a compare on a missing lease...) are in the responses and leave no
+  // change; a storage failure stops the process, since the state would be
+  // unknown. `on_committed` runs for each entry, in order, once its effects
+  // are committed and visible to readers.
+  void ApplyBatch(uint64_t first_index, const std::vector<const cairnpb::InternalRequest*>& requests,
+                  const std::function<void(size_t i, ApplyResult&)>& on_committed);
   ApplyResult Apply(uint64_t index, const cairnpb::InternalRequest& request);
 
   // Alarms (thread-safe copy).
@@ -44,6 +51,11 @@ class Applier {
   void RaiseAlarmInMemory(etcdserverpb::AlarmType alarm);
 
  private:
+  // Stages one entry in `batch` as a WriteTxn beginning at `*rev`; advances
+  // `*rev` unless the entry failed (then its changes are rolled back).
+  // Returns the revision to compact to, or 0.
+  int64_t Stage(storage::WriteBatch* batch, int64_t* rev, uint64_t index,
+                const cairnpb::InternalRequest& req, ApplyResult* out);
   void ApplyAlarm(storage::WriteBatch* batch, const etcdserverpb::AlarmRequest& r,
                   etcdserverpb::AlarmResponse* resp);
 

@@ -207,8 +207,10 @@ Result<std::vector<mvccpb::Event>> ReadTxn::Events(int64_t from_rev, int64_t to_
 
 // ---------------------------------------------------------------- WriteTxn
 
-WriteTxn::WriteTxn(KvStore* store, storage::WriteBatch* batch)
-    : store_(store), batch_(batch), begin_rev_(store->CurrentRevision()) {}
+WriteTxn::WriteTxn(KvStore* store, storage::WriteBatch* batch, int64_t begin_rev)
+    : store_(store),
+      batch_(batch),
+      begin_rev_(begin_rev >= 0 ? begin_rev : store->CurrentRevision()) {}
 
 int64_t WriteTxn::FirstRev() const { return store_->CompactRevision(); }
 

@@ -78,7 +78,9 @@ class ReadTxn final : public ReadView {
 // applier commits the batch with KvStore::Commit.
 class WriteTxn final : public ReadView {
  public:
-  WriteTxn(KvStore* store, storage::WriteBatch* batch);
+  // Begins at the store's current revision, or at `begin_rev` when several
+  // transactions are staged in one batch before it is committed.
+  WriteTxn(KvStore* store, storage::WriteBatch* batch, int64_t begin_rev = -1);
   int64_t Rev() const override { return changes_.empty() ? begin_rev_ : begin_rev_ + 1; }
   int64_t FirstRev() const override;
   Result<RangeResult> Range(std::string_view key, std::string_view end,

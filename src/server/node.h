@@ -60,9 +60,10 @@ struct NodeIds {
 struct NodeHooks {
   // After each committed revision with changes.
   std::function<void(int64_t rev, const std::vector<mvccpb::Event>& events)> on_events;
-  // Durations of the synced log write and of each apply commit, in seconds.
+  // Durations of the synced log write and of the apply commit of a batch of
+  // `entries`, in seconds.
   std::function<void(double seconds)> on_log_sync;
-  std::function<void(double seconds)> on_apply_commit;
+  std::function<void(double seconds, size_t entries)> on_apply_commit;
 };
 
 class Node {

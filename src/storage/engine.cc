@@ -136,6 +136,9 @@ std::unique_ptr<Iterator> WriteBatch::NewIterator(Column c, std::string_view low
 size_t WriteBatch::Count() const { return batch_->GetWriteBatch()->Count(); }
 size_t WriteBatch::ByteSize() const { return batch_->GetWriteBatch()->GetDataSize(); }
 void WriteBatch::Clear() { batch_->Clear(); }
+void WriteBatch::SetSavePoint() { batch_->SetSavePoint(); }
+void WriteBatch::RollbackToSavePoint() { CHECK(batch_->RollbackToSavePoint().ok()); }
+void WriteBatch::PopSavePoint() { CHECK(batch_->PopSavePoint().ok()); }
 
 Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options) {
   rocksdb::Options db_options;

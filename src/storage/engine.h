@@ -101,6 +101,12 @@ class WriteBatch {
   size_t Count() const;
   size_t ByteSize() const;
   void Clear();
+  // Marks the current state; RollbackToSavePoint undoes every change since
+  // the last mark (and removes it). Used to drop one failed request out of a
+  // batch of several.
+  void SetSavePoint();
+  void RollbackToSavePoint();
+  void PopSavePoint();
 
  private:
   friend class Engine;
