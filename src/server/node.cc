@@ -92,15 +92,32 @@ Status Node::OpenStorage() {
     if (v != kFormatV1) {
       return Status(Code::kFailedPrecondition, "unknown cairn data format '" + v + "' in " + db.string());
     }
-    std::string id;
-    if (!engine_->Get(Column::kMeta, kMetaClusterId, &id).value() || id.size() != 8) {
-      return Status(Code::kDataLoss, "corrupt data dir: cluster id missing");
+    std::string cluster, member;
+    auto has_cluster = engine_->Get(Column::kMeta, kMetaClusterId, &cluster);
+    auto has_member = engine_->Get(Column::kMeta, kMetaMemberId, &member);
+    if (!has_cluster.ok()) return has_cluster.status();
+    if (!has_member.ok()) return has_member.status();
+    if (!*has_cluster && !*has_member) {
+      // Restored from a snapshot (cairnctl snapshot restore): a new cluster.
+      storage::WriteBatch ids(engine_.get());
+      ids_.cluster_id = RandomId();
+      ids_.member_id = RandomId();
+      std::string v;
+      storage::PutFixed64BE(&v, ids_.cluster_id);
+      ids.Put(Column::kMeta, kMetaClusterId, v);
+      v.clear();
+      storage::PutFixed64BE(&v, ids_.member_id);
+      ids.Put(Column::kMeta, kMetaMemberId, v);
+      Status s = engine_->Write(ids, true);
+      if (!s.ok()) return s;
+      CAIRN_LOG(kInfo) << "first start after a restore: new member and cluster ids";
+    } else {
+      if (!*has_cluster || cluster.size() != 8 || !*has_member || member.size() != 8) {
+        return Status(Code::kDataLoss, "corrupt data dir: member or cluster id missing");
+      }
+      ids_.cluster_id = storage::DecodeFixed64BE(cluster);
+      ids_.member_id = storage::DecodeFixed64BE(member);
     }
-    ids_.cluster_id = storage::DecodeFixed64BE(id);
-    if (!engine_->Get(Column::kMeta, kMetaMemberId, &id).value() || id.size() != 8) {
-      return Status(Code::kDataLoss, "corrupt data dir: member id missing");
-    }
-    ids_.member_id = storage::DecodeFixed64BE(id);
   }
   kv_ = std::make_unique<mvcc::KvStore>(engine_.get());
   Status s = kv_->Open();

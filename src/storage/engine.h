@@ -103,7 +103,8 @@ class WriteBatch {
   void Clear();
   // Marks the current state; RollbackToSavePoint undoes every change since
   // the last mark (and removes it). Used to drop one failed request out of a
-  // batch of several.
+  // batch of several. REQUIRES: no DeleteRange in the batch (RocksDB cannot
+  // rebuild its index over one).
   void SetSavePoint();
   void RollbackToSavePoint();
   void PopSavePoint();
@@ -132,7 +133,7 @@ class Engine {
                                         std::string_view lower = {},
                                         std::string_view upper = {}) const;
 
-  // Bytes the database occupies on disk (SST files, WAL, memtables).
+  // Bytes the database occupies (SST files and memtables).
   uint64_t TotalSizeBytes() const;
   // Estimated bytes of live data.
   uint64_t LiveDataSizeBytes() const;

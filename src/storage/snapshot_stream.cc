@@ -89,11 +89,17 @@ Result<bool> SnapshotReader::NextChunk(std::string* out, size_t max_bytes) {
   return true;
 }
 
-Status RestoreSnapshot(const std::string& snapshot_path, const std::string& db_path) {
+namespace {
+Status RestoreRecords(const std::string& data, size_t pos, size_t body_end,
+                      const std::string& db_path, const RestoreFilter& keep);
+}  // namespace
+
+Status RestoreSnapshot(const std::string& snapshot_path, const std::string& db_path,
+                       const RestoreFilter& keep) {
   namespace fs = std::filesystem;
   std::error_code ec;
-  if (fs::exists(db_path, ec)) {
-    return Status(Code::kAlreadyExists, "restore: " + db_path + " already exists");
+  if (fs::exists(db_path, ec) && !fs::is_empty(db_path, ec)) {
+    return Status(Code::kAlreadyExists, "restore: " + db_path + " already exists and is not empty");
   }
   std::ifstream in(snapshot_path, std::ios::binary);
   if (!in) return Status(Code::kNotFound, "restore: cannot open " + snapshot_path);
@@ -113,12 +119,20 @@ Status RestoreSnapshot(const std::string& snapshot_path, const std::string& db_p
   if (std::memcmp(md, data.data() + hashed_end, kHashLen) != 0) {
     return Status(Code::kDataLoss, "restore: snapshot checksum mismatch");
   }
-  size_t body_end = hashed_end;
+  // Nothing is written before the whole file checked out; whatever is
+  // written is removed again if the body turns out malformed.
+  Status s = RestoreRecords(data, kMagicLen, hashed_end, db_path, keep);
+  if (!s.ok()) fs::remove_all(db_path, ec);
+  return s;
+}
+
+namespace {
+Status RestoreRecords(const std::string& data, size_t pos, size_t body_end,
+                      const std::string& db_path, const RestoreFilter& keep) {
   EngineOptions eo;
   eo.path = db_path;
   auto engine = Engine::Open(eo);
   if (!engine.ok()) return engine.status();
-  size_t pos = kMagicLen;
   WriteBatch batch(engine->get());
   while (true) {
     if (pos >= body_end) return Status(Code::kDataLoss, "restore: snapshot has no end marker");
@@ -130,16 +144,18 @@ Status RestoreSnapshot(const std::string& snapshot_path, const std::string& db_p
     if (column >= static_cast<int>(Column::kCount)) {
       return Status(Code::kDataLoss, "restore: unknown column");
     }
-    uint32_t klen = GetU32(&data[pos]);
+    size_t klen = GetU32(&data[pos]);
     pos += 4;
+    // size_t arithmetic: a length near 2^32 must not wrap the check.
     if (body_end - pos < klen + 4) return Status(Code::kDataLoss, "restore: malformed record");
     std::string_view key(&data[pos], klen);
     pos += klen;
-    uint32_t vlen = GetU32(&data[pos]);
+    size_t vlen = GetU32(&data[pos]);
     pos += 4;
     if (body_end - pos < vlen) return Status(Code::kDataLoss, "restore: malformed record");
     std::string_view value(&data[pos], vlen);
     pos += vlen;
+    if (keep && !keep(static_cast<Column>(column), key)) continue;
     batch.Put(static_cast<Column>(column), key, value);
     if (batch.ByteSize() > (16 << 20)) {
       Status s = (*engine)->Write(batch, false);
@@ -149,5 +165,6 @@ Status RestoreSnapshot(const std::string& snapshot_path, const std::string& db_p
   }
   return (*engine)->Write(batch, true);
 }
+}  // namespace
 
 }  // namespace cairn::storage

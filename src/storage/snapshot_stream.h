@@ -12,6 +12,7 @@
 // Thread: a SnapshotReader belongs to one thread at a time.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -43,8 +44,13 @@ class SnapshotReader {
   std::unique_ptr<Hasher> hasher_;
 };
 
-// Verifies `snapshot_path` and creates a new database in `data_dir` from it.
-// Refuses a data dir that already exists and is not empty.
-Status RestoreSnapshot(const std::string& snapshot_path, const std::string& db_path);
+// Which records to restore; null keeps all.
+using RestoreFilter = std::function<bool(Column column, std::string_view key)>;
+
+// Verifies `snapshot_path` and creates a new database in `db_path` from it.
+// Refuses a `db_path` that exists and is not empty; on failure leaves nothing
+// behind.
+Status RestoreSnapshot(const std::string& snapshot_path, const std::string& db_path,
+                       const RestoreFilter& keep = nullptr);
 
 }  // namespace cairn::storage

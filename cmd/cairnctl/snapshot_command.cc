@@ -1,0 +1,228 @@
+// `cairnctl snapshot restore|status`: the offline half of etcd's snapshot
+// commands, for the files `etcdctl snapshot save` takes from cairn.
+//
+// Both verify the whole file (storage::RestoreSnapshot checks the SHA-256
+// trailer before writing anything) and then read the restored database, so
+// what they report is what a member started on it would serve. `status`
+// restores into a temporary directory that it removes again.
+#include <stdlib.h>
+
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include "commands.h"
+#include "mvcc/kv_store.h"
+#include "printer.h"
+#include "storage/engine.h"
+#include "storage/snapshot_stream.h"
+
+namespace cairn::ctl {
+namespace {
+
+namespace fs = std::filesystem;
+
+// The database file name a cairn data dir holds (server/node.cc).
+constexpr char kDbName[] = "cairn.db";
+
+struct SnapshotInfo {
+  uint32_t hash = 0;             // HashKV at `revision`, as `etcdctl endpoint hashkv`
+  int64_t revision = 0;          // the current revision
+  int64_t compact_revision = 0;  // the compacted revision (-1: never compacted)
+  int64_t total_keys = 0;        // live keys at `revision`
+  int64_t total_size_bytes = 0;  // size of the snapshot file
+};
+
+// Opens a restored database read-mostly (KvStore::Open may finish a
+// compaction that was interrupted when the snapshot was taken).
+Result<SnapshotInfo> Inspect(const std::string& db_path) {
+  storage::EngineOptions eo;
+  eo.path = db_path;
+  eo.create_if_missing = false;
+  eo.block_cache_bytes = 8 << 20;
+  auto engine = storage::Engine::Open(eo);
+  if (!engine.ok()) return engine.status();
+  mvcc::KvStore kv(engine->get());
+  Status s = kv.Open();
+  if (!s.ok()) return s;
+  SnapshotInfo info;
+  info.revision = kv.CurrentRevision();
+  info.compact_revision = kv.CompactRevision();
+  mvcc::RangeOptions count;
+  count.count_only = true;
+  auto all = kv.Read()->Range("", std::string(1, '\0'), count);
+  if (!all.ok()) return all.status();
+  info.total_keys = all->count;
+  int64_t hash_rev = 0, compact_rev = 0;
+  auto hash = kv.HashKV(info.revision, &hash_rev, &compact_rev);
+  if (!hash.ok()) return hash.status();
+  info.hash = *hash;
+  return info;
+}
+
+// A directory removed with everything in it when the scope ends.
+class TempDir {
+ public:
+  static Result<std::unique_ptr<TempDir>> Create(const std::string& prefix) {
+    std::error_code ec;
+    fs::path base = fs::temp_directory_path(ec);
+    if (ec) base = "/tmp";
+    std::string tmpl = (base / (prefix + "XXXXXX")).string();
+    if (mkdtemp(tmpl.data()) == nullptr) {
+      return Status(Code::kInternal, "cannot create a temporary directory in " + base.string());
+    }
+    return std::unique_ptr<TempDir>(new TempDir(tmpl));
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  explicit TempDir(std::string path) : path_(std::move(path)) {}
+  std::string path_;
+};
+
+// storage's messages start with "restore: "; say which file instead.
+std::string SnapshotError(const std::string& path, const Status& s) {
+  std::string message = s.message();
+  const std::string prefix = "restore: ";
+  if (message.compare(0, prefix.size(), prefix) == 0) message.erase(0, prefix.size());
+  if (message.find(path) == std::string::npos) message = path + ": " + message;
+  return message;
+}
+
+Result<int64_t> SnapshotFileSize(const std::string& path) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) {
+    return Status(Code::kNotFound, "open " + path + ": no such file");
+  }
+  auto size = fs::file_size(path, ec);
+  if (ec) return Status(Code::kInternal, "stat " + path + ": " + ec.message());
+  return static_cast<int64_t>(size);
+}
+
+// ---------------------------------------------------------------- status
+
+struct StatusOptions {
+  std::string snapshot_path;
+};
+
+int RunStatus(const StatusOptions& options, const GlobalOptions& global) {
+  auto size = SnapshotFileSize(options.snapshot_path);
+  if (!size.ok()) return ExitWithError(kExitError, size.status().message());
+  auto tmp = TempDir::Create("cairnctl-status-");
+  if (!tmp.ok()) return ExitWithError(kExitError, tmp.status().message());
+  const std::string db = (*tmp)->path() + "/" + kDbName;
+  Status s = storage::RestoreSnapshot(options.snapshot_path, db);
+  if (!s.ok()) return ExitWithError(kExitError, SnapshotError(options.snapshot_path, s));
+  auto info = Inspect(db);
+  if (!info.ok()) return ExitWithError(kExitError, info.status().message());
+  info->total_size_bytes = *size;
+
+  if (global.write_out == "json") {
+    std::cout << "{\"hash\":" << info->hash << ",\"revision\":" << info->revision
+              << ",\"totalKey\":" << info->total_keys << ",\"totalSize\":" << info->total_size_bytes
+              << "}" << std::endl;
+    return kExitSuccess;
+  }
+  const std::vector<std::string> row = {Hex(info->hash), std::to_string(info->revision),
+                                        std::to_string(info->total_keys),
+                                        HumanBytes(static_cast<uint64_t>(info->total_size_bytes))};
+  if (global.write_out == "table") {
+    std::cout << RenderTable({"hash", "revision", "total keys", "total size"}, {row});
+  } else {
+    std::cout << row[0] << ", " << row[1] << ", " << row[2] << ", " << row[3] << std::endl;
+  }
+  return kExitSuccess;
+}
+
+// ---------------------------------------------------------------- restore
+
+struct RestoreOptions {
+  std::string snapshot_path;
+  std::string data_dir;  // Default: <name>.cairn, as the server's
+  std::string name = "default";
+};
+
+int RunRestore(const RestoreOptions& options) {
+  const std::string data_dir =
+      options.data_dir.empty() ? options.name + ".cairn" : options.data_dir;
+  auto size = SnapshotFileSize(options.snapshot_path);
+  if (!size.ok()) return ExitWithError(kExitError, size.status().message());
+
+  // Like etcdutl, never write over data: the target must be new or empty.
+  std::error_code ec;
+  const fs::path dir(data_dir);
+  const bool existed = fs::exists(dir, ec);
+  if (existed) {
+    if (!fs::is_directory(dir, ec)) {
+      return ExitWithError(kExitError,
+                           "data-dir \"" + data_dir + "\" exists and is not a directory");
+    }
+    if (!fs::is_empty(dir, ec)) {
+      return ExitWithError(kExitError, "data-dir \"" + data_dir + "\" exists and is not empty");
+    }
+  } else {
+    fs::create_directories(dir, ec);
+    if (ec) {
+      return ExitWithError(kExitError,
+                           "cannot create data-dir \"" + data_dir + "\": " + ec.message());
+    }
+  }
+  const std::string db = (dir / kDbName).string();
+  std::cout << "restoring snapshot path=" << options.snapshot_path << " data-dir=" << data_dir
+            << std::endl;
+  auto undo = [&] {
+    // Whatever the failed restore left is ours: the target was new or empty.
+    fs::remove_all(db, ec);
+    if (!existed) fs::remove(dir, ec);
+  };
+  // A restored member is a new cluster, as with etcdutl: it drops the old
+  // member and cluster ids; cairn picks new ones at its first start.
+  Status s = storage::RestoreSnapshot(
+      options.snapshot_path, db, [](storage::Column column, std::string_view key) {
+        return !(column == storage::Column::kMeta && (key == "cluster_id" || key == "member_id"));
+      });
+  if (!s.ok()) {
+    undo();
+    return ExitWithError(kExitError, SnapshotError(options.snapshot_path, s));
+  }
+  auto info = Inspect(db);
+  if (!info.ok()) {
+    undo();
+    return ExitWithError(kExitError, "restored database is unreadable: " + info.status().message());
+  }
+  std::cout << "restored snapshot path=" << options.snapshot_path << " data-dir=" << data_dir
+            << " revision=" << info->revision << " keys=" << info->total_keys
+            << " hash=" << Hex(info->hash) << std::endl;
+  return kExitSuccess;
+}
+
+}  // namespace
+
+void AddSnapshotCommand(CLI::App& app, const GlobalOptions& global, int* exit_code) {
+  CLI::App* snapshot = app.add_subcommand("snapshot", "Verifies and restores cairn snapshots");
+  snapshot->require_subcommand(1);
+
+  auto restore = std::make_shared<RestoreOptions>();
+  CLI::App* r = snapshot->add_subcommand(
+      "restore", "Restores a snapshot (from `etcdctl snapshot save`) into a new data directory");
+  r->add_option("filename", restore->snapshot_path, "The snapshot file")->required();
+  r->add_option(
+      "--data-dir", restore->data_dir,
+      "Path to the new data directory; must not exist or be empty (default: <name>.cairn)");
+  r->add_option("--name", restore->name, "Member name, for the default data directory")
+      ->capture_default_str();
+  r->callback([restore, exit_code] { *exit_code = RunRestore(*restore); });
+
+  auto status = std::make_shared<StatusOptions>();
+  CLI::App* st = snapshot->add_subcommand(
+      "status", "Verifies a snapshot and prints its hash, revision, total keys and size");
+  st->add_option("filename", status->snapshot_path, "The snapshot file")->required();
+  st->callback([status, &global, exit_code] { *exit_code = RunStatus(*status, global); });
+}
+
+}  // namespace cairn::ctl
