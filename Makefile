@@ -30,3 +30,9 @@ test: unit-test e2e-test
 
 clean:
 	rm -rf $(BUILD)
+
+# make bench - cairn against etcd 3.4 on this machine, same workloads, one table
+#              and docs/img/bench-latency-vs-throughput.png (BENCH_SCALE=0.1: quick)
+.PHONY: bench
+bench: setup
+	JOBS=$(JOBS) ./scripts/bench-vs-etcd.sh

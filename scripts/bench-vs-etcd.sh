@@ -1,0 +1,269 @@
+#!/usr/bin/env bash
+# bench-vs-etcd.sh: the same workloads, with cmd/cairn-bench, against a real
+# etcd and a cairn started side by side on loopback, alternating between the
+# two; prints one table (etcd, cairn, cairn/etcd) and draws the latency /
+# throughput plot with gnuplot. `make bench` runs it.
+#
+# Both servers are single-node, fsync every commit (their defaults: neither is
+# given an unsafe flag) and keep their data dirs in one temp dir on one disk.
+# Every process started here is stopped on exit (trap), and the temp dir is
+# removed unless BENCH_KEEP=1.
+#
+# Environment (all optional):
+#   BENCH_SCALE=1        multiplies every duration and the size of the loaded
+#                        data set; 0.1 gives a quick run of about four minutes
+#   BENCH_SECONDS=10     seconds per workload run at scale 1
+#   BENCH_LOAD_KEYS=1000000  keys (256 B values) loaded for memory/disk/restart
+#   BENCH_BUILD=build-release  build dir (configured Release if new)
+#   BENCH_TMP=/var/tmp   where the temp dir with both data dirs goes (a disk,
+#                        not tmpfs: fsync must cost what it costs)
+#   BENCH_PLOT=docs/img/bench-latency-vs-throughput.png   the plot ("" = none)
+#   BENCH_OUT=<temp dir>/results   where the JSON results and table.md go
+#   BENCH_KEEP=0         1: keep the temp dir (data, logs, results)
+#   JOBS=2               build parallelism
+#   ETCD=/usr/bin/etcd
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SCALE=${BENCH_SCALE:-1}
+SECONDS_PER_RUN=${BENCH_SECONDS:-10}
+LOAD_KEYS_FULL=${BENCH_LOAD_KEYS:-1000000}
+BUILD=${BENCH_BUILD:-$ROOT/build-release}
+case "$BUILD" in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
+TMP_BASE=${BENCH_TMP:-/var/tmp}
+PLOT=${BENCH_PLOT-$ROOT/docs/img/bench-latency-vs-throughput.png}
+ETCD=${ETCD:-/usr/bin/etcd}
+JOBS=${JOBS:-2}
+
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# awk does the float arithmetic: duration per run, keys to load.
+DURATION=$(awk -v s="$SCALE" -v d="$SECONDS_PER_RUN" 'BEGIN { v = s * d; if (v < 1) v = 1; printf "%g", v }')
+LOAD_KEYS=$(awk -v s="$SCALE" -v k="$LOAD_KEYS_FULL" 'BEGIN { v = int(s * k); if (v < 1000) v = 1000; print v }')
+
+# ------------------------------------------------------- temp dir, build
+command -v "$ETCD" >/dev/null || die "etcd not found ($ETCD); run scripts/setup.sh"
+command -v gnuplot >/dev/null || { [ -z "$PLOT" ] || die "gnuplot not found; run scripts/setup.sh"; }
+mkdir -p "$TMP_BASE"
+WORK=$(mktemp -d "$TMP_BASE/cairn-bench.XXXXXX")
+OUT=${BENCH_OUT:-$WORK/results}
+mkdir -p "$OUT" "$WORK/logs"
+fstype=$(df --output=fstype "$WORK" | tail -1)
+[ "$fstype" != tmpfs ] || log "warning: $WORK is on tmpfs: fsync is free there; set BENCH_TMP to a disk"
+# Servers started (stop_server below); cleanup() stops them on any exit.
+declare -A PID=()      # server -> pid
+declare -A PORT=()     # server -> client port
+declare -A PEER=()     # server -> peer port (etcd)
+
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  for s in "${!PID[@]}"; do stop_server "$s" || true; done
+  if [ "${BENCH_KEEP:-0}" = 1 ]; then
+    log "kept $WORK"
+  else
+    rm -rf "$WORK"
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [ ! -f "$BUILD/CMakeCache.txt" ]; then
+  log "configuring $BUILD (Release)"
+  cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >"$WORK/logs/build.log" 2>&1 ||
+    { tail -30 "$WORK/logs/build.log" >&2; die "cmake configure failed"; }
+fi
+log "building cairn and cairn-bench in $BUILD (-j$JOBS)"
+cmake --build "$BUILD" --target cairn cairn-bench -j"$JOBS" >>"$WORK/logs/build.log" 2>&1 ||
+  { tail -30 "$WORK/logs/build.log" >&2; die "build failed"; }
+CAIRN=$BUILD/cmd/cairn
+BENCH=$BUILD/cmd/cairn-bench
+build_type=$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$BUILD/CMakeCache.txt")
+[ "$build_type" = Release ] || log "warning: $BUILD is a $build_type build, not Release"
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# ------------------------------------------------------------ processes
+# start_server NAME DATA_DIR: starts etcd or cairn on its ports.
+start_server() {
+  local s=$1 dir=$2 url="http://127.0.0.1:${PORT[$1]}"
+  mkdir -p "$WORK/logs"
+  if [ "$s" = etcd ]; then
+    local peer="http://127.0.0.1:${PEER[etcd]}"
+    "$ETCD" --name n1 --data-dir "$dir" \
+      --listen-client-urls "$url" --advertise-client-urls "$url" \
+      --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
+      --initial-cluster "n1=$peer" --logger zap --log-outputs stderr --log-level error \
+      >>"$WORK/logs/etcd.log" 2>&1 &
+  else
+    "$CAIRN" --name n1 --data-dir "$dir" \
+      --listen-client-urls "$url" --advertise-client-urls "$url" --log-level warn \
+      >>"$WORK/logs/cairn.log" 2>&1 &
+  fi
+  PID[$s]=$!
+}
+
+# wait_ready NAME: until the server answers a Range (cairn-bench ready).
+wait_ready() {
+  "$BENCH" --endpoints "127.0.0.1:${PORT[$1]}" --json ready --wait 300 >/dev/null ||
+    die "$1 did not answer a Range; see $WORK/logs/$1.log"
+}
+
+# stop_server NAME: SIGTERM, then SIGKILL after 30 s.
+stop_server() {
+  local s=$1 pid=${PID[$1]:-}
+  [ -n "$pid" ] || return 0
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+  unset "PID[$s]"
+}
+
+endpoint() { echo "127.0.0.1:${PORT[$1]}"; }
+
+CLK_TCK=$(getconf CLK_TCK)
+# server_cpu_ticks NAME: user + system CPU of the server so far (/proc/PID/stat).
+server_cpu_ticks() { awk '{ print $14 + $15 }' "/proc/${PID[$1]}/stat"; }
+
+# bench RUN SERVER ARGS...: one cairn-bench run, JSON into $OUT/RUN.SERVER.json
+# and the server's CPU seconds during the run into $OUT/RUN.SERVER.cpu.
+bench() {
+  local run=$1 s=$2
+  shift 2
+  local file="$OUT/$run.$s.json" before after
+  before=$(server_cpu_ticks "$s")
+  if ! "$BENCH" --endpoints "$(endpoint "$s")" --json "$@" >"$file" 2>"$OUT/$run.$s.stderr"; then
+    log "  $run on $s reported errors (see $file)"
+  fi
+  after=$(server_cpu_ticks "$s")
+  awk -v a="$before" -v b="$after" -v t="$CLK_TCK" 'BEGIN { printf "%.2f\n", (b - a) / t }' \
+    >"$OUT/$run.$s.cpu"
+  python3 - "$file" <<'EOF' >&2 || true
+import json, sys
+try:
+    d = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+    l = d["latency_ms"]
+    print("[bench]   %-5s %10.1f %s/s  p50 %8.3f  p99 %8.3f ms  errors %d"
+          % (sys.argv[1].rsplit(".", 2)[1], d["throughput"], d["unit"], l["p50"], l["p99"], d["errors"]))
+except Exception as e:
+    print("[bench]   (no result: %s)" % e)
+EOF
+}
+
+# both RUN ARGS...: the run against both servers; who goes first alternates.
+ORDER_FLIP=0
+both() {
+  local run=$1
+  shift
+  log "$run: $*"
+  # Other work on the machine skews the figures: keep the load next to them.
+  echo "$run $(cut -d' ' -f1 /proc/loadavg)" >>"$OUT/loadavg.txt"
+  if [ $ORDER_FLIP = 0 ]; then
+    bench "$run" etcd "$@"; bench "$run" cairn "$@"; ORDER_FLIP=1
+  else
+    bench "$run" cairn "$@"; bench "$run" etcd "$@"; ORDER_FLIP=0
+  fi
+}
+
+# --------------------------------------------------------------- machine
+# What one synced 4 KiB write costs on this disk: the floor of a put's latency.
+fsync_ms=$(dd if=/dev/zero of="$WORK/fsync-probe" bs=4k count=200 oflag=dsync 2>&1 |
+  awk '/copied/ { for (i = 1; i <= NF; i++) if ($i == "s,") print $(i - 1) * 1000 / 200 }')
+rm -f "$WORK/fsync-probe"
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+dev=$(df --output=source "$WORK" | tail -1)
+disk=$(lsblk -no NAME,SIZE,ROTA,MODEL "$dev" 2>/dev/null | head -1 | tr -s ' ' || true)
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "scale: $SCALE ($DURATION s per run, $LOAD_KEYS keys loaded)"
+  echo "cpu: $(nproc) x ${cpu:-unknown}"
+  echo "memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
+  echo "disk: $dev ($fstype) ${disk:-}; ${fsync_ms:-?} ms per 4 KiB O_DSYNC write (dd)"
+  echo "etcd: $("$ETCD" --version | head -1)"
+  echo "cairn: $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown) ($build_type)"
+} >"$OUT/machine.txt"
+log "results in $OUT"
+sed 's/^/[bench] /' "$OUT/machine.txt" >&2
+
+# ------------------------------------------- phase 1: the workload runs
+for s in etcd cairn; do PORT[$s]=$(free_port); done
+PEER[etcd]=$(free_port)
+start_server etcd "$WORK/etcd-run"
+start_server cairn "$WORK/cairn-run"
+wait_ready etcd
+wait_ready cairn
+
+RANGE_KEYS=10000
+log "preloading $RANGE_KEYS keys for range and mixed on both"
+for s in etcd cairn; do
+  "$BENCH" --endpoints "$(endpoint "$s")" --clients 64 --conns 8 --total $RANGE_KEYS --json \
+    put --key-prefix r/ --key-space $RANGE_KEYS --sequential-keys --val-size 256 >/dev/null ||
+    die "preload on $s failed"
+done
+
+D="--duration $DURATION"
+for c in 1 4 16 64; do
+  conns=$((c < 8 ? c : 8))
+  both "put-c$c" $D --clients $c --conns $conns put --val-size 256 --key-space 100000
+done
+for c in 1 4 16 64; do
+  conns=$((c < 8 ? c : 8))
+  both "range-l-c$c" $D --clients $c --conns $conns range --consistency l \
+    --key-space $RANGE_KEYS --no-preload
+done
+both range-s-c64 $D --clients 64 --conns 8 range --consistency s --key-space $RANGE_KEYS --no-preload
+both mixed-c64 $D --clients 64 --conns 8 mixed --val-size 256 --key-prefix r/ \
+  --key-space $RANGE_KEYS --no-preload
+both txn-put-c64 $D --clients 64 --conns 8 txn-put --val-size 256
+both lease-keepalive-c64 $D --clients 64 --conns 8 lease-keepalive
+both watch $D --conns 8 watch --watchers 1000 --streams 100 --put-rate 1000 --drain-timeout 120
+stop_server etcd
+stop_server cairn
+
+# ----------------------- phase 2: memory, disk and restart on a loaded store
+for s in etcd cairn; do
+  dir="$WORK/$s-load"
+  log "$s: loading $LOAD_KEYS keys of 256 B"
+  start_server "$s" "$dir"
+  wait_ready "$s"
+  bench load "$s" --clients 64 --conns 8 --total "$LOAD_KEYS" \
+    put --key-prefix k/ --key-space "$LOAD_KEYS" --sequential-keys --val-size 256
+  sleep 2  # let background flushes settle before measuring
+  rss=$(awk '/^VmRSS/ {print $2}' "/proc/${PID[$s]}/status")
+  hwm=$(awk '/^VmHWM/ {print $2}' "/proc/${PID[$s]}/status")
+  disk_kb=$(du -sk "$dir" | cut -f1)
+  stop_server "$s"
+  log "$s: restarting on the loaded data"
+  t0=$(date +%s%N)
+  start_server "$s" "$dir"
+  wait_ready "$s"
+  t1=$(date +%s%N)
+  restart_rss=$(awk '/^VmRSS/ {print $2}' "/proc/${PID[$s]}/status")
+  stop_server "$s"
+  restart=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
+  printf '{"keys": %d, "rss_kb": %d, "hwm_kb": %d, "disk_kb": %d, "restart_seconds": %s, "restart_rss_kb": %d}\n' \
+    "$LOAD_KEYS" "$rss" "$hwm" "$disk_kb" "$restart" "$restart_rss" >"$OUT/resources.$s.json"
+  log "  $s: RSS $((rss / 1024)) MiB, disk $((disk_kb / 1024)) MiB, restart ${restart} s"
+  rm -rf "$dir"
+done
+
+# ------------------------------------------------------------ the report
+awk '{ n++; s += $2; if ($2 > m) m = $2 } END { if (n) printf "load average (1 min) at the start of each run: mean %.1f, max %.1f\n", s / n, m }' \
+  "$OUT/loadavg.txt" >>"$OUT/machine.txt"
+python3 "$ROOT/scripts/bench_report.py" table "$OUT" >"$OUT/table.md"
+if [ -n "$PLOT" ]; then
+  mkdir -p "$(dirname "$PLOT")"
+  gnuplot "$(python3 "$ROOT/scripts/bench_report.py" plot "$OUT" "$PLOT")"
+  log "plot: $PLOT"
+fi
+echo
+cat "$OUT/machine.txt"
+echo
+cat "$OUT/table.md"
