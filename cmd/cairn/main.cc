@@ -1,6 +1,7 @@
 // cairn: an etcd v3-compatible configuration store. Flags follow etcd's names
 // so an etcd systemd unit or manifest can point at this binary.
 #include <CLI/CLI.hpp>
+#include <absl/synchronization/mutex.h>
 #include <yaml-cpp/yaml.h>
 
 #include <csignal>
@@ -103,6 +104,9 @@ int main(int argc, char** argv) {
     app.add_option(f, ignored, "accepted for etcd compatibility; not used yet");
   }
   CLI11_PARSE(app, argc, argv);
+  // gRPC's absl::Mutex checks lock order in every acquisition by default,
+  // through one global graph; that is a debugging aid, not for serving.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
 
   if (!listen_client_urls.empty()) config.listen_client_urls = SplitCommas(listen_client_urls);
   if (!advertise_client_urls.empty()) config.advertise_client_urls = SplitCommas(advertise_client_urls);

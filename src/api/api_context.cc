@@ -20,7 +20,7 @@ void ProposeAndFinish(const ApiContext& ctx, cairnpb::InternalRequest req, bool 
       return;
     }
     // etcd's backend quota: refuse, and raise the NOSPACE alarm for everyone.
-    uint64_t used = ctx.node->engine()->TotalSizeBytes();
+    uint64_t used = ctx.node->DbSizeBytes();
     // Over the backend quota or the disk's reserve: the same answer, NOSPACE.
     if (ctx.node->DiskLow() ||
         (ctx.limits.quota_backend_bytes > 0 &&

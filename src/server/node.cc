@@ -213,6 +213,7 @@ void Node::Propose(cairnpb::InternalRequest request, Callback done) {
 }
 
 void Node::CheckDisk() {
+  db_size_bytes_ = engine_->TotalSizeBytes();
   struct statvfs st;
   if (statvfs(options_.data_dir.c_str(), &st) != 0) return;
   uint64_t total = static_cast<uint64_t>(st.f_blocks) * st.f_frsize;

@@ -94,6 +94,9 @@ class Node {
   // True when the data dir's file system is inside its reserve (refreshed
   // every 100 ms).
   bool DiskLow() const { return disk_low_.load(); }
+  // The database's size (Engine::TotalSizeBytes), refreshed every 100 ms and
+  // after each applied batch's commit: cheap enough to check on every write.
+  uint64_t DbSizeBytes() const { return db_size_bytes_.load(); }
 
   // Runs `fn` every `interval_ms` on a thread the node owns until Stop().
   void AddPeriodic(std::string name, int64_t interval_ms, std::function<void()> fn);
@@ -122,6 +125,7 @@ class Node {
   std::atomic<uint64_t> lease_id_counter_{0};
   void CheckDisk();
   std::atomic<bool> disk_low_{false};
+  std::atomic<uint64_t> db_size_bytes_{0};
   std::atomic<bool> stopping_{false};
   std::thread apply_thread_;
   std::vector<std::thread> periodic_threads_;
