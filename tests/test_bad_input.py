@@ -217,3 +217,14 @@ def test_quota_alarm_persists_and_recovers(server_factory):
     assert p.returncode == 0 and "alarm:NOSPACE" in p.stdout
     assert srv.etcdctl("alarm", "list").stdout == ""
     assert srv.etcdctl("put", "x", "y").stdout == "OK\n"
+
+
+def test_compact_zero_once(cairn):
+    # etcd's compacted revision starts at -1: Compact(0) succeeds once on a
+    # fresh store, then it is "compacted" like any revision at or below it.
+    kv = cairn.kv
+    kv.Compact(pb.CompactionRequest(revision=0), timeout=10)
+    compacted = (OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted")
+    assert rpc_error(kv.Compact, pb.CompactionRequest(revision=0)) == compacted
+    cairn.restart()
+    assert rpc_error(cairn.kv.Compact, pb.CompactionRequest(revision=0)) == compacted

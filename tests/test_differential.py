@@ -19,7 +19,7 @@ from etcd3.etcdrpc import rpc_pb2 as pb
 import cluster
 import diffgen
 
-SEEDS = [int(s) for s in os.environ.get("CAIRN_DIFF_SEED", "1,2,3").split(",") if s.strip()]
+SEEDS = [int(s) for s in os.environ.get("CAIRN_DIFF_SEED", "1,2,3,38").split(",") if s.strip()]
 NOPS = int(os.environ.get("CAIRN_DIFF_OPS", "400"))
 
 

@@ -125,7 +125,7 @@ int64_t Applier::Stage(storage::WriteBatch* batch, int64_t* rev, uint64_t index,
   batch->SetSavePoint();
   mvcc::WriteTxn txn(kv_, batch, *rev);
   auto* resp = &out->response;
-  int64_t compact_to = 0;
+  int64_t compact_to = -1;  // -1: not a compaction (0 is a valid target)
 
   bool no_space = NoSpaceAlarm();
   switch (req.request_case()) {
@@ -193,7 +193,7 @@ int64_t Applier::Stage(storage::WriteBatch* batch, int64_t* rev, uint64_t index,
   // before the request's first change or rolls the request back here.
   if (resp->error_code() != 0) {
     batch->RollbackToSavePoint();
-    compact_to = 0;
+    compact_to = -1;
   } else {
     batch->PopSavePoint();
     out->events = txn.changes();
@@ -224,7 +224,7 @@ void Applier::ApplyBatch(uint64_t first_index,
     CHECK(s.ok()) << "apply: storage write failed: " << s.ToString();
     batch.Clear();
     applied_index_ = first_index + upto - 1;
-    if (compact_to > 0) {
+    if (compact_to >= 0) {
       kv_->SetCompactRevisionAfterCommit(compact_to);
       Status cs = kv_->CompactPhysical(compact_to);
       CHECK(cs.ok()) << "apply: compaction failed: " << cs.ToString();
@@ -232,11 +232,11 @@ void Applier::ApplyBatch(uint64_t first_index,
     for (; committed < upto; committed++) on_committed(committed, results[committed]);
   };
   for (size_t i = 0; i < requests.size(); i++) {
-    if (requests[i]->request_case() == cairnpb::InternalRequest::kCompaction) commit(i, 0);
+    if (requests[i]->request_case() == cairnpb::InternalRequest::kCompaction) commit(i, -1);
     int64_t compact_to = Stage(&batch, &rev, first_index + i, *requests[i], &results[i]);
-    if (compact_to > 0) commit(i + 1, compact_to);
+    if (compact_to >= 0) commit(i + 1, compact_to);
   }
-  commit(requests.size(), 0);
+  commit(requests.size(), -1);
 }
 
 ApplyResult Applier::Apply(uint64_t index, const cairnpb::InternalRequest& req) {

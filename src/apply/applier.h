@@ -53,7 +53,7 @@ class Applier {
  private:
   // Stages one entry in `batch` as a WriteTxn beginning at `*rev`; advances
   // `*rev` unless the entry failed (then its changes are rolled back).
-  // Returns the revision to compact to, or 0.
+  // Returns the revision to compact to, or -1.
   int64_t Stage(storage::WriteBatch* batch, int64_t* rev, uint64_t index,
                 const cairnpb::InternalRequest& req, ApplyResult* out);
   void ApplyAlarm(storage::WriteBatch* batch, const etcdserverpb::AlarmRequest& r,

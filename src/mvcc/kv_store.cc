@@ -186,7 +186,9 @@ Result<std::vector<mvccpb::Event>> ReadTxn::Events(int64_t from_rev, int64_t to_
       }
       ev.set_type(mvccpb::Event::PUT);
     }
-    if (with_prev_kv) {
+    const bool create = ev.type() == mvccpb::Event::PUT &&
+                        ev.kv().create_revision() == ev.kv().mod_revision();
+    if (with_prev_kv && !create) {  // etcd: no prev_kv on create events
       auto pit = store_->engine_->NewIterator(Column::kKey, snapshot_.get(), KeyPrefix(key),
                                               KeyPrefixEnd(key));
       // As etcd: the key as of the previous main revision.
@@ -259,6 +261,14 @@ Result<int64_t> WriteTxn::Put(std::string_view key, std::string_view value, int6
 
 void WriteTxn::SetEventPrevKv(std::string_view key, const mvccpb::KeyValue* latest,
                               mvccpb::Event* ev) {
+  // etcd never gives a create event a prev_kv, even when the key existed
+  // before this revision (deleted and created again in one txn).
+  const bool create = ev->type() == mvccpb::Event::PUT &&
+                      ev->kv().create_revision() == ev->kv().mod_revision();
+  if (create) {
+    changed_keys_.insert(std::string(key));
+    return;
+  }
   // Watchers get the key as of the previous revision (etcd reads prev_kv at
   // mod_revision - 1), not an earlier change of this same txn.
   if (changed_keys_.insert(std::string(key)).second) {
