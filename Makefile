@@ -5,7 +5,7 @@ BUILD ?= build
 JOBS ?= 2
 DATA_DIR ?= default.cairn
 
-.PHONY: setup build run test unit-test e2e-test clean
+.PHONY: setup build build-server run test unit-test e2e-test clean
 
 setup:
 	./scripts/setup.sh
@@ -16,7 +16,11 @@ $(BUILD)/CMakeCache.txt:
 build: setup $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j$(JOBS)
 
-run: build
+# Only what `run` needs: a newcomer should not wait for every test binary.
+build-server: setup $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j$(JOBS) --target cairn cairnctl
+
+run: build-server
 	./$(BUILD)/cmd/cairn --name default --data-dir $(DATA_DIR) \
 	  --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379
 
@@ -36,3 +40,4 @@ clean:
 .PHONY: bench
 bench: setup
 	JOBS=$(JOBS) ./scripts/bench-vs-etcd.sh
+
