@@ -114,7 +114,13 @@ class WatchReactor final : public grpc::ServerBidiReactor<WatchRequest, WatchRes
       response_.mutable_header()->set_revision(rev);
     }
     writing_ = true;
-    StartWrite(&response_);
+    // With more responses queued, let gRPC coalesce them into fewer frames
+    // and syscalls; the last write of a run goes without the hint and
+    // flushes. Only this reactor takes from the queue, so "more" stays true
+    // until the next Next().
+    grpc::WriteOptions options;
+    if (stream_->HasMore()) options.set_buffer_hint();
+    StartWrite(&response_, options);
   }
 
   // Finish may not overlap a write; OnWriteDone calls this again.
