@@ -38,7 +38,7 @@ uint64_t RandomId() {
 }  // namespace
 
 Node::Node(NodeOptions options)
-    : options_(std::move(options)), queue_(options_.max_pending_proposals), apply_queue_(4) {}
+    : options_(std::move(options)), queue_(options_.max_pending_proposals) {}
 
 Node::~Node() { Stop(); }
 
@@ -165,7 +165,6 @@ Status Node::Start(NodeHooks hooks) {
   if (!s.ok()) return s;
   lease_id_counter_ = (ids_.member_id & 0x7fff000000000000ULL) ^
                       (static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count()) & 0xffffffffffffULL);
-  log_thread_ = std::thread([this] { LogLoop(); });
   apply_thread_ = std::thread([this] { ApplyLoop(); });
   AddPeriodic("lease-expiry", options_.lease_check_interval_ms, [this] { LeaseLoop(); });
   CheckDisk();
@@ -175,11 +174,7 @@ Status Node::Start(NodeHooks hooks) {
 
 void Node::Stop() {
   if (stopping_.exchange(true)) return;
-  // Proposals already queued are still logged, applied and answered: the log
-  // thread drains its queue, then closes the apply queue, which the apply
-  // thread drains in turn.
   queue_.Close();
-  if (log_thread_.joinable()) log_thread_.join();
   if (apply_thread_.joinable()) apply_thread_.join();
   for (auto& t : periodic_threads_) {
     if (t.joinable()) t.join();
@@ -243,38 +238,37 @@ void Node::LeaseLoop() {
   }
 }
 
-// The log thread: appends batches of proposals to the log, one synced write
-// per batch, and hands each durable batch to the apply thread. The two run as
-// a pipeline: while batch k is applied and answered, batch k+1 is fsynced.
-void Node::LogLoop() {
+void Node::ApplyLoop() {
   std::vector<Proposal> batch;
   while (true) {
     batch.clear();
     if (!queue_.PopBatch(&batch, options_.max_batch_entries, std::chrono::milliseconds(100))) break;
     if (batch.empty()) continue;
 
+    // 1. Append the whole batch to the log with one synced write.
     storage::WriteBatch log(engine_.get());
-    const uint64_t first_index = last_log_index_ + 1;
+    std::vector<uint64_t> indexes;
+    indexes.reserve(batch.size());
     for (auto& p : batch) {
       cairnpb::LogEntry entry;
       entry.set_index(++last_log_index_);
       entry.set_term(raft_term());
       entry.set_data(p.request.SerializeAsString());
       log.Put(Column::kLog, LogKey(entry.index()), entry.SerializeAsString());
+      indexes.push_back(entry.index());
     }
-    // Entries far behind the applied index are dropped now and then. The
-    // apply queue holds at most 4 batches, far fewer than the retention, so
-    // nothing unapplied is ever dropped.
+    uint64_t first_kept = 0;
     if (last_log_index_ > options_.log_retention_entries + options_.max_batch_entries &&
         last_log_index_ % 1024 < batch.size()) {
-      log.DeleteRange(Column::kLog, LogKey(0), LogKey(last_log_index_ - options_.log_retention_entries));
+      first_kept = last_log_index_ - options_.log_retention_entries;
+      log.DeleteRange(Column::kLog, LogKey(0), LogKey(first_kept));
     }
     auto t0 = std::chrono::steady_clock::now();
     Status s = engine_->Write(log, /*sync=*/true);
     if (!s.ok() && s.code() == Code::kResourceExhausted) {
-      // The disk is full: nothing of the batch is in the log, so nothing
-      // will be applied. Refuse the batch as etcd refuses writes over quota,
-      // and raise NOSPACE so clients and monitoring see why.
+      // The disk is full: nothing of the batch is in the log, so nothing was
+      // applied. Refuse the batch as etcd refuses writes over quota, and
+      // raise NOSPACE so clients and monitoring see why.
       CAIRN_LOG(kError) << "log append failed, disk full: " << s.message();
       last_log_index_ -= batch.size();
       applier_->RaiseAlarmInMemory(etcdserverpb::NOSPACE);
@@ -286,37 +280,34 @@ void Node::LogLoop() {
     }
     CHECK(s.ok()) << "log append failed: " << s.ToString();
     if (hooks_.on_log_sync) hooks_.on_log_sync(SecondsSince(t0));
-    CHECK(apply_queue_.Push(LoggedBatch{first_index, std::move(batch)}))
-        << "apply queue closed while the log thread runs";
-    batch = std::vector<Proposal>();
-  }
-  apply_queue_.Close();
-}
 
-// The apply thread: applies durable batches in log order with one atomic
-// write each, then per entry publishes its events and answers.
-void Node::ApplyLoop() {
-  std::vector<LoggedBatch> batches;
-  while (true) {
-    batches.clear();
-    if (!apply_queue_.PopBatch(&batches, 1, std::chrono::milliseconds(100))) break;
-    for (auto& logged : batches) {
-      auto& batch = logged.proposals;
-      std::vector<const cairnpb::InternalRequest*> requests;
-      requests.reserve(batch.size());
-      for (auto& p : batch) requests.push_back(&p.request);
-      auto t1 = std::chrono::steady_clock::now();
-      bool timed = false;
-      applier_->ApplyBatch(logged.first_index, requests, [&](size_t i, apply::ApplyResult& r) {
-        if (!timed && hooks_.on_apply_commit) {
-          hooks_.on_apply_commit(SecondsSince(t1), batch.size());
-          timed = true;
-        }
-        applied_index_ = logged.first_index + i;
-        if (!r.events.empty() && hooks_.on_events) hooks_.on_events(r.revision, r.events);
-        batch[i].done(r.response);
-      });
+    // 2. Apply in index order with one atomic write, then per entry:
+    // publish its events, answer.
+    std::vector<const cairnpb::InternalRequest*> requests;
+    requests.reserve(batch.size());
+    for (auto& p : batch) requests.push_back(&p.request);
+    auto t1 = std::chrono::steady_clock::now();
+    bool timed = false;
+    applier_->ApplyBatch(indexes.front(), requests, [&](size_t i, apply::ApplyResult& r) {
+      if (!timed && hooks_.on_apply_commit) {
+        hooks_.on_apply_commit(SecondsSince(t1), batch.size());
+        timed = true;
+      }
+      applied_index_ = indexes[i];
+      if (!r.events.empty() && hooks_.on_events) hooks_.on_events(r.revision, r.events);
+      batch[i].done(r.response);
+    });
+  }
+  // Drain: whatever is left is refused.
+  batch.clear();
+  while (queue_.PopBatch(&batch, 1024, std::chrono::milliseconds(0)) && !batch.empty()) {
+    for (auto& p : batch) {
+      cairnpb::InternalResponse resp;
+      resp.set_error_code(static_cast<int>(Code::kUnavailable));
+      resp.set_error_message(errors::Stopped().message());
+      p.done(resp);
     }
+    batch.clear();
   }
 }
 

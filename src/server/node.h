@@ -1,12 +1,10 @@
 // Node: owns a member's threads and its one mutation path.
 //
 // Every change is a cairnpb::InternalRequest. Propose() puts it in a bounded
-// queue; the log thread takes a batch of proposals and appends them to the
-// durable log with ONE synced write (group commit), then hands the batch to
-// the apply thread, which applies the entries in index order through the
-// Applier and only then completes each proposal's callback. The two threads
-// form a pipeline (batch k is applied while batch k+1 is fsynced). Raft (a
-// later issue) replaces the log step and nothing else.
+// queue; the apply thread takes a batch of proposals, appends them to the
+// durable log with ONE synced write (group commit), then applies each entry
+// in index order through the Applier and only then completes the proposal's
+// callback. Raft (a later issue) replaces the log step and nothing else.
 //
 // Ordering that matters: log write (fsync) -> apply -> publish events to
 // watchers -> answer the client. So an answered write is durable, visible to
@@ -108,14 +106,8 @@ class Node {
     cairnpb::InternalRequest request;
     Callback done;
   };
-  // A batch of proposals whose log entries are durable, from first_index on.
-  struct LoggedBatch {
-    uint64_t first_index = 0;
-    std::vector<Proposal> proposals;
-  };
   Status OpenStorage();
   Status Replay();
-  void LogLoop();
   void ApplyLoop();
   void LeaseLoop();
 
@@ -128,15 +120,13 @@ class Node {
   std::unique_ptr<lease::Lessor> lessor_;
   std::unique_ptr<apply::Applier> applier_;
   BoundedQueue<Proposal> queue_;
-  BoundedQueue<LoggedBatch> apply_queue_;  // log thread -> apply thread
-  uint64_t last_log_index_ = 0;  // log thread only after Start
+  uint64_t last_log_index_ = 0;  // apply thread only after Start
   std::atomic<uint64_t> applied_index_{0};
   std::atomic<uint64_t> lease_id_counter_{0};
   void CheckDisk();
   std::atomic<bool> disk_low_{false};
   std::atomic<uint64_t> db_size_bytes_{0};
   std::atomic<bool> stopping_{false};
-  std::thread log_thread_;
   std::thread apply_thread_;
   std::vector<std::thread> periodic_threads_;
 };
