@@ -41,3 +41,10 @@ clean:
 bench: setup
 	JOBS=$(JOBS) ./scripts/bench-vs-etcd.sh
 
+# make raft-soak SEEDS=100000 [START=1] [PROFILE=mixed] - the Raft simulator over
+#   many seeds (stops at the first failure and prints the command to reproduce it)
+# make raft-soak SEED=1234 TRACE=1 [PROFILE=mixed] - one seed, with a full trace
+.PHONY: raft-soak
+raft-soak: $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j$(JOBS) --target raft-soak
+	./$(BUILD)/src/raft-soak --profile=$(or $(PROFILE),mixed) $(if $(SEED),--seed=$(SEED) $(if $(TRACE),--trace),--seeds=$(or $(SEEDS),10000) --start=$(or $(START),1))
