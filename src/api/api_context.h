@@ -57,4 +57,21 @@ void ProposeAndFinish(const ApiContext& ctx, cairnpb::InternalRequest req, bool 
                       grpc::ServerUnaryReactor* reactor,
                       std::function<Status(const cairnpb::InternalResponse&)> on_applied);
 
+// The unary write RPCs' common shape: propose `req` and, once applied, copy
+// the response `take(applied)` returns into `response`, fill its header and
+// finish. Returns the reactor for the handler to return.
+template <typename Response, typename Take>
+grpc::ServerUnaryReactor* ProposeUnary(const ApiContext* ctx, grpc::CallbackServerContext* context,
+                                       cairnpb::InternalRequest req, bool needs_space,
+                                       Response* response, Take take) {
+  auto* reactor = context->DefaultReactor();
+  ProposeAndFinish(*ctx, std::move(req), needs_space, reactor,
+                   [ctx, response, take](const cairnpb::InternalResponse& applied) {
+                     *response = take(applied);
+                     ctx->FillHeader(response->mutable_header());
+                     return Status::Ok();
+                   });
+  return reactor;
+}
+
 }  // namespace cairn::api

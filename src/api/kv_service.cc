@@ -34,14 +34,8 @@ grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* context,
   if (!s.ok()) return Done(context, s);
   cairnpb::InternalRequest req;
   *req.mutable_put() = *request;
-  auto* reactor = context->DefaultReactor();
-  ProposeAndFinish(*ctx_, std::move(req), true, reactor,
-                   [this, response](const cairnpb::InternalResponse& r) {
-                     *response = r.put();
-                     ctx_->FillHeader(response->mutable_header());
-                     return Status::Ok();
-                   });
-  return reactor;
+  return ProposeUnary(ctx_, context, std::move(req), true, response,
+                      [](const cairnpb::InternalResponse& r) { return r.put(); });
 }
 
 grpc::ServerUnaryReactor* KvService::DeleteRange(grpc::CallbackServerContext* context,
@@ -52,14 +46,8 @@ grpc::ServerUnaryReactor* KvService::DeleteRange(grpc::CallbackServerContext* co
   if (!s.ok()) return Done(context, s);
   cairnpb::InternalRequest req;
   *req.mutable_delete_range() = *request;
-  auto* reactor = context->DefaultReactor();
-  ProposeAndFinish(*ctx_, std::move(req), false, reactor,
-                   [this, response](const cairnpb::InternalResponse& r) {
-                     *response = r.delete_range();
-                     ctx_->FillHeader(response->mutable_header());
-                     return Status::Ok();
-                   });
-  return reactor;
+  return ProposeUnary(ctx_, context, std::move(req), false, response,
+                      [](const cairnpb::InternalResponse& r) { return r.delete_range(); });
 }
 
 grpc::ServerUnaryReactor* KvService::Txn(grpc::CallbackServerContext* context,
@@ -78,14 +66,8 @@ grpc::ServerUnaryReactor* KvService::Txn(grpc::CallbackServerContext* context,
   }
   cairnpb::InternalRequest req;
   *req.mutable_txn() = *request;
-  auto* reactor = context->DefaultReactor();
-  ProposeAndFinish(*ctx_, std::move(req), true, reactor,
-                   [this, response](const cairnpb::InternalResponse& r) {
-                     *response = r.txn();
-                     ctx_->FillHeader(response->mutable_header());
-                     return Status::Ok();
-                   });
-  return reactor;
+  return ProposeUnary(ctx_, context, std::move(req), true, response,
+                      [](const cairnpb::InternalResponse& r) { return r.txn(); });
 }
 
 grpc::ServerUnaryReactor* KvService::Compact(grpc::CallbackServerContext* context,
@@ -93,14 +75,8 @@ grpc::ServerUnaryReactor* KvService::Compact(grpc::CallbackServerContext* contex
                                              etcdserverpb::CompactionResponse* response) {
   cairnpb::InternalRequest req;
   *req.mutable_compaction() = *request;
-  auto* reactor = context->DefaultReactor();
-  ProposeAndFinish(*ctx_, std::move(req), false, reactor,
-                   [this, response](const cairnpb::InternalResponse& r) {
-                     *response = r.compaction();
-                     ctx_->FillHeader(response->mutable_header());
-                     return Status::Ok();
-                   });
-  return reactor;
+  return ProposeUnary(ctx_, context, std::move(req), false, response,
+                      [](const cairnpb::InternalResponse& r) { return r.compaction(); });
 }
 
 }  // namespace cairn::api

@@ -105,15 +105,11 @@ grpc::ServerUnaryReactor* LeaseService::LeaseGrant(grpc::CallbackServerContext* 
   *req.mutable_lease_grant() = *request;
   // The id is chosen before the log so every replica applies the same one.
   if (req.lease_grant().id() == 0) req.mutable_lease_grant()->set_id(ctx_->node->NextLeaseId());
-  auto* reactor = context->DefaultReactor();
-  ProposeAndFinish(*ctx_, std::move(req), true, reactor,
-                   [this, response](const cairnpb::InternalResponse& r) {
-                     *response = r.lease_grant();
-                     ctx_->metrics->lease().granted_total->Increment();
-                     ctx_->FillHeader(response->mutable_header());
-                     return Status::Ok();
-                   });
-  return reactor;
+  return ProposeUnary(ctx_, context, std::move(req), true, response,
+                      [this](const cairnpb::InternalResponse& r) {
+                        ctx_->metrics->lease().granted_total->Increment();
+                        return r.lease_grant();
+                      });
 }
 
 grpc::ServerUnaryReactor* LeaseService::LeaseRevoke(grpc::CallbackServerContext* context,
@@ -121,15 +117,11 @@ grpc::ServerUnaryReactor* LeaseService::LeaseRevoke(grpc::CallbackServerContext*
                                                     etcdserverpb::LeaseRevokeResponse* response) {
   cairnpb::InternalRequest req;
   *req.mutable_lease_revoke() = *request;
-  auto* reactor = context->DefaultReactor();
-  ProposeAndFinish(*ctx_, std::move(req), false, reactor,
-                   [this, response](const cairnpb::InternalResponse& r) {
-                     *response = r.lease_revoke();
-                     ctx_->metrics->lease().revoked_total->Increment();
-                     ctx_->FillHeader(response->mutable_header());
-                     return Status::Ok();
-                   });
-  return reactor;
+  return ProposeUnary(ctx_, context, std::move(req), false, response,
+                      [this](const cairnpb::InternalResponse& r) {
+                        ctx_->metrics->lease().revoked_total->Increment();
+                        return r.lease_revoke();
+                      });
 }
 
 grpc::ServerBidiReactor<LeaseKeepAliveRequest, LeaseKeepAliveResponse>* LeaseService::LeaseKeepAlive(

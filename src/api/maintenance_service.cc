@@ -71,14 +71,8 @@ grpc::ServerUnaryReactor* MaintenanceService::Alarm(grpc::CallbackServerContext*
                                                     etcdserverpb::AlarmResponse* response) {
   cairnpb::InternalRequest req;
   *req.mutable_alarm() = *request;
-  auto* reactor = context->DefaultReactor();
-  ProposeAndFinish(*ctx_, std::move(req), false, reactor,
-                   [this, response](const cairnpb::InternalResponse& r) {
-                     *response = r.alarm();
-                     ctx_->FillHeader(response->mutable_header());
-                     return cairn::Status::Ok();
-                   });
-  return reactor;
+  return ProposeUnary(ctx_, context, std::move(req), false, response,
+                      [](const cairnpb::InternalResponse& r) { return r.alarm(); });
 }
 
 grpc::ServerUnaryReactor* MaintenanceService::Status(grpc::CallbackServerContext* context,
