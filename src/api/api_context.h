@@ -51,6 +51,13 @@ inline Status FromResponse(const cairnpb::InternalResponse& r) {
   return Status(static_cast<Code>(r.error_code()), r.error_message());
 }
 
+// Finishes a unary call at once with `s` (reads and validation failures).
+inline grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context, const Status& s) {
+  auto* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpc(s));
+  return reactor;
+}
+
 // Proposes `req` after the size and quota checks etcd makes before Raft, and
 // finishes `reactor` from the apply thread with `on_applied`'s status.
 void ProposeAndFinish(const ApiContext& ctx, cairnpb::InternalRequest req, bool needs_space,

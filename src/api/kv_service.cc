@@ -4,26 +4,18 @@
 
 namespace cairn::api {
 
-namespace {
-grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context, const Status& s) {
-  auto* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpc(s));
-  return reactor;
-}
-}  // namespace
-
 grpc::ServerUnaryReactor* KvService::Range(grpc::CallbackServerContext* context,
                                            const etcdserverpb::RangeRequest* request,
                                            etcdserverpb::RangeResponse* response) {
   ctx_->metrics->mvcc().range_total->Increment();
   Status s = apply::CheckRangeRequest(*request);
-  if (!s.ok()) return Done(context, s);
+  if (!s.ok()) return FinishNow(context, s);
   auto view = ctx_->node->kv()->Read();
   auto r = apply::Range(*view, *request);
-  if (!r.ok()) return Done(context, r.status());
+  if (!r.ok()) return FinishNow(context, r.status());
   *response = std::move(*r);
   ctx_->FillHeader(response->mutable_header());
-  return Done(context, Status::Ok());
+  return FinishNow(context, Status::Ok());
 }
 
 grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* context,
@@ -31,7 +23,7 @@ grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* context,
                                          etcdserverpb::PutResponse* response) {
   ctx_->metrics->mvcc().put_total->Increment();
   Status s = apply::CheckPutRequest(*request);
-  if (!s.ok()) return Done(context, s);
+  if (!s.ok()) return FinishNow(context, s);
   cairnpb::InternalRequest req;
   *req.mutable_put() = *request;
   return ProposeUnary(ctx_, context, std::move(req), true, response,
@@ -43,7 +35,7 @@ grpc::ServerUnaryReactor* KvService::DeleteRange(grpc::CallbackServerContext* co
                                                  etcdserverpb::DeleteRangeResponse* response) {
   ctx_->metrics->mvcc().delete_total->Increment();
   Status s = apply::CheckDeleteRequest(*request);
-  if (!s.ok()) return Done(context, s);
+  if (!s.ok()) return FinishNow(context, s);
   cairnpb::InternalRequest req;
   *req.mutable_delete_range() = *request;
   return ProposeUnary(ctx_, context, std::move(req), false, response,
@@ -55,14 +47,14 @@ grpc::ServerUnaryReactor* KvService::Txn(grpc::CallbackServerContext* context,
                                          etcdserverpb::TxnResponse* response) {
   ctx_->metrics->mvcc().txn_total->Increment();
   Status s = apply::CheckTxnRequest(*request, ctx_->limits.max_txn_ops);
-  if (!s.ok()) return Done(context, s);
+  if (!s.ok()) return FinishNow(context, s);
   if (apply::IsTxnReadOnly(*request)) {
     auto view = ctx_->node->kv()->Read();
     auto r = apply::Txn(*view, nullptr, *ctx_->node->lessor(), *request);
-    if (!r.ok()) return Done(context, r.status());
+    if (!r.ok()) return FinishNow(context, r.status());
     *response = std::move(*r);
     ctx_->FillHeader(response->mutable_header());
-    return Done(context, Status::Ok());
+    return FinishNow(context, Status::Ok());
   }
   cairnpb::InternalRequest req;
   *req.mutable_txn() = *request;

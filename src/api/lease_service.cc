@@ -90,12 +90,6 @@ class KeepAliveReactor final
   bool finished_ = false;
 };
 
-grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context, const Status& s) {
-  auto* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpc(s));
-  return reactor;
-}
-
 }  // namespace
 
 grpc::ServerUnaryReactor* LeaseService::LeaseGrant(grpc::CallbackServerContext* context,
@@ -152,7 +146,7 @@ grpc::ServerUnaryReactor* LeaseService::LeaseTimeToLive(
     }
   }
   ctx_->FillHeader(response->mutable_header());
-  return Done(context, Status::Ok());
+  return FinishNow(context, Status::Ok());
 }
 
 grpc::ServerUnaryReactor* LeaseService::LeaseLeases(grpc::CallbackServerContext* context,
@@ -160,7 +154,7 @@ grpc::ServerUnaryReactor* LeaseService::LeaseLeases(grpc::CallbackServerContext*
                                                     etcdserverpb::LeaseLeasesResponse* response) {
   for (int64_t id : ctx_->node->lessor()->List()) response->add_leases()->set_id(id);
   ctx_->FillHeader(response->mutable_header());
-  return Done(context, Status::Ok());
+  return FinishNow(context, Status::Ok());
 }
 
 }  // namespace cairn::api

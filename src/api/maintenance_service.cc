@@ -5,12 +5,6 @@
 namespace cairn::api {
 
 namespace {
-grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context, const cairn::Status& s) {
-  auto* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpc(s));
-  return reactor;
-}
-
 // Streams a SnapshotReader's chunks, one write in flight.
 class SnapshotReactor final : public grpc::ServerWriteReactor<etcdserverpb::SnapshotResponse> {
  public:
@@ -90,7 +84,7 @@ grpc::ServerUnaryReactor* MaintenanceService::Status(grpc::CallbackServerContext
   for (const auto& a : ctx_->node->applier()->Alarms()) {
     response->add_errors("memberID:" + std::to_string(a.memberid()) + " alarm:" + AlarmName(a.alarm()) + " ");
   }
-  return Done(context, cairn::Status::Ok());
+  return FinishNow(context, cairn::Status::Ok());
 }
 
 grpc::ServerUnaryReactor* MaintenanceService::Defragment(grpc::CallbackServerContext* context,
@@ -100,7 +94,7 @@ grpc::ServerUnaryReactor* MaintenanceService::Defragment(grpc::CallbackServerCon
   // no stop-the-world pause, unlike bbolt's defrag.
   cairn::Status s = ctx_->node->engine()->CompactAll();
   if (s.ok()) ctx_->FillHeader(response->mutable_header());
-  return Done(context, s);
+  return FinishNow(context, s);
 }
 
 grpc::ServerUnaryReactor* MaintenanceService::Hash(grpc::CallbackServerContext* context,
@@ -108,10 +102,10 @@ grpc::ServerUnaryReactor* MaintenanceService::Hash(grpc::CallbackServerContext* 
                                                    etcdserverpb::HashResponse* response) {
   int64_t hash_rev = 0, compact_rev = 0;
   auto h = ctx_->node->kv()->HashKV(0, &hash_rev, &compact_rev);
-  if (!h.ok()) return Done(context, h.status());
+  if (!h.ok()) return FinishNow(context, h.status());
   response->set_hash(*h);
   ctx_->FillHeader(response->mutable_header());
-  return Done(context, cairn::Status::Ok());
+  return FinishNow(context, cairn::Status::Ok());
 }
 
 grpc::ServerUnaryReactor* MaintenanceService::HashKV(grpc::CallbackServerContext* context,
@@ -119,12 +113,12 @@ grpc::ServerUnaryReactor* MaintenanceService::HashKV(grpc::CallbackServerContext
                                                      etcdserverpb::HashKVResponse* response) {
   int64_t hash_rev = 0, compact_rev = 0;
   auto h = ctx_->node->kv()->HashKV(request->revision(), &hash_rev, &compact_rev);
-  if (!h.ok()) return Done(context, h.status());
+  if (!h.ok()) return FinishNow(context, h.status());
   response->set_hash(*h);
   response->set_compact_revision(compact_rev);
   response->set_hash_revision(hash_rev);
   ctx_->FillHeader(response->mutable_header());
-  return Done(context, cairn::Status::Ok());
+  return FinishNow(context, cairn::Status::Ok());
 }
 
 grpc::ServerWriteReactor<etcdserverpb::SnapshotResponse>* MaintenanceService::Snapshot(
@@ -141,13 +135,13 @@ grpc::ServerUnaryReactor* ClusterService::MemberList(grpc::CallbackServerContext
   for (const auto& u : ctx_->peer_urls) m->add_peerurls(u);
   for (const auto& u : ctx_->client_urls) m->add_clienturls(u);
   ctx_->FillHeader(response->mutable_header());
-  return Done(context, cairn::Status::Ok());
+  return FinishNow(context, cairn::Status::Ok());
 }
 
 grpc::ServerUnaryReactor* AuthService::Authenticate(grpc::CallbackServerContext* context,
                                                     const etcdserverpb::AuthenticateRequest*,
                                                     etcdserverpb::AuthenticateResponse*) {
-  return Done(context, errors::AuthNotEnabled());
+  return FinishNow(context, errors::AuthNotEnabled());
 }
 
 grpc::ServerUnaryReactor* AuthService::AuthStatus(grpc::CallbackServerContext* context,
@@ -155,14 +149,14 @@ grpc::ServerUnaryReactor* AuthService::AuthStatus(grpc::CallbackServerContext* c
                                                   etcdserverpb::AuthStatusResponse* response) {
   response->set_enabled(false);
   ctx_->FillHeader(response->mutable_header());
-  return Done(context, cairn::Status::Ok());
+  return FinishNow(context, cairn::Status::Ok());
 }
 
 grpc::ServerUnaryReactor* AuthService::AuthDisable(grpc::CallbackServerContext* context,
                                                    const etcdserverpb::AuthDisableRequest*,
                                                    etcdserverpb::AuthDisableResponse* response) {
   ctx_->FillHeader(response->mutable_header());
-  return Done(context, cairn::Status::Ok());
+  return FinishNow(context, cairn::Status::Ok());
 }
 
 }  // namespace cairn::api

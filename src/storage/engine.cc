@@ -231,8 +231,6 @@ uint64_t Engine::TotalSizeBytes() const {
     if (db_->GetIntProperty(h, rocksdb::DB::Properties::kTotalSstFilesSize, &v)) total += v;
     if (db_->GetIntProperty(h, rocksdb::DB::Properties::kCurSizeAllMemTables, &v)) total += v;
   }
-  uint64_t wal = 0;
-  if (db_->GetIntProperty(rocksdb::DB::Properties::kLiveSstFilesSize, &wal)) (void)wal;
   return total;
 }
 

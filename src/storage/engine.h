@@ -81,7 +81,6 @@ class Iterator {
   friend class WriteBatch;
   Iterator() = default;
   std::unique_ptr<rocksdb::Iterator> it_;
-  std::string lower_, upper_;
   std::unique_ptr<struct IteratorBounds> bounds_;
 };
 
