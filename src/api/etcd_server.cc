@@ -86,7 +86,7 @@ Status EtcdServer::Start() {
   StartAutoCompaction();
 
   services_.push_back(std::make_unique<KvService>(&ctx_));
-  auto watch_service = std::make_unique<WatchService>(hub_.get(), nullptr);
+  auto watch_service = std::make_unique<WatchService>(hub_.get());
   watch_service_ = watch_service.get();
   services_.push_back(std::move(watch_service));
   services_.push_back(std::make_unique<LeaseService>(&ctx_));

@@ -24,6 +24,9 @@ class MetricsInterceptor final : public grpc::experimental::Interceptor {
       default: type_ = kGrpcBidiStream; break;
     }
     unary_ = info->type() == grpc::experimental::ServerRpcInfo::Type::UNARY;
+    // Methods registered raw (WatchService) receive grpc::ByteBuffers, not
+    // protobuf messages.
+    raw_ = full == "/etcdserverpb.Watch/Watch";
     method_ = &metrics_->GrpcMethod(service, method, type_);
     method_->started->Increment();
   }
@@ -31,13 +34,20 @@ class MetricsInterceptor final : public grpc::experimental::Interceptor {
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_MESSAGE)) {
       method_->msg_received->Increment();
-      auto* msg = static_cast<const google::protobuf::Message*>(methods->GetRecvMessage());
-      if (msg) metrics_->network().client_grpc_received_bytes_total->Increment(msg->ByteSizeLong());
+      if (const void* msg = methods->GetRecvMessage(); msg != nullptr) {
+        const size_t bytes = raw_ ? static_cast<const grpc::ByteBuffer*>(msg)->Length()
+                                  : static_cast<const google::protobuf::Message*>(msg)->ByteSizeLong();
+        metrics_->network().client_grpc_received_bytes_total->Increment(static_cast<double>(bytes));
+      }
     }
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_MESSAGE)) {
       sent_++;
-      auto* msg = static_cast<const google::protobuf::Message*>(methods->GetSendMessage());
-      if (msg) metrics_->network().client_grpc_sent_bytes_total->Increment(msg->ByteSizeLong());
+      // Serialized here rather than later by gRPC: the same work, done once,
+      // and its size is known without walking the message.
+      if (const grpc::ByteBuffer* bytes = methods->GetSerializedSendMessage(); bytes != nullptr) {
+        metrics_->network().client_grpc_sent_bytes_total->Increment(
+            static_cast<double>(bytes->Length()));
+      }
       if (!unary_) method_->msg_sent->Increment();
     }
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
@@ -53,6 +63,7 @@ class MetricsInterceptor final : public grpc::experimental::Interceptor {
   GrpcMethodMetrics* method_ = nullptr;
   std::string_view type_;
   bool unary_ = false;
+  bool raw_ = false;
   int sent_ = 0;
 };
 }  // namespace

@@ -8,7 +8,6 @@
 namespace cairn::api {
 
 using etcdserverpb::WatchRequest;
-using etcdserverpb::WatchResponse;
 
 namespace {
 // etcd's rpctypes.ErrGRPCWatchCanceled and ErrGRPCStopped.
@@ -25,11 +24,9 @@ grpc::Status ServerStopped() {
 // the server's watch threads, or from inside our own Create/Cancel calls.
 // mu_ orders the write side; requests are handed to the stream without it,
 // because the stream may call OnStreamReady synchronously.
-class WatchReactor final : public grpc::ServerBidiReactor<WatchRequest, WatchResponse> {
+class WatchReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
-  WatchReactor(WatchService* service, watch::WatchHub* hub,
-               const watch::WatchHub::HeaderFiller* header_filler)
-      : service_(service), header_filler_(header_filler) {
+  WatchReactor(WatchService* service, watch::WatchHub* hub) : service_(service) {
     stream_ = hub->NewStream([this] { OnStreamReady(); });
     StartRead(&request_);
   }
@@ -44,8 +41,18 @@ class WatchReactor final : public grpc::ServerBidiReactor<WatchRequest, WatchRes
 
   void OnReadDone(bool ok) override {
     if (!ok) return;  // half-closed (keep sending, as etcd) or cancelled (OnCancel follows)
-    Handle(request_);
+    WatchRequest request;
+    const bool parsed =
+        grpc::SerializationTraits<WatchRequest>::Deserialize(&request_, &request).ok();
+    if (parsed) Handle(request);
     std::lock_guard<std::mutex> lock(mu_);
+    if (!parsed) {
+      // What a typed gRPC server answers to bytes that are not the message.
+      finish_wanted_ = true;
+      finish_status_ = grpc::Status(grpc::StatusCode::INTERNAL, "grpc: error unmarshalling request");
+      FinishLocked();
+      return;
+    }
     if (finish_wanted_) return;
     if (stream_->CanAcceptRequest()) {
       StartRead(&request_);
@@ -107,12 +114,9 @@ class WatchReactor final : public grpc::ServerBidiReactor<WatchRequest, WatchRes
   // One write in flight at a time: the next is pulled when it completes.
   void MaybeWriteLocked() {
     if (writing_ || finish_wanted_) return;
-    if (!stream_->Next(&response_)) return;  // the stream calls OnStreamReady on the next push
-    if (header_filler_ != nullptr) {
-      const int64_t rev = response_.header().revision();
-      (*header_filler_)(response_.mutable_header());
-      response_.mutable_header()->set_revision(rev);
-    }
+    if (!stream_->NextEncoded(&encoded_)) return;  // the stream calls OnStreamReady on the next push
+    grpc::Slice slice(encoded_.data(), encoded_.size());
+    response_ = grpc::ByteBuffer(&slice, 1);
     writing_ = true;
     // With more responses queued, let gRPC coalesce them into fewer frames
     // and syscalls; the last write of a run goes without the hint and
@@ -131,12 +135,12 @@ class WatchReactor final : public grpc::ServerBidiReactor<WatchRequest, WatchRes
   }
 
   WatchService* const service_;
-  const watch::WatchHub::HeaderFiller* const header_filler_;
   std::shared_ptr<watch::WatchStream> stream_;
-  WatchRequest request_;  // owned by the read in flight
+  grpc::ByteBuffer request_;  // owned by the read in flight
 
   std::mutex mu_;
-  WatchResponse response_;     // GUARDED_BY(mu_); owned by the write in flight
+  std::string encoded_;            // GUARDED_BY(mu_); reused: keeps its capacity
+  grpc::ByteBuffer response_;      // GUARDED_BY(mu_); owned by the write in flight
   bool writing_ = false;       // GUARDED_BY(mu_)
   bool read_paused_ = false;   // GUARDED_BY(mu_)
   bool finish_wanted_ = false; // GUARDED_BY(mu_)
@@ -144,17 +148,16 @@ class WatchReactor final : public grpc::ServerBidiReactor<WatchRequest, WatchRes
   grpc::Status finish_status_ = WatchCanceled();  // GUARDED_BY(mu_)
 };
 
-WatchService::WatchService(watch::WatchHub* hub, watch::WatchHub::HeaderFiller header_filler)
-    : hub_(hub), header_filler_(std::move(header_filler)) {}
+WatchService::WatchService(watch::WatchHub* hub) : hub_(hub) {}
 
 WatchService::~WatchService() {
   std::lock_guard<std::mutex> lock(mu_);
   CHECK(reactors_.empty()) << reactors_.size() << " watch streams outlive their service";
 }
 
-grpc::ServerBidiReactor<WatchRequest, WatchResponse>* WatchService::Watch(
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* WatchService::Watch(
     grpc::CallbackServerContext* /*context*/) {
-  auto* reactor = new WatchReactor(this, hub_, header_filler_ ? &header_filler_ : nullptr);
+  auto* reactor = new WatchReactor(this, hub_);
   std::lock_guard<std::mutex> lock(mu_);
   reactors_.insert(reactor);
   if (stopped_) reactor->Stop();

@@ -1,6 +1,10 @@
 // WatchService: etcd's Watch gRPC service (etcdserver/api/v3rpc/watch.go)
 // over the watch hub, with gRPC's callback API.
 //
+// The method is registered raw (ByteBuffer in and out): the hub hands out
+// responses already serialized, their events encoded once for all watchers
+// (watch/event_block.h), so no WatchResponse message is built per watcher.
+//
 // One reactor per client stream owns one watch::WatchStream. It reads
 // requests one at a time and hands them to the stream (create, cancel,
 // progress); it writes the stream's responses one at a time, pulling the next
@@ -28,16 +32,15 @@ namespace cairn::api {
 
 class WatchReactor;
 
-class WatchService final : public etcdserverpb::Watch::CallbackService {
+class WatchService final
+    : public etcdserverpb::Watch::WithRawCallbackMethod_Watch<etcdserverpb::Watch::Service> {
  public:
-  // `header_filler` (may be null) fills each response's header fields other
-  // than the revision after the hub's own filler, on the writing thread; it
-  // must be thread-safe. A hub built with a filler needs none here.
-  WatchService(watch::WatchHub* hub, watch::WatchHub::HeaderFiller header_filler);
+  // Response headers are filled by the hub's header filler.
+  explicit WatchService(watch::WatchHub* hub);
 
   ~WatchService() override;  // REQUIRES: the gRPC server has shut down
 
-  grpc::ServerBidiReactor<etcdserverpb::WatchRequest, etcdserverpb::WatchResponse>* Watch(
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Watch(
       grpc::CallbackServerContext* context) override;
 
   // Ends every open watch stream with UNAVAILABLE "etcdserver: server
@@ -53,7 +56,6 @@ class WatchService final : public etcdserverpb::Watch::CallbackService {
   void Unregister(WatchReactor* reactor);
 
   watch::WatchHub* const hub_;
-  const watch::WatchHub::HeaderFiller header_filler_;
 
   mutable std::mutex mu_;  // taken before a reactor's own lock
   std::set<WatchReactor*> reactors_;  // GUARDED_BY(mu_)

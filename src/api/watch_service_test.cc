@@ -38,9 +38,9 @@ class WatchServiceTest : public ::testing::Test {
     ASSERT_TRUE(store_->Open().ok());
     watch::WatchHubOptions options;
     options.max_pending_responses = 16;
-    hub_ = std::make_unique<watch::WatchHub>(store_.get(), options, nullptr);
-    service_ = std::make_unique<WatchService>(
-        hub_.get(), [](etcdserverpb::ResponseHeader* h) { h->set_member_id(kMemberId); });
+    hub_ = std::make_unique<watch::WatchHub>(
+        store_.get(), options, [](etcdserverpb::ResponseHeader* h) { h->set_member_id(kMemberId); });
+    service_ = std::make_unique<WatchService>(hub_.get());
 
     grpc::ServerBuilder builder;
     int port = 0;

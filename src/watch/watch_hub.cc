@@ -98,10 +98,10 @@ size_t WatchHub::StreamCount() const {
   return streams_;
 }
 
-etcdserverpb::WatchResponse WatchHub::NewResponse(int64_t watch_id, int64_t header_rev) const {
-  etcdserverpb::WatchResponse r;
-  r.set_watch_id(watch_id);
-  r.mutable_header()->set_revision(header_rev);
+QueuedResponse WatchHub::NewResponse(int64_t watch_id, int64_t header_rev) {
+  QueuedResponse r;
+  r.watch_id = watch_id;
+  r.revision = header_rev;
   return r;
 }
 
@@ -133,11 +133,11 @@ int64_t WatchHub::CreateWatch(WatchStream* s, const etcdserverpb::WatchCreateReq
     }
     // The created response goes first, whatever follows for the watch. Its
     // header revision is the one the watch starts after.
-    etcdserverpb::WatchResponse created = NewResponse(id, published_rev_);
-    created.set_created(true);
+    QueuedResponse created = NewResponse(id, published_rev_);
+    created.created = true;
     if (error != nullptr) {
-      created.set_canceled(true);
-      created.set_cancel_reason(error);
+      created.canceled = true;
+      created.cancel_reason = error;
     }
     bool notify = false;
     s->PushControl(std::move(created), &notify);
@@ -182,8 +182,8 @@ bool WatchHub::CancelWatch(WatchStream* s, int64_t watch_id) {
     auto it = s->watchers_.find(watch_id);
     if (it == s->watchers_.end()) return false;
     RemoveWatcher(it->second, &ready);
-    etcdserverpb::WatchResponse canceled = NewResponse(watch_id, published_rev_);
-    canceled.set_canceled(true);
+    QueuedResponse canceled = NewResponse(watch_id, published_rev_);
+    canceled.canceled = true;
     bool notify = false;
     s->PushControl(std::move(canceled), &notify);
     if (notify) ready.Add(s);
@@ -264,9 +264,9 @@ void WatchHub::RemoveWatcher(Watcher* w, ReadyList* ready) {
 void WatchHub::SendCompacted(Watcher* w, int64_t compact_rev, ReadyList* ready) {
   // etcd sends this response with header revision 0 (the mvcc response
   // carries no revision) and canceled = compact_revision != 0.
-  etcdserverpb::WatchResponse r = NewResponse(w->watch_id, 0);
-  r.set_compact_revision(compact_rev);
-  r.set_canceled(true);
+  QueuedResponse r = NewResponse(w->watch_id, 0);
+  r.compact_revision = compact_rev;
+  r.canceled = true;
   bool notify = false;
   WatchStream* s = w->stream;
   s->PushControl(std::move(r), &notify);
@@ -303,37 +303,65 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
     }
     published_rev_ = rev;
     if (synced_.empty()) return;
-    // Per watcher, in hub id order so delivery is deterministic.
-    std::map<uint64_t, std::pair<Watcher*, std::vector<const mvccpb::Event*>>> batches;
-    for (const mvccpb::Event& ev : events) {
+    // Collect the matches first: delivering may move a watcher out of
+    // synced_ while ForEachMatch walks it.
+    matches_.clear();
+    for (size_t i = 0; i < events.size(); i++) {
+      const mvccpb::Event& ev = events[i];
       CHECK(ev.kv().mod_revision() == rev)
           << "event of revision " << ev.kv().mod_revision() << " published as " << rev;
       synced_.ForEachMatch(ev.kv().key(), [&](Watcher* w) {
         if (w->next_rev > rev) return;  // starts at a later revision
-        auto& batch = batches[w->hub_id];
-        batch.first = w;
-        batch.second.push_back(&ev);
+        matches_.emplace_back(w, static_cast<uint32_t>(i));
       });
     }
-    for (auto& [id, batch] : batches) DeliverLive(batch.first, rev, batch.second, &ready);
+    if (matches_.empty()) return;
+    // Encoded once for every watcher (the point of EventBlock).
+    const std::shared_ptr<const EventBlock> block = EventBlock::Encode(events);
+    if (events.size() > 1) {
+      // Group per watcher, in hub id order so that delivery is
+      // deterministic, keeping each watcher's events in order.
+      std::stable_sort(matches_.begin(), matches_.end(), [](const auto& a, const auto& b) {
+        return a.first->hub_id < b.first->hub_id;
+      });
+    }
+    uint32_t indexes[64];
+    std::vector<uint32_t> many;
+    for (size_t i = 0; i < matches_.size();) {
+      Watcher* w = matches_[i].first;
+      size_t j = i;
+      while (j < matches_.size() && matches_[j].first == w) j++;
+      const size_t n = j - i;
+      uint32_t* idx = indexes;
+      if (n > std::size(indexes)) {
+        many.resize(n);
+        idx = many.data();
+      }
+      for (size_t k = 0; k < n; k++) idx[k] = matches_[i + k].second;
+      DeliverLive(w, rev, block, idx, n, &ready);
+      i = j;
+    }
+    matches_.clear();
   }
   ready.Run();
 }
 
-void WatchHub::DeliverLive(Watcher* w, int64_t rev,
-                           const std::vector<const mvccpb::Event*>& events, ReadyList* ready) {
-  etcdserverpb::WatchResponse r = NewResponse(w->watch_id, rev);
-  for (const mvccpb::Event* ev : events) {
-    if (w->Accepts(*ev)) w->AppendEvent(*ev, &r);
+void WatchHub::DeliverLive(Watcher* w, int64_t rev, const std::shared_ptr<const EventBlock>& block,
+                           const uint32_t* events, size_t n, ReadyList* ready) {
+  EventSelection selected(block, w->prev_kv);
+  for (size_t k = 0; k < n; k++) {
+    if (w->Accepts(block->is_put(events[k]))) selected.Add(events[k]);
   }
-  if (r.events_size() == 0) return;  // all filtered out: etcd sends nothing
+  if (selected.empty()) return;  // all filtered out: etcd sends nothing
+  QueuedResponse r = NewResponse(w->watch_id, rev);
+  r.events.Append(std::move(selected));
   PushEventOrDesync(w, std::move(r), rev, ready);
 }
 
-void WatchHub::PushEventOrDesync(Watcher* w, etcdserverpb::WatchResponse response, int64_t rev,
+void WatchHub::PushEventOrDesync(Watcher* w, QueuedResponse response, int64_t rev,
                                  ReadyList* ready) {
   bool notify = false;
-  if (w->stream->TryPushEvent(std::move(response), w->fragment, &notify)) {
+  if (w->stream->TryPushEvent(std::move(response), w->fragment, &w->queued_seq, &notify)) {
     w->events_since_progress = true;
     if (notify) ready->Add(w->stream);
     return;
@@ -400,8 +428,8 @@ size_t WatchHub::CatchUp(const std::vector<std::shared_ptr<Watcher>>& chosen, in
     from = std::min(from, w->next_rev);
     with_prev_kv = with_prev_kv || w->prev_kv;
   }
-  std::vector<mvccpb::Event> events;
-  int64_t batch_next = from;  // first revision not covered by `events`
+  std::shared_ptr<const EventBlock> block;
+  int64_t batch_next = from;  // first revision not covered by `block`
   if (from <= target) {
     auto read = txn->Events(from, target, max_events, with_prev_kv, &batch_next);
     if (!read.ok()) {
@@ -409,10 +437,12 @@ size_t WatchHub::CatchUp(const std::vector<std::shared_ptr<Watcher>>& chosen, in
                         << " for catch-up failed: " << read.status().ToString();
       return 0;
     }
-    events = std::move(read).value();
     CHECK(batch_next > from) << "catch-up read made no progress at " << from;
+    // Encoded once for every chosen watcher.
+    block = EventBlock::Encode(read.value());
   }
   txn.reset();
+  if (block == nullptr) block = EventBlock::Encode({});
 
   // Step 3: back under the lock.
   size_t work = 0;
@@ -426,7 +456,7 @@ size_t WatchHub::CatchUp(const std::vector<std::shared_ptr<Watcher>>& chosen, in
       continue;
     }
     if (w->next_rev >= batch_next) continue;  // the capped batch ended before it
-    work += DeliverCatchUp(w.get(), events, batch_next, ready);
+    work += DeliverCatchUp(w.get(), block, batch_next, ready);
     if (w->next_rev > published_rev_) MakeSynced(w.get(), ready);
   }
   return work;
@@ -436,45 +466,57 @@ size_t WatchHub::CatchUp(const std::vector<std::shared_ptr<Watcher>>& chosen, in
 // response, as many whole revisions as its stream's byte budget allows, and
 // advances next_rev past them. Returns events queued, or 1 when it only
 // advanced.
-size_t WatchHub::DeliverCatchUp(Watcher* w, const std::vector<mvccpb::Event>& events,
+size_t WatchHub::DeliverCatchUp(Watcher* w, const std::shared_ptr<const EventBlock>& block,
                                 int64_t batch_next, ReadyList* ready) {
   bool always_one = false;
   const size_t budget = w->stream->EventBytesAvailable(&always_one);
   size_t used = kResponseOverheadBytes;
   int64_t delivered_to = batch_next;  // first revision not delivered
-  etcdserverpb::WatchResponse r = NewResponse(w->watch_id, 0);
-  auto first = std::lower_bound(
-      events.begin(), events.end(), w->next_rev,
-      [](const mvccpb::Event& ev, int64_t rev) { return ev.kv().mod_revision() < rev; });
-  for (auto it = first; it != events.end();) {
-    const int64_t rev = it->kv().mod_revision();
-    const int before = r.events_size();
+  EventSelection selected(block, w->prev_kv);
+  const EventBlock& b = *block;
+  // The first event of revision next_rev (revisions ascend in the block).
+  size_t lo = 0;
+  size_t hi = b.size();
+  while (lo < hi) {
+    const size_t mid = (lo + hi) / 2;
+    if (b.revision(mid) < w->next_rev) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  for (size_t i = lo; i < b.size();) {
+    const int64_t rev = b.revision(i);
+    const size_t before = selected.count();
     size_t group_bytes = 0;
-    for (; it != events.end() && it->kv().mod_revision() == rev; ++it) {
-      if (!w->Contains(it->kv().key()) || !w->Accepts(*it)) continue;
-      w->AppendEvent(*it, &r);
-      group_bytes += r.events(r.events_size() - 1).ByteSizeLong() + 6;
+    for (; i < b.size() && b.revision(i) == rev; ++i) {
+      if (!w->Contains(b.key(i)) || !w->Accepts(b.is_put(i))) continue;
+      selected.Add(static_cast<uint32_t>(i));
+      group_bytes += b.wire_size(i, w->prev_kv);
     }
     if (group_bytes == 0) continue;  // nothing of this revision for the watcher
     const bool first_group = before == 0;
     if (used + group_bytes > budget && !(first_group && always_one)) {
-      r.mutable_events()->DeleteSubrange(before, r.events_size() - before);
+      selected.Truncate(before);
       delivered_to = rev;
       break;
     }
     used += group_bytes;
   }
-  if (r.events_size() == 0) {
+  if (selected.empty()) {
     if (delivered_to == w->next_rev) return 0;  // not even one revision fits now
     w->next_rev = delivered_to;
     return 1;
   }
-  const size_t n = static_cast<size_t>(r.events_size());
+  const size_t n = selected.count();
   // The header says how far the watcher is complete (etcd says the store's
   // current revision, which for a capped batch overstates it).
-  r.mutable_header()->set_revision(delivered_to - 1);
+  QueuedResponse r = NewResponse(w->watch_id, delivered_to - 1);
+  r.events.Append(std::move(selected));
   bool notify = false;
-  if (!w->stream->TryPushEvent(std::move(r), w->fragment, &notify)) return 0;  // retry later
+  if (!w->stream->TryPushEvent(std::move(r), w->fragment, &w->queued_seq, &notify)) {
+    return 0;  // retry later
+  }
   w->events_since_progress = true;
   if (notify) ready->Add(w->stream);
   w->next_rev = delivered_to;
@@ -491,7 +533,8 @@ void WatchHub::NotifyProgress() {
       if (w->state == Watcher::State::kSynced && !w->events_since_progress) {
         bool notify = false;
         // Skipped when the stream is full: it is busy with events anyway.
-        if (w->stream->TryPushEvent(NewResponse(w->watch_id, published_rev_), false, &notify) &&
+        if (w->stream->TryPushEvent(NewResponse(w->watch_id, published_rev_), false, nullptr,
+                                    &notify) &&
             notify) {
           ready.Add(w->stream);
         }

@@ -62,6 +62,7 @@
 #include "etcdserverpb/rpc.pb.h"
 #include "mvcc/kv_store.h"
 #include "mvccpb/kv.pb.h"
+#include "watch/event_block.h"
 #include "watch/watcher.h"
 
 namespace cairn::watch {
@@ -87,6 +88,11 @@ struct WatchHubOptions {
   // below this size (etcd: --max-request-bytes plus 512 KiB of gRPC
   // overhead). Default: 1.5 MiB + 512 KiB.
   size_t max_request_bytes = (3 << 19) + (512 << 10);
+  // A watcher's later events are appended to its previous response while
+  // that one is still queued and smaller than this (see
+  // WatchStream::TryPushEvent). 0: never merge (one response per watcher and
+  // revision until the queue is full). Default: 64 KiB.
+  size_t max_merged_response_bytes = 64 << 10;
   // Unsynced watchers looked at per SyncUnsynced call. Default: 512 (etcd's
   // maxWatchersPerSync).
   size_t max_watchers_per_sync = 512;
@@ -95,6 +101,18 @@ struct WatchHubOptions {
 };
 
 class WatchHub;
+
+// A response waiting in a stream's queue. The header's other fields are
+// filled when it is sent; events are references into a shared EventBlock.
+struct QueuedResponse {
+  int64_t watch_id = 0;
+  int64_t revision = 0;  // the header's revision
+  bool created = false;
+  bool canceled = false;
+  int64_t compact_revision = 0;
+  std::string cancel_reason;
+  EventList events;
+};
 
 // The watches of one client stream and their ordered output queue.
 //
@@ -134,9 +152,13 @@ class WatchStream : public std::enable_shared_from_this<WatchStream> {
   // could report a revision the stream's unsynced watchers had not reached).
   void RequestProgress();
 
-  // Pops the next response (or the next fragment of it) into `out`, header
-  // filled by the hub's header filler and the response's revision.
-  // Non-blocking: returns false when nothing is queued.
+  // Pops the next response (or the next fragment of it) into `out`,
+  // serialized as an etcdserverpb.WatchResponse, header filled by the hub's
+  // header filler and the response's revision. Non-blocking: returns false
+  // when nothing is queued.
+  bool NextEncoded(std::string* out);
+  // The same, parsed (for tests and tools; the server sends NextEncoded's
+  // bytes as they are).
   bool Next(etcdserverpb::WatchResponse* out);
   // True if another response is queued behind the one Next() returned: the
   // writer may let gRPC buffer this one (a later write will flush it).
@@ -157,27 +179,36 @@ class WatchStream : public std::enable_shared_from_this<WatchStream> {
   friend class WatchHub;
 
   struct Pending {
-    etcdserverpb::WatchResponse response;  // header holds only the revision
+    QueuedResponse response;
     size_t bytes = 0;
-    bool is_event = false;  // counts against the event budget (else control)
-    bool fragment = false;  // may be split by Next()
-    int next_event = 0;     // fragmentation cursor
+    bool is_event = false;   // counts against the event budget (else control)
+    bool fragment = false;   // may be split by Next()
+    size_t next_event = 0;   // fragmentation cursor
   };
 
   WatchStream(WatchHub* hub, std::function<void()> on_ready);
 
   // Queue side; REQUIRES: hub mu_ held (lock order: hub mu_, then queue_mu_).
   // Each returns in *notify whether on_ready must be invoked afterwards.
-  bool TryPushEvent(etcdserverpb::WatchResponse response, bool fragment, bool* notify);
-  void PushControl(etcdserverpb::WatchResponse response, bool* notify);
+  //
+  // TryPushEvent queues an event response, or returns false when the
+  // stream's budget is spent (the watcher must then catch up from storage).
+  // With `merge_seq` (the watcher's Watcher::queued_seq) it first tries to
+  // append the events to the watcher's previous response if that one is
+  // still queued, unsent, behind no control response and small: a backed-up
+  // stream then sends one response per watcher carrying several revisions
+  // (as etcd does for watchers that fell behind) instead of one gRPC write
+  // per watcher and revision. *merge_seq is updated either way.
+  bool TryPushEvent(QueuedResponse response, bool fragment, uint64_t* merge_seq, bool* notify);
+  void PushControl(QueuedResponse response, bool* notify);
   bool HasRoomForEvents() const;
   // Bytes an event response may take now. *empty tells whether no event
   // response is queued (then one response of any size is accepted).
   size_t EventBytesAvailable(bool* empty) const;
   void CloseQueue();
   void NotifyReady();
-  // Moves the next fragment of `p` into `out`; true when `p` is finished.
-  bool TakeFragment(Pending* p, etcdserverpb::WatchResponse* out) const;
+  // The events of `p` the next fragment carries (from p->next_event on).
+  size_t FragmentEvents(const Pending& p) const;
 
   WatchHub* const hub_;
 
@@ -190,6 +221,13 @@ class WatchStream : public std::enable_shared_from_this<WatchStream> {
 
   mutable std::mutex queue_mu_;
   std::deque<Pending> queue_;         // GUARDED_BY(queue_mu_)
+  // Sequence numbers: queue_[i] was pushed as number popped_ + i.
+  uint64_t pushed_ = 0;               // GUARDED_BY(queue_mu_)
+  uint64_t popped_ = 0;               // GUARDED_BY(queue_mu_)
+  // Responses pushed before this number never get events merged into them:
+  // a control or progress response was queued after them, and events must
+  // not overtake it.
+  uint64_t merge_floor_ = 0;          // GUARDED_BY(queue_mu_)
   size_t event_responses_ = 0;        // GUARDED_BY(queue_mu_)
   size_t event_bytes_ = 0;            // GUARDED_BY(queue_mu_)
   size_t control_responses_ = 0;      // GUARDED_BY(queue_mu_)
@@ -269,16 +307,15 @@ class WatchHub {
   void RemoveWatcher(Watcher* w, ReadyList* ready);
   void SendCompacted(Watcher* w, int64_t compact_rev, ReadyList* ready);
   void SendStreamProgress(WatchStream* s, ReadyList* ready);
-  void DeliverLive(Watcher* w, int64_t rev, const std::vector<const mvccpb::Event*>& events,
-                   ReadyList* ready);
+  void DeliverLive(Watcher* w, int64_t rev, const std::shared_ptr<const EventBlock>& block,
+                   const uint32_t* events, size_t n, ReadyList* ready);
   // Steps 2 and 3 of the sync protocol; REQUIRES: sync_mu_ held, mu_ not held.
   size_t CatchUp(const std::vector<std::shared_ptr<Watcher>>& chosen, int64_t target,
                  size_t max_events, ReadyList* ready);
-  size_t DeliverCatchUp(Watcher* w, const std::vector<mvccpb::Event>& events, int64_t batch_next,
-                        ReadyList* ready);
-  void PushEventOrDesync(Watcher* w, etcdserverpb::WatchResponse response, int64_t rev,
-                         ReadyList* ready);
-  etcdserverpb::WatchResponse NewResponse(int64_t watch_id, int64_t header_rev) const;
+  size_t DeliverCatchUp(Watcher* w, const std::shared_ptr<const EventBlock>& block,
+                        int64_t batch_next, ReadyList* ready);
+  void PushEventOrDesync(Watcher* w, QueuedResponse response, int64_t rev, ReadyList* ready);
+  static QueuedResponse NewResponse(int64_t watch_id, int64_t header_rev);
 
   const mvcc::KvStore* const store_;
   const HeaderFiller header_filler_;
@@ -293,6 +330,8 @@ class WatchHub {
   std::map<uint64_t, Watcher*> unsynced_;                   // GUARDED_BY(mu_)
   std::map<uint64_t, Watcher*> progress_watchers_;          // GUARDED_BY(mu_)
   uint64_t sync_cursor_ = 0;  // round robin over unsynced_  GUARDED_BY(mu_)
+  // Publish's scratch: (watcher, event index) matches of one revision.
+  std::vector<std::pair<Watcher*, uint32_t>> matches_;      // GUARDED_BY(mu_)
   size_t streams_ = 0;                                      // GUARDED_BY(mu_)
 };
 

@@ -88,10 +88,20 @@ class WatchHubTest : public ::testing::Test {
     return r;
   }
 
+  // WatchStream::Next, checking that the hand-made serialization is exactly
+  // what protobuf itself would write for the parsed response.
+  static bool NextChecked(WatchStream* s, WatchResponse* r) {
+    std::string bytes;
+    if (!s->NextEncoded(&bytes)) return false;
+    EXPECT_TRUE(r->ParseFromString(bytes));
+    EXPECT_EQ(r->SerializeAsString(), bytes) << r->ShortDebugString();
+    return true;
+  }
+
   static std::vector<WatchResponse> Drain(WatchStream* s) {
     std::vector<WatchResponse> out;
     WatchResponse r;
-    while (s->Next(&r)) out.push_back(r);
+    while (NextChecked(s, &r)) out.push_back(r);
     return out;
   }
 
@@ -99,7 +109,7 @@ class WatchHubTest : public ::testing::Test {
   int64_t Watch(WatchStream* s, const WatchCreateRequest& req) {
     int64_t id = s->Create(req);
     WatchResponse r;
-    EXPECT_TRUE(s->Next(&r));
+    EXPECT_TRUE(NextChecked(s, &r));
     EXPECT_TRUE(r.created());
     EXPECT_FALSE(r.canceled());
     EXPECT_EQ(r.watch_id(), id);
@@ -119,7 +129,7 @@ TEST_F(WatchHubTest, LiveDeliveryOfOneKey) {
   int64_t id = s->Create(Req("foo"));
   EXPECT_EQ(id, 0);
   WatchResponse r;
-  ASSERT_TRUE(s->Next(&r));
+  ASSERT_TRUE(NextChecked(s, &r));
   EXPECT_TRUE(r.created());
   EXPECT_EQ(r.header().revision(), before);
   EXPECT_EQ(r.header().cluster_id(), kClusterId);
@@ -268,7 +278,7 @@ TEST_F(WatchHubTest, ReplayThenLiveWithoutGapOrDuplicate) {
   while (true) {
     bool finished = done.load();
     size_t work = hub_->SyncUnsynced(7);  // a small cap forces many rounds
-    while (s->Next(&r)) {
+    while (NextChecked(s, &r)) {
       ASSERT_FALSE(r.canceled());
       int64_t last = 0;
       for (const auto& ev : r.events()) {
@@ -281,7 +291,7 @@ TEST_F(WatchHubTest, ReplayThenLiveWithoutGapOrDuplicate) {
     if (finished && work == 0 && hub_->SlowWatcherCount() == 0) break;
   }
   apply.join();
-  while (s->Next(&r)) {
+  while (NextChecked(s, &r)) {
     for (const auto& ev : r.events()) {
       if (revs.empty() || revs.back() != ev.kv().mod_revision()) {
         revs.push_back(ev.kv().mod_revision());
@@ -310,6 +320,7 @@ TEST_F(WatchHubTest, ReplayThenLiveWithoutGapOrDuplicate) {
 TEST_F(WatchHubTest, SlowConsumerFallsBehindAndCatchesUp) {
   WatchHubOptions o;
   o.max_pending_responses = 8;
+  o.max_merged_response_bytes = 0;  // one response per revision
   TearDown();
   Open(o);
   WatchStream* s = NewStream();
@@ -322,14 +333,14 @@ TEST_F(WatchHubTest, SlowConsumerFallsBehindAndCatchesUp) {
   std::vector<int64_t> revs;
   size_t responses_before_sync = 0;
   WatchResponse r;
-  while (s->Next(&r)) {
+  while (NextChecked(s, &r)) {
     responses_before_sync++;
     for (const auto& ev : r.events()) revs.push_back(ev.kv().mod_revision());
   }
   EXPECT_EQ(responses_before_sync, 8u);  // the bound held
   while (true) {
     size_t work = hub_->SyncUnsynced(100);
-    while (s->Next(&r)) {
+    while (NextChecked(s, &r)) {
       for (const auto& ev : r.events()) revs.push_back(ev.kv().mod_revision());
     }
     if (work == 0) break;
@@ -339,8 +350,89 @@ TEST_F(WatchHubTest, SlowConsumerFallsBehindAndCatchesUp) {
   for (int i = 0; i < kWrites; i++) ASSERT_EQ(revs[i], first + i);
   // Synced again: live delivery resumes.
   int64_t rev = Put("k1", "again");
-  ASSERT_TRUE(s->Next(&r));
+  ASSERT_TRUE(NextChecked(s, &r));
   EXPECT_EQ(r.events(0).kv().mod_revision(), rev);
+}
+
+// A backed-up stream gets each watcher's later revisions appended to its
+// queued response: fewer, larger responses, every event once and in order,
+// the header at the last revision carried, and never past a control
+// response queued after it.
+TEST_F(WatchHubTest, BackedUpStreamMergesRevisionsPerWatcher) {
+  WatchHubOptions o;
+  o.max_pending_responses = 8;
+  o.max_merged_response_bytes = 4096;
+  TearDown();
+  Open(o);
+  WatchStream* s = NewStream();
+  const int64_t a = Watch(s, Req("k", "l"));
+  WatchCreateRequest only_puts = Req("k", "l");
+  only_puts.add_filters(WatchCreateRequest::NODELETE);
+  only_puts.set_prev_kv(true);
+  const int64_t b = Watch(s, only_puts);
+  const int64_t first = store_->CurrentRevision() + 1;
+  const int kWrites = 300;
+  for (int i = 0; i < kWrites; i++) {
+    if (i % 10 == 9) {
+      Delete("k" + std::to_string(i % 7));
+    } else {
+      Put("k" + std::to_string(i % 7), std::to_string(i));
+    }
+  }
+  EXPECT_EQ(hub_->SlowWatcherCount(), 0u);  // merged, not fallen behind
+  // A control response now: events published later must come after it.
+  const int64_t c = s->Create(Req("zzz"));
+  bool seen_created = false;
+  const int64_t after = Put("k1", "after");
+  std::map<int64_t, std::vector<int64_t>> revs;
+  std::map<int64_t, int> responses;
+  bool seen_after = false;
+  WatchResponse r;
+  while (NextChecked(s, &r)) {
+    if (r.created()) {
+      EXPECT_EQ(r.watch_id(), c);
+      seen_created = true;
+    }
+    if (r.events_size() == 0) continue;
+    EXPECT_EQ(seen_created, r.events(0).kv().mod_revision() == after);
+    responses[r.watch_id()]++;
+    EXPECT_EQ(r.header().revision(), r.events(r.events_size() - 1).kv().mod_revision());
+    for (const auto& ev : r.events()) {
+      revs[r.watch_id()].push_back(ev.kv().mod_revision());
+      if (r.watch_id() == b) {
+        EXPECT_EQ(ev.type(), mvccpb::Event::PUT);
+        EXPECT_TRUE(ev.has_prev_kv() || ev.kv().version() == 1);
+      } else {
+        EXPECT_FALSE(ev.has_prev_kv());
+      }
+    }
+    if (r.events(r.events_size() - 1).kv().mod_revision() == after) seen_after = true;
+  }
+  EXPECT_TRUE(seen_after);
+  ASSERT_EQ(revs[a].size(), static_cast<size_t>(kWrites) + 1);
+  for (int i = 0; i < kWrites; i++) ASSERT_EQ(revs[a][i], first + i);
+  EXPECT_EQ(revs[a].back(), after);
+  ASSERT_EQ(revs[b].size(), static_cast<size_t>(kWrites - kWrites / 10) + 1);
+  EXPECT_LT(responses[a], 40);  // ~50 bytes per event, 4 KiB per response
+  EXPECT_GT(responses[a], 2);
+}
+
+// A progress or control response queued behind a watcher's events is never
+// overtaken by events merged into them.
+TEST_F(WatchHubTest, MergedEventsNeverOvertakeAProgressResponse) {
+  WatchStream* s = NewStream();
+  Watch(s, Req("k"));
+  const int64_t r1 = Put("k", "1");
+  s->RequestProgress();  // all synced: queued at once, revision r1
+  const int64_t r2 = Put("k", "2");
+  auto got = Drain(s);
+  ASSERT_EQ(got.size(), 3u);
+  ASSERT_EQ(got[0].events_size(), 1);
+  EXPECT_EQ(got[0].events(0).kv().mod_revision(), r1);
+  EXPECT_EQ(got[1].watch_id(), -1);
+  EXPECT_EQ(got[1].header().revision(), r1);
+  ASSERT_EQ(got[2].events_size(), 1);
+  EXPECT_EQ(got[2].events(0).kv().mod_revision(), r2);
 }
 
 // Catch-up responses respect the stream's byte budget (whole revisions only);
@@ -360,7 +452,7 @@ TEST_F(WatchHubTest, CatchUpIsCutToTheByteBudget) {
   WatchResponse r;
   while (true) {
     size_t work = hub_->SyncUnsynced(1000);
-    while (s->Next(&r)) {
+    while (NextChecked(s, &r)) {
       if (r.events_size() > 1) {
         EXPECT_LE(r.ByteSizeLong(), o.max_pending_bytes + 100);
       }
@@ -378,6 +470,7 @@ TEST_F(WatchHubTest, CatchUpIsCutToTheByteBudget) {
 TEST_F(WatchHubTest, StalledStreamDoesNotStallOthers) {
   WatchHubOptions o;
   o.max_pending_responses = 4;
+  o.max_merged_response_bytes = 0;  // one response per revision
   TearDown();
   Open(o);
   WatchStream* stalled = NewStream();
@@ -388,7 +481,7 @@ TEST_F(WatchHubTest, StalledStreamDoesNotStallOthers) {
   WatchResponse r;
   for (int i = 0; i < 100; i++) {
     Put("k", std::to_string(i));
-    while (live->Next(&r)) received += r.events_size();
+    while (NextChecked(live, &r)) received += r.events_size();
   }
   EXPECT_EQ(received, 100);
   EXPECT_EQ(hub_->SlowWatcherCount(), 1u);
@@ -398,6 +491,7 @@ TEST_F(WatchHubTest, StalledStreamDoesNotStallOthers) {
 TEST_F(WatchHubTest, CompactionWhileUnsyncedCancelsWithCompactedResponse) {
   WatchHubOptions o;
   o.max_pending_responses = 2;
+  o.max_merged_response_bytes = 0;  // one response per revision
   TearDown();
   Open(o);
   WatchStream* s = NewStream();
@@ -590,7 +684,7 @@ TEST_F(WatchHubTest, OnReadyFiresOncePerWakeupAndNeverAfterClose) {
   EXPECT_EQ(calls, 2);
   EXPECT_EQ(hub_->WatcherCount(), 0u);
   WatchResponse r;
-  EXPECT_FALSE(s->Next(&r));
+  EXPECT_FALSE(NextChecked(s, &r));
 }
 
 TEST_F(WatchHubTest, ControlBacklogAsksReaderToPause) {
@@ -605,7 +699,7 @@ TEST_F(WatchHubTest, ControlBacklogAsksReaderToPause) {
   }
   EXPECT_FALSE(s->CanAcceptRequest());
   WatchResponse r;
-  ASSERT_TRUE(s->Next(&r));
+  ASSERT_TRUE(NextChecked(s, &r));
   EXPECT_TRUE(s->CanAcceptRequest());
 }
 

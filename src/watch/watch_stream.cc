@@ -1,20 +1,21 @@
 // WatchStream: the ordered, bounded output queue of one client stream. The
 // watch bookkeeping itself lives in WatchHub (watch_hub.cc).
-#include <google/protobuf/io/coded_stream.h>
-
 #include <cstdint>
-#include <limits>
+#include <string>
 
 #include "common/check.h"
 #include "watch/watch_hub.h"
+#include "watch/wire.h"
 
 namespace cairn::watch {
 
 namespace {
 // Upper bound of a serialized ResponseHeader inside a WatchResponse (four
 // varint fields of at most 10 bytes plus tags, and the field's own tag and
-// length). Next() fills the header after the size decisions.
+// length). NextEncoded() fills the header after the size decisions.
 constexpr size_t kMaxHeaderBytes = 48;
+// What a response takes besides its events, for the queue's byte budget.
+constexpr size_t kResponseBytes = 64;
 }  // namespace
 
 WatchStream::WatchStream(WatchHub* hub, std::function<void()> on_ready)
@@ -56,75 +57,103 @@ bool WatchStream::HasMore() const {
 
 bool WatchStream::Next(etcdserverpb::WatchResponse* out) {
   out->Clear();
-  {
-    std::lock_guard<std::mutex> lock(queue_mu_);
-    if (queue_.empty()) {
-      // The reader stops here; the next push must wake it.
-      want_notify_ = !queue_closed_;
-      return false;
-    }
-    Pending& p = queue_.front();
-    bool finished = true;
-    const bool needs_fragments =
-        p.next_event > 0 || (p.fragment && p.response.events_size() >= 2 &&
-                             p.bytes + kMaxHeaderBytes >= hub_->options_.max_request_bytes);
-    if (needs_fragments) {
-      finished = TakeFragment(&p, out);
-    } else {
-      *out = std::move(p.response);
-    }
-    if (finished) {
-      if (p.is_event) {
-        event_responses_--;
-        event_bytes_ -= p.bytes;
-      } else {
-        control_responses_--;
-      }
-      queue_.pop_front();
-    }
+  std::string bytes;
+  if (!NextEncoded(&bytes)) return false;
+  CHECK(out->ParseFromString(bytes)) << "watch response does not parse";
+  return true;
+}
+
+bool WatchStream::NextEncoded(std::string* out) {
+  out->clear();
+  // Filled before taking the queue lock: the filler may take locks of its own.
+  etcdserverpb::ResponseHeader header;
+  if (hub_->header_filler_) hub_->header_filler_(&header);
+  std::lock_guard<std::mutex> lock(queue_mu_);
+  if (queue_.empty()) {
+    // The reader stops here; the next push must wake it.
+    want_notify_ = !queue_closed_;
+    return false;
   }
-  const int64_t rev = out->header().revision();
-  if (hub_->header_filler_) hub_->header_filler_(out->mutable_header());
-  out->mutable_header()->set_revision(rev);
+  Pending& p = queue_.front();
+  const QueuedResponse& r = p.response;
+  const size_t total = r.events.count();
+  const bool needs_fragments =
+      p.next_event > 0 || (p.fragment && total >= 2 &&
+                           p.bytes + kMaxHeaderBytes >= hub_->options_.max_request_bytes);
+  size_t take = total - p.next_event;
+  if (needs_fragments) take = FragmentEvents(p);
+  const bool more_fragments = p.next_event + take < total;
+
+  // As protobuf would serialize the WatchResponse: fields in number order,
+  // zero values left out, the header always present.
+  std::string h;
+  wire::AppendVarintField(&h, 1, header.cluster_id());
+  wire::AppendVarintField(&h, 2, header.member_id());
+  wire::AppendVarintField(&h, 3, static_cast<uint64_t>(r.revision));
+  wire::AppendVarintField(&h, 4, header.raft_term());
+  out->reserve(h.size() + 48 + r.cancel_reason.size() +
+               (take == total ? r.events.bytes() : 0));
+  out->push_back(static_cast<char>((1 << 3) | 2));
+  wire::AppendVarint(out, h.size());
+  out->append(h);
+  wire::AppendVarintField(out, 2, static_cast<uint64_t>(r.watch_id));
+  wire::AppendVarintField(out, 3, r.created ? 1 : 0);
+  wire::AppendVarintField(out, 4, r.canceled ? 1 : 0);
+  wire::AppendVarintField(out, 5, static_cast<uint64_t>(r.compact_revision));
+  wire::AppendBytesField(out, 6, r.cancel_reason);
+  wire::AppendVarintField(out, 7, more_fragments ? 1 : 0);
+  r.events.ForEachWire(p.next_event, take, [&](std::string_view bytes) { out->append(bytes); });
+  p.next_event += take;
+  if (!more_fragments) {
+    if (p.is_event) {
+      event_responses_--;
+      event_bytes_ -= p.bytes;
+    } else {
+      control_responses_--;
+    }
+    queue_.pop_front();
+    popped_++;
+  }
   return true;
 }
 
 // As etcd's sendFragments: every fragment but the last has fragment=true;
 // events are added while the fragment stays below max_request_bytes, but
 // each fragment carries at least one event.
-bool WatchStream::TakeFragment(Pending* p, etcdserverpb::WatchResponse* out) const {
-  etcdserverpb::WatchResponse& whole = p->response;
-  *out->mutable_header() = whole.header();
-  out->set_watch_id(whole.watch_id());
-  out->set_created(whole.created());
-  out->set_canceled(whole.canceled());
-  out->set_compact_revision(whole.compact_revision());
-  out->set_cancel_reason(whole.cancel_reason());
-  out->set_fragment(true);
+size_t WatchStream::FragmentEvents(const Pending& p) const {
   const size_t limit = hub_->options_.max_request_bytes;
-  size_t size = out->ByteSizeLong() + kMaxHeaderBytes;
-  const int n = whole.events_size();
-  while (p->next_event < n) {
-    mvccpb::Event* ev = whole.mutable_events(p->next_event);
-    const size_t ev_size = ev->ByteSizeLong();
-    const size_t add =
-        1 + google::protobuf::io::CodedOutputStream::VarintSize64(ev_size) + ev_size;
-    if (out->events_size() >= 1 && size + add >= limit) break;
+  const QueuedResponse& r = p.response;
+  size_t size = kMaxHeaderBytes + 48 + r.cancel_reason.size();
+  size_t take = 0;
+  r.events.ForEachSize(p.next_event, [&](size_t add) {
+    if (take >= 1 && size + add >= limit) return false;
     size += add;
-    out->add_events()->Swap(ev);
-    p->next_event++;
-  }
-  if (p->next_event < n) return false;
-  out->set_fragment(false);
-  return true;
+    take++;
+    return true;
+  });
+  return take;
 }
 
-bool WatchStream::TryPushEvent(etcdserverpb::WatchResponse response, bool fragment,
+bool WatchStream::TryPushEvent(QueuedResponse response, bool fragment, uint64_t* merge_seq,
                                bool* notify) {
-  const size_t bytes = response.ByteSizeLong();
   std::lock_guard<std::mutex> lock(queue_mu_);
   if (queue_closed_) return true;  // nobody will read it; not a slow consumer
   const WatchHubOptions& o = hub_->options_;
+  if (merge_seq != nullptr && *merge_seq != Watcher::kNoSeq && *merge_seq >= popped_ &&
+      *merge_seq >= merge_floor_ && !response.events.empty()) {
+    Pending& prev = queue_[*merge_seq - popped_];
+    const size_t add = response.events.bytes();
+    if (prev.is_event && prev.next_event == 0 && prev.response.watch_id == response.watch_id &&
+        !prev.response.events.empty() && prev.bytes + add <= o.max_merged_response_bytes) {
+      if (event_bytes_ + add > o.max_pending_bytes) return false;
+      prev.response.events.Append(std::move(response.events));
+      prev.response.revision = response.revision;
+      prev.bytes += add;
+      event_bytes_ += add;
+      return true;  // the reader was already told about `prev`
+    }
+  }
+  const size_t bytes = kResponseBytes + response.events.bytes();
   if (event_responses_ > 0 &&
       (event_responses_ >= o.max_pending_responses || event_bytes_ + bytes > o.max_pending_bytes)) {
     return false;
@@ -134,7 +163,10 @@ bool WatchStream::TryPushEvent(etcdserverpb::WatchResponse response, bool fragme
   p.bytes = bytes;
   p.is_event = true;
   p.fragment = fragment;
+  if (p.response.events.empty()) merge_floor_ = pushed_ + 1;  // a progress response
+  if (merge_seq != nullptr) *merge_seq = pushed_;
   queue_.push_back(std::move(p));
+  pushed_++;
   event_responses_++;
   event_bytes_ += bytes;
   *notify = *notify || want_notify_;
@@ -142,13 +174,15 @@ bool WatchStream::TryPushEvent(etcdserverpb::WatchResponse response, bool fragme
   return true;
 }
 
-void WatchStream::PushControl(etcdserverpb::WatchResponse response, bool* notify) {
+void WatchStream::PushControl(QueuedResponse response, bool* notify) {
   std::lock_guard<std::mutex> lock(queue_mu_);
   if (queue_closed_) return;
   Pending p;
-  p.bytes = response.ByteSizeLong();
+  p.bytes = kResponseBytes + response.cancel_reason.size();
   p.response = std::move(response);
   queue_.push_back(std::move(p));
+  pushed_++;
+  merge_floor_ = pushed_;
   control_responses_++;
   *notify = *notify || want_notify_;
   want_notify_ = false;
@@ -174,6 +208,7 @@ void WatchStream::CloseQueue() {
   queue_closed_ = true;
   want_notify_ = false;
   queue_.clear();
+  popped_ = pushed_;
   event_responses_ = 0;
   event_bytes_ = 0;
   control_responses_ = 0;

@@ -36,19 +36,6 @@ bool Watcher::Contains(std::string_view k) const {
   return k >= key && k < end;
 }
 
-bool Watcher::Accepts(const mvccpb::Event& event) const {
-  if (no_put && event.type() == mvccpb::Event::PUT) return false;
-  if (no_delete && event.type() == mvccpb::Event::DELETE) return false;
-  return true;
-}
-
-void Watcher::AppendEvent(const mvccpb::Event& event, etcdserverpb::WatchResponse* response) const {
-  mvccpb::Event* out = response->add_events();
-  out->set_type(event.type());
-  *out->mutable_kv() = event.kv();
-  if (prev_kv && event.has_prev_kv()) *out->mutable_prev_kv() = event.prev_kv();
-}
-
 void WatcherIndex::Add(Watcher* w) {
   bool inserted = false;
   if (!w->from_key && w->end.empty()) {

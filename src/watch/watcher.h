@@ -32,10 +32,9 @@ struct Watcher {
 
   // Whether `key` is in the watched key or range.
   bool Contains(std::string_view key) const;
-  // Whether the event passes the NOPUT/NODELETE filters.
-  bool Accepts(const mvccpb::Event& event) const;
-  // Appends `event` to `response`, without prev_kv unless the watcher asked.
-  void AppendEvent(const mvccpb::Event& event, etcdserverpb::WatchResponse* response) const;
+  // Whether an event (a put, or else a delete) passes the NOPUT/NODELETE
+  // filters.
+  bool Accepts(bool is_put) const { return is_put ? !no_put : !no_delete; }
 
   const uint64_t hub_id;   // unique in the hub; orders delivery deterministically
   const int64_t watch_id;  // unique in the stream; what the client sees
@@ -57,6 +56,10 @@ struct Watcher {
   // An event response was queued since the last progress tick (etcd elides
   // the next progress notification then).
   bool events_since_progress = false;
+  // The stream's sequence number of the watcher's last queued event
+  // response (see WatchStream::TryPushEvent); kNoSeq before the first.
+  static constexpr uint64_t kNoSeq = ~uint64_t{0};
+  uint64_t queued_seq = kNoSeq;
 };
 
 // Synced watchers by key, for Publish. Single keys are a hash lookup; ranges
