@@ -129,16 +129,16 @@ Status Node::OpenStorage() {
   return applier_->Open();
 }
 
-Status Node::Replay() {
-  // Entries past the applied index were acknowledged by the log but their
-  // effects may be lost with the un-synced apply write: apply them again.
-  uint64_t applied = applier_->applied_index();
+Status Node::ReplayLegacyLog() {
+  // Data dirs written before the log had files of its own keep their log in
+  // column kLog. Apply what it holds past the applied index, then empty the
+  // column; the new log starts after it (OpenLog).
   auto it = engine_->NewIterator(Column::kLog);
-  it->SeekToLast();
-  last_log_index_ = it->Valid() ? storage::DecodeFixed64BE(it->key()) : applied;
-  if (last_log_index_ < applied) last_log_index_ = applied;
+  it->SeekToFirst();
+  if (!it->Valid()) return it->status();
+  legacy_log_found_ = true;
   uint64_t replayed = 0;
-  for (it->Seek(LogKey(applied + 1)); it->Valid(); it->Next()) {
+  for (it->Seek(LogKey(applier_->applied_index() + 1)); it->Valid(); it->Next()) {
     uint64_t index = storage::DecodeFixed64BE(it->key());
     cairnpb::LogEntry entry;
     if (!entry.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
@@ -152,14 +152,104 @@ Status Node::Replay() {
     replayed++;
   }
   if (!it->status().ok()) return it->status();
-  applied_index_ = applier_->applied_index();
-  if (replayed) CAIRN_LOG(kInfo) << "replayed " << replayed << " log entries";
+  it.reset();
+  // Synced: the re-applied effects must be durable before the entries go.
+  storage::WriteBatch drop(engine_.get());
+  drop.DeleteRange(Column::kLog, LogKey(0), std::string(9, '\xff'));
+  Status s = engine_->Write(drop, /*sync=*/true);
+  if (!s.ok()) return s;
+  CAIRN_LOG(kInfo) << "moved to the log files: replayed " << replayed
+                   << " entries of the old log column, up to index " << applier_->applied_index();
   return Status::Ok();
+}
+
+Status Node::OpenLog() {
+  wal::WalOptions wo;
+  wo.segment_bytes = options_.log_segment_bytes;
+  const std::string dir = (fs::path(options_.data_dir) / "wal").string();
+  auto opened = wal::Wal::Open(dir, wo);
+  if (!opened.ok()) {
+    return Status(opened.status().code(), "cannot open the log in " + dir + ": " + opened.status().message());
+  }
+  wal_ = std::move(opened).value();
+  // A segment ready before the first write (and for Reset below); failing
+  // here (a full disk) is not fatal, the first rollover tries again.
+  Status prepared = wal_->Maintain();
+  if (!prepared.ok()) {
+    CAIRN_LOG(kWarn) << "log: cannot prepare a segment: " << prepared.message();
+  }
+  const uint64_t applied = applier_->applied_index();
+  if (wal_->empty() || legacy_log_found_) {
+    // A new data dir, a restored snapshot or an old data dir (whose log
+    // files, if any, predate what the old version wrote to the column): the
+    // log starts right after what the database holds.
+    if (!wal_->empty() || wal_->first_index() != applied + 1) {
+      Status s = wal_->Reset(applied + 1);
+      if (!s.ok()) return s;
+    }
+  } else if (wal_->first_index() > applied + 1) {
+    return Status(Code::kDataLoss, "the log in " + dir + " starts at index " +
+                                       std::to_string(wal_->first_index()) +
+                                       " but the database has applied only " + std::to_string(applied) +
+                                       ": the entries in between are missing");
+  } else if (wal_->last_index() < applied) {
+    return Status(Code::kDataLoss, "the log in " + dir + " ends at index " +
+                                       std::to_string(wal_->last_index()) + " but the database has applied " +
+                                       std::to_string(applied) + ": the log lost acknowledged entries");
+  }
+  last_log_index_ = wal_->last_index();
+  return Status::Ok();
+}
+
+Status Node::Replay() {
+  // Entries past the applied index were acknowledged by the log but their
+  // effects may be lost with the un-synced apply write: apply them again.
+  uint64_t replayed = 0;
+  while (applier_->applied_index() < last_log_index_) {
+    auto entries = wal_->ReadFrom(applier_->applied_index() + 1, 4 << 20);
+    if (!entries.ok()) return entries.status();
+    if (entries->empty()) {
+      return Status(Code::kDataLoss,
+                    "log entry " + std::to_string(applier_->applied_index() + 1) + " is missing");
+    }
+    for (const wal::Entry& e : *entries) {
+      cairnpb::InternalRequest req;
+      if (!req.ParseFromString(e.data)) {
+        return Status(Code::kDataLoss, "corrupt request in log entry " + std::to_string(e.index));
+      }
+      applier_->Apply(e.index, req);
+      replayed++;
+    }
+  }
+  applied_index_ = applier_->applied_index();
+  if (replayed) {
+    CAIRN_LOG(kInfo) << "replayed " << replayed << " log entries";
+  }
+  return Status::Ok();
+}
+
+void Node::ReleaseLog() {
+  const uint64_t applied = applied_index_.load();
+  if (applied <= options_.log_retention_entries) return;
+  const uint64_t keep_from = applied - options_.log_retention_entries;
+  if (!wal_->CanReleaseBefore(keep_from)) return;
+  // The apply writes are not synced: entries may leave the log only once
+  // their effects are durable. One RocksDB WAL sync per released segment.
+  Status s = engine_->SyncWal();
+  if (!s.ok()) {
+    CAIRN_LOG(kWarn) << "log: keeping old segments, the database sync failed: " << s.message();
+    return;
+  }
+  wal_->ReleaseBefore(keep_from);
 }
 
 Status Node::Start(NodeHooks hooks) {
   hooks_ = std::move(hooks);
   Status s = OpenStorage();
+  if (!s.ok()) return s;
+  s = ReplayLegacyLog();
+  if (!s.ok()) return s;
+  s = OpenLog();
   if (!s.ok()) return s;
   s = Replay();
   if (!s.ok()) return s;
@@ -169,6 +259,15 @@ Status Node::Start(NodeHooks hooks) {
   AddPeriodic("lease-expiry", options_.lease_check_interval_ms, [this] { LeaseLoop(); });
   CheckDisk();
   AddPeriodic("disk-space", 100, [this] { CheckDisk(); });
+  // Prepares the next log segment (64 MiB of zeros) off the apply thread,
+  // and recycles released ones.
+  AddPeriodic("log-segments", 100, [this, last_error = std::string()]() mutable {
+    Status m = wal_->Maintain();
+    if (!m.ok() && m.message() != last_error) {
+      CAIRN_LOG(kWarn) << "log: cannot prepare a segment: " << m.message();
+    }
+    last_error = m.ok() ? std::string() : m.message();
+  });
   return Status::Ok();
 }
 
@@ -240,37 +339,30 @@ void Node::LeaseLoop() {
 
 void Node::ApplyLoop() {
   std::vector<Proposal> batch;
+  std::vector<wal::Entry> entries;  // kept across batches: reuses the buffers
   while (true) {
     batch.clear();
     if (!queue_.PopBatch(&batch, options_.max_batch_entries, std::chrono::milliseconds(100))) break;
     if (batch.empty()) continue;
 
-    // 1. Append the whole batch to the log with one synced write.
-    storage::WriteBatch log(engine_.get());
+    // 1. Append the whole batch to the log and make it durable with one
+    // fdatasync.
+    entries.resize(batch.size());
     std::vector<uint64_t> indexes;
     indexes.reserve(batch.size());
-    for (auto& p : batch) {
-      cairnpb::LogEntry entry;
-      entry.set_index(++last_log_index_);
-      entry.set_term(raft_term());
-      entry.set_data(p.request.SerializeAsString());
-      log.Put(Column::kLog, LogKey(entry.index()), entry.SerializeAsString());
-      indexes.push_back(entry.index());
+    for (size_t i = 0; i < batch.size(); i++) {
+      entries[i].index = last_log_index_ + 1 + i;
+      entries[i].term = raft_term();
+      batch[i].request.SerializeToString(&entries[i].data);
+      indexes.push_back(entries[i].index);
     }
-    uint64_t first_kept = 0;
-    if (last_log_index_ > options_.log_retention_entries + options_.max_batch_entries &&
-        last_log_index_ % 1024 < batch.size()) {
-      first_kept = last_log_index_ - options_.log_retention_entries;
-      log.DeleteRange(Column::kLog, LogKey(0), LogKey(first_kept));
-    }
-    auto t0 = std::chrono::steady_clock::now();
-    Status s = engine_->Write(log, /*sync=*/true);
+    Status s = wal_->Append(entries);
     if (!s.ok() && s.code() == Code::kResourceExhausted) {
-      // The disk is full: nothing of the batch is in the log, so nothing was
-      // applied. Refuse the batch as etcd refuses writes over quota, and
-      // raise NOSPACE so clients and monitoring see why.
+      // The disk is full and the log needs a new segment: nothing of the
+      // batch is in the log, so nothing was applied. Refuse the batch as
+      // etcd refuses writes over quota, and raise NOSPACE so clients and
+      // monitoring see why.
       CAIRN_LOG(kError) << "log append failed, disk full: " << s.message();
-      last_log_index_ -= batch.size();
       applier_->RaiseAlarmInMemory(etcdserverpb::NOSPACE);
       cairnpb::InternalResponse resp;
       resp.set_error_code(static_cast<int>(errors::NoSpace().code()));
@@ -279,7 +371,13 @@ void Node::ApplyLoop() {
       continue;
     }
     CHECK(s.ok()) << "log append failed: " << s.ToString();
+    auto t0 = std::chrono::steady_clock::now();
+    s = wal_->Sync();
+    // A failed fdatasync leaves the file's state unknown (the kernel may have
+    // dropped the dirty pages): stop, and let recovery read what is there.
+    CHECK(s.ok()) << "log sync failed: " << s.ToString();
     if (hooks_.on_log_sync) hooks_.on_log_sync(SecondsSince(t0));
+    last_log_index_ = indexes.back();
 
     // 2. Apply in index order with one atomic write, then per entry:
     // publish its events, answer.
@@ -297,6 +395,7 @@ void Node::ApplyLoop() {
       if (!r.events.empty() && hooks_.on_events) hooks_.on_events(r.revision, r.events);
       batch[i].done(r.response);
     });
+    ReleaseLog();
   }
   // Drain: whatever is left is refused.
   batch.clear();

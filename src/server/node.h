@@ -2,13 +2,18 @@
 //
 // Every change is a cairnpb::InternalRequest. Propose() puts it in a bounded
 // queue; the apply thread takes a batch of proposals, appends them to the
-// durable log with ONE synced write (group commit), then applies each entry
-// in index order through the Applier and only then completes the proposal's
-// callback. Raft (a later issue) replaces the log step and nothing else.
+// write-ahead log (src/wal/, in <data-dir>/wal) and makes them durable with
+// ONE fdatasync (group commit), then applies each entry in index order
+// through the Applier and only then completes the proposal's callback. Raft
+// (a later issue) replaces the log step and nothing else.
 //
-// Ordering that matters: log write (fsync) -> apply -> publish events to
+// Ordering that matters: log write (fdatasync) -> apply -> publish events to
 // watchers -> answer the client. So an answered write is durable, visible to
 // any later read, and its watch events are queued before the answer leaves.
+// The apply writes to RocksDB (the data and the applied index, atomically)
+// are not synced: a restart re-applies the log past the applied index, and
+// log segments are released only after a RocksDB WAL sync has made
+// everything applied before them durable.
 //
 // Threads: Propose() and the accessors are thread-safe. Callbacks run on the
 // apply thread and must not block.
@@ -29,6 +34,7 @@
 #include "lease/lessor.h"
 #include "mvcc/kv_store.h"
 #include "storage/engine.h"
+#include "wal/wal.h"
 
 namespace cairn::server {
 
@@ -39,8 +45,11 @@ struct NodeOptions {
   size_t max_pending_proposals = 16384;
   // Most entries appended by one synced log write.
   size_t max_batch_entries = 1024;
-  // Log entries kept behind the applied index (for a later Raft follower).
+  // Log entries kept behind the applied index (for a later Raft follower);
+  // whole segments are released, so up to a segment more stays.
   uint64_t log_retention_entries = 10000;
+  // Bytes of one log segment file (preallocated and zero-filled).
+  uint64_t log_segment_bytes = 64ULL << 20;
   // How often expired leases are looked for.
   int64_t lease_check_interval_ms = 200;
   // Free disk space kept back: below it, writes that add data are refused
@@ -60,8 +69,8 @@ struct NodeIds {
 struct NodeHooks {
   // After each committed revision with changes.
   std::function<void(int64_t rev, const std::vector<mvccpb::Event>& events)> on_events;
-  // Durations of the synced log write and of the apply commit of a batch of
-  // `entries`, in seconds.
+  // Durations of the log's write and fdatasync of a batch, and of the apply
+  // commit of a batch of `entries`, in seconds.
   std::function<void(double seconds)> on_log_sync;
   std::function<void(double seconds, size_t entries)> on_apply_commit;
 };
@@ -107,7 +116,10 @@ class Node {
     Callback done;
   };
   Status OpenStorage();
+  Status ReplayLegacyLog();
+  Status OpenLog();
   Status Replay();
+  void ReleaseLog();
   void ApplyLoop();
   void LeaseLoop();
 
@@ -119,8 +131,10 @@ class Node {
   std::unique_ptr<mvcc::KvStore> kv_;
   std::unique_ptr<lease::Lessor> lessor_;
   std::unique_ptr<apply::Applier> applier_;
+  std::unique_ptr<wal::Wal> wal_;  // apply thread after Start; Maintain() on log-segments
   BoundedQueue<Proposal> queue_;
   uint64_t last_log_index_ = 0;  // apply thread only after Start
+  bool legacy_log_found_ = false;  // the data dir had entries in column kLog
   std::atomic<uint64_t> applied_index_{0};
   std::atomic<uint64_t> lease_id_counter_{0};
   void CheckDisk();

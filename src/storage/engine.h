@@ -32,7 +32,7 @@ enum class Column : int {
   kRev = 2,       // MVCC change log by revision -> key, for watch replay
   kLease = 3,     // lease id -> lease record
   kLeaseKey = 4,  // lease id + key -> "" (attachments)
-  kLog = 5,       // the durable log of mutation requests, by index
+  kLog = 5,       // the log of data dirs written before src/wal/: read once, then emptied
   kCount = 6,
 };
 
@@ -123,6 +123,10 @@ class Engine {
   // Applies the batch atomically. With sync=true the call returns only once
   // the batch (and everything written before it) is on stable storage.
   Status Write(WriteBatch& batch, bool sync);
+
+  // Makes every write so far durable (RocksDB's WAL fsync), including
+  // those written with sync=false.
+  Status SyncWal();
 
   // Point read of the latest state (snapshot == nullptr) or of a snapshot.
   Result<bool> Get(Column c, std::string_view key, std::string* value,
