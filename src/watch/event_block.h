@@ -158,19 +158,9 @@ class EventList {
   // the first `skip` and stopping after `take`.
   template <typename Fn>
   void ForEachWire(size_t skip, size_t take, Fn&& fn) const {
-    ForEachPart([&](const EventSelection& part) {
-      const size_t n = part.count();
-      if (take == 0) return;
-      if (skip >= n) {
-        skip -= n;
-        return;
-      }
-      const size_t here = std::min(take, n - skip);
-      part.ForEachRun(skip, here, [&](uint32_t begin, uint32_t end) {
-        fn(part.block()->wire(begin, end, part.prev_kv()));
-      });
-      skip = 0;
-      take -= here;
+    ForEachRun(skip, take, [&](const EventSelection& part, uint32_t begin, uint32_t end) {
+      fn(part.block()->wire(begin, end, part.prev_kv()));
+      return true;
     });
   }
 
@@ -178,27 +168,37 @@ class EventList {
   // returns true.
   template <typename Fn>
   void ForEachSize(size_t skip, Fn&& fn) const {
-    bool go = true;
-    ForEachPart([&](const EventSelection& part) {
-      const size_t n = part.count();
-      if (!go) return;
-      if (skip >= n) {
-        skip -= n;
-        return;
+    ForEachRun(skip, count_, [&](const EventSelection& part, uint32_t begin, uint32_t end) {
+      for (uint32_t i = begin; i < end; i++) {
+        if (!fn(part.block()->wire_size(i, part.prev_kv()))) return false;
       }
-      part.ForEachRun(skip, n - skip, [&](uint32_t begin, uint32_t end) {
-        for (uint32_t i = begin; go && i < end; i++) go = fn(part.block()->wire_size(i, part.prev_kv()));
-      });
-      skip = 0;
+      return true;
     });
   }
 
  private:
+  // Calls fn(part, begin, end) for the runs of events [skip, skip + take)
+  // across the parts, until fn returns false.
   template <typename Fn>
-  void ForEachPart(Fn&& fn) const {
+  void ForEachRun(size_t skip, size_t take, Fn&& fn) const {
+    bool go = true;
+    auto visit = [&](const EventSelection& part) {
+      const size_t n = part.count();
+      if (!go || take == 0) return;
+      if (skip >= n) {
+        skip -= n;
+        return;
+      }
+      const size_t here = std::min(take, n - skip);
+      part.ForEachRun(skip, here, [&](uint32_t begin, uint32_t end) {
+        if (go) go = fn(part, begin, end);
+      });
+      skip = 0;
+      take -= here;
+    };
     if (first_.empty()) return;
-    fn(first_);
-    for (const EventSelection& part : rest_) fn(part);
+    visit(first_);
+    for (const EventSelection& part : rest_) visit(part);
   }
 
   EventSelection first_;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <span>
 #include <utility>
 
 #include "common/check.h"
@@ -325,20 +326,10 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
         return a.first->hub_id < b.first->hub_id;
       });
     }
-    uint32_t indexes[64];
-    std::vector<uint32_t> many;
     for (size_t i = 0; i < matches_.size();) {
-      Watcher* w = matches_[i].first;
-      size_t j = i;
-      while (j < matches_.size() && matches_[j].first == w) j++;
-      const size_t n = j - i;
-      uint32_t* idx = indexes;
-      if (n > std::size(indexes)) {
-        many.resize(n);
-        idx = many.data();
-      }
-      for (size_t k = 0; k < n; k++) idx[k] = matches_[i + k].second;
-      DeliverLive(w, rev, block, idx, n, &ready);
+      size_t j = i + 1;
+      while (j < matches_.size() && matches_[j].first == matches_[i].first) j++;
+      DeliverLive(rev, block, std::span(matches_).subspan(i, j - i), &ready);
       i = j;
     }
     matches_.clear();
@@ -346,11 +337,13 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
   ready.Run();
 }
 
-void WatchHub::DeliverLive(Watcher* w, int64_t rev, const std::shared_ptr<const EventBlock>& block,
-                           const uint32_t* events, size_t n, ReadyList* ready) {
+void WatchHub::DeliverLive(int64_t rev, const std::shared_ptr<const EventBlock>& block,
+                           std::span<const std::pair<Watcher*, uint32_t>> matches,
+                           ReadyList* ready) {
+  Watcher* w = matches.front().first;
   EventSelection selected(block, w->prev_kv);
-  for (size_t k = 0; k < n; k++) {
-    if (w->Accepts(block->is_put(events[k]))) selected.Add(events[k]);
+  for (const auto& [unused, i] : matches) {
+    if (w->Accepts(block->is_put(i))) selected.Add(i);
   }
   if (selected.empty()) return;  // all filtered out: etcd sends nothing
   QueuedResponse r = NewResponse(w->watch_id, rev);

@@ -56,6 +56,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <vector>
 
 #include "common/status.h"
@@ -307,8 +308,9 @@ class WatchHub {
   void RemoveWatcher(Watcher* w, ReadyList* ready);
   void SendCompacted(Watcher* w, int64_t compact_rev, ReadyList* ready);
   void SendStreamProgress(WatchStream* s, ReadyList* ready);
-  void DeliverLive(Watcher* w, int64_t rev, const std::shared_ptr<const EventBlock>& block,
-                   const uint32_t* events, size_t n, ReadyList* ready);
+  // `matches`: one watcher's (watcher, event index) matches, in order.
+  void DeliverLive(int64_t rev, const std::shared_ptr<const EventBlock>& block,
+                   std::span<const std::pair<Watcher*, uint32_t>> matches, ReadyList* ready);
   // Steps 2 and 3 of the sync protocol; REQUIRES: sync_mu_ held, mu_ not held.
   size_t CatchUp(const std::vector<std::shared_ptr<Watcher>>& chosen, int64_t target,
                  size_t max_events, ReadyList* ready);
