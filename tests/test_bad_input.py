@@ -228,3 +228,20 @@ def test_compact_zero_once(cairn):
     assert rpc_error(kv.Compact, pb.CompactionRequest(revision=0)) == compacted
     cairn.restart()
     assert rpc_error(cairn.kv.Compact, pb.CompactionRequest(revision=0)) == compacted
+
+
+def test_watch_request_that_is_not_a_message(cairn):
+    """Bytes that do not parse as a WatchRequest end that stream with
+    INTERNAL and etcd's (grpc-go's) message; the server goes on serving."""
+    call = cairn.channel().stream_stream(
+        "/etcdserverpb.Watch/Watch",
+        request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    # Field 1 (create_request) claims 100 bytes but the message ends.
+    stream = call(iter([b"\x0a\x64\x0a"]), timeout=10)
+    with pytest.raises(grpc.RpcError) as e:
+        for _ in stream:
+            pass
+    assert e.value.code() == grpc.StatusCode.INTERNAL
+    assert e.value.details().startswith("grpc: failed to unmarshal the received message")
+    cairn.kv.Put(pb.PutRequest(key=b"after", value=b"ok"), timeout=10)
+    assert cairn.kv.Range(pb.RangeRequest(key=b"after"), timeout=10).kvs[0].value == b"ok"

@@ -47,9 +47,10 @@ class WatchReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc
     if (parsed) Handle(request);
     std::lock_guard<std::mutex> lock(mu_);
     if (!parsed) {
-      // What a typed gRPC server answers to bytes that are not the message.
+      // What etcd (grpc-go) answers to bytes that are not the message, less
+      // the Go decoder's own reason ("... unexpected EOF").
       finish_wanted_ = true;
-      finish_status_ = grpc::Status(grpc::StatusCode::INTERNAL, "grpc: error unmarshalling request");
+      finish_status_ = grpc::Status(grpc::StatusCode::INTERNAL, "grpc: failed to unmarshal the received message");
       FinishLocked();
       return;
     }
