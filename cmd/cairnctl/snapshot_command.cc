@@ -184,7 +184,11 @@ int RunRestore(const RestoreOptions& options) {
   // member and cluster ids; cairn picks new ones at its first start.
   Status s = storage::RestoreSnapshot(
       options.snapshot_path, db, [](storage::Column column, std::string_view key) {
-        return !(column == storage::Column::kMeta && (key == "cluster_id" || key == "member_id"));
+        // A restored member starts a new cluster: new ids, a new Raft log and
+        // a new member table.
+        return !(column == storage::Column::kMeta &&
+                 (key == "cluster_id" || key == "member_id" || key == "raft_log_base" ||
+                  key.starts_with("member/") || key.starts_with("removed/")));
       });
   if (!s.ok()) {
     undo();

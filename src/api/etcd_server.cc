@@ -33,6 +33,8 @@ Status EtcdServer::Start() {
   server::NodeOptions no;
   no.data_dir = config_.data_dir;
   no.name = config_.name;
+  no.peer_urls = config_.initial_advertise_peer_urls;
+  no.client_urls = config_.advertise_client_urls;
   node_ = std::make_unique<server::Node>(no);
 
   ctx_.node = node_.get();
@@ -53,8 +55,13 @@ Status EtcdServer::Start() {
   hooks.on_log_sync = [this](double sec) { metrics_->disk().wal_fsync_duration_seconds->Observe(sec); };
   hooks.on_apply_commit = [this](double sec, size_t entries) {
     metrics_->disk().backend_commit_duration_seconds->Observe(sec);
-    metrics_->server().proposals_committed_total->Increment(static_cast<double>(entries));
-    metrics_->server().proposals_applied_total->Increment(static_cast<double>(entries));
+    metrics_->server().proposals_committed_total->Set(static_cast<double>(node_->commit_index()));
+    metrics_->server().proposals_applied_total->Set(static_cast<double>(node_->applied_index()));
+  };
+  hooks.on_leader_change = [this](uint64_t leader, uint64_t) {
+    metrics_->server().has_leader->Set(leader != 0 ? 1 : 0);
+    metrics_->server().is_leader->Set(leader != 0 && leader == node_->ids().member_id ? 1 : 0);
+    if (leader != 0) metrics_->server().leader_changes_seen_total->Increment();
   };
   s = node_->Start(hooks);
   if (!s.ok()) return s;
@@ -64,9 +71,6 @@ Status EtcdServer::Start() {
   hub_ptr_ = hub_.get();
 
   metrics_->SetServerId(node_->ids().member_id);
-  metrics_->server().has_leader->Set(1);
-  metrics_->server().is_leader->Set(1);
-  metrics_->server().leader_changes_seen_total->Increment();
   metrics_->server().quota_backend_bytes->Set(static_cast<double>(ctx_.limits.quota_backend_bytes));
   metrics_->AddScrapeCallback([this] {
     metrics_->mvcc().db_total_size_in_bytes->Set(static_cast<double>(node_->engine()->TotalSizeBytes()));

@@ -76,11 +76,12 @@ grpc::ServerUnaryReactor* MaintenanceService::Status(grpc::CallbackServerContext
   response->set_version(ctx_->version);
   response->set_dbsize(static_cast<int64_t>(ctx_->node->engine()->TotalSizeBytes()));
   response->set_dbsizeinuse(static_cast<int64_t>(ctx_->node->engine()->LiveDataSizeBytes()));
-  response->set_leader(ctx_->node->ids().member_id);
-  response->set_raftindex(ctx_->node->applied_index());
+  response->set_leader(ctx_->node->leader_id());
+  response->set_raftindex(ctx_->node->commit_index());
   response->set_raftterm(ctx_->node->raft_term());
   response->set_raftappliedindex(ctx_->node->applied_index());
   response->set_islearner(false);
+  if (ctx_->node->leader_id() == 0) response->add_errors(errors::NoLeader().message());
   for (const auto& a : ctx_->node->applier()->Alarms()) {
     response->add_errors("memberID:" + std::to_string(a.memberid()) + " alarm:" + AlarmName(a.alarm()) + " ");
   }

@@ -10,6 +10,16 @@ using storage::Column;
 namespace {
 constexpr std::string_view kMetaAppliedIndex = "applied_index";
 constexpr std::string_view kMetaAlarms = "alarms";
+// Member table: kMemberPrefix + BE64(id) -> cairnpb.Member; removed ids are
+// kept (kRemovedPrefix + BE64(id)) so their messages can be refused for ever.
+constexpr std::string_view kMemberPrefix = "member/";
+constexpr std::string_view kRemovedPrefix = "removed/";
+
+std::string MemberKey(std::string_view prefix, uint64_t id) {
+  std::string k(prefix);
+  storage::PutFixed64BE(&k, id);
+  return k;
+}
 
 void SetError(cairnpb::InternalResponse* resp, const Status& s) {
   resp->set_error_code(static_cast<int>(s.code()));
@@ -47,7 +57,65 @@ Status Applier::Open() {
     std::lock_guard<std::mutex> lock(alarms_mu_);
     alarms_.assign(stored.alarms().begin(), stored.alarms().end());
   }
-  return Status::Ok();
+  auto it = engine_->NewIterator(Column::kMeta);
+  std::lock_guard<std::mutex> lock(members_mu_);
+  for (it->Seek(kMemberPrefix); it->Valid() && it->key().starts_with(kMemberPrefix); it->Next()) {
+    cairnpb::Member m;
+    if (!m.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return Status(Code::kDataLoss, "apply: malformed member record");
+    }
+    members_[m.id()] = std::move(m);
+  }
+  for (it->Seek(kRemovedPrefix); it->Valid() && it->key().starts_with(kRemovedPrefix); it->Next()) {
+    removed_.insert(storage::DecodeFixed64BE(it->key().substr(kRemovedPrefix.size())));
+  }
+  return it->status();
+}
+
+std::vector<cairnpb::Member> Applier::Members() const {
+  std::lock_guard<std::mutex> lock(members_mu_);
+  std::vector<cairnpb::Member> out;
+  for (const auto& [id, m] : members_) out.push_back(m);
+  return out;
+}
+
+bool Applier::IsRemoved(uint64_t id) const {
+  std::lock_guard<std::mutex> lock(members_mu_);
+  return removed_.count(id) != 0;
+}
+
+void Applier::ApplyMemberChange(storage::WriteBatch* batch, const cairnpb::MemberChange& change) {
+  const uint64_t id = change.member().id();
+  std::lock_guard<std::mutex> lock(members_mu_);
+  if (change.type() == cairnpb::MemberChange::REMOVE) {
+    members_.erase(id);
+    removed_.insert(id);
+    batch->Delete(Column::kMeta, MemberKey(kMemberPrefix, id));
+    batch->Put(Column::kMeta, MemberKey(kRemovedPrefix, id), "");
+    return;
+  }
+  cairnpb::Member m = change.member();
+  auto existing = members_.find(id);
+  // A promotion or demotion carries no member details: keep the known ones.
+  if (existing != members_.end() && m.name().empty() && m.peer_urls().empty()) {
+    m = existing->second;
+  }
+  m.set_is_learner(change.type() == cairnpb::MemberChange::ADD_LEARNER);
+  batch->Put(Column::kMeta, MemberKey(kMemberPrefix, id), m.SerializeAsString());
+  members_[id] = std::move(m);
+}
+
+void Applier::ApplyMemberAttributes(storage::WriteBatch* batch, const cairnpb::Member& attributes) {
+  std::lock_guard<std::mutex> lock(members_mu_);
+  if (removed_.count(attributes.id())) return;
+  cairnpb::Member& m = members_[attributes.id()];
+  m.set_id(attributes.id());
+  m.set_name(attributes.name());
+  *m.mutable_client_urls() = attributes.client_urls();
+  // A data dir of the single-member version has no member record: the
+  // member's own peer URLs fill it in.
+  if (m.peer_urls().empty()) *m.mutable_peer_urls() = attributes.peer_urls();
+  batch->Put(Column::kMeta, MemberKey(kMemberPrefix, m.id()), m.SerializeAsString());
 }
 
 std::vector<etcdserverpb::AlarmMember> Applier::Alarms() const {
@@ -61,17 +129,6 @@ bool Applier::NoSpaceAlarm() const {
     if (a.alarm() == etcdserverpb::NOSPACE) return true;
   }
   return false;
-}
-
-void Applier::RaiseAlarmInMemory(etcdserverpb::AlarmType alarm) {
-  std::lock_guard<std::mutex> lock(alarms_mu_);
-  for (const auto& a : alarms_) {
-    if (a.memberid() == member_id_ && a.alarm() == alarm) return;
-  }
-  etcdserverpb::AlarmMember m;
-  m.set_memberid(member_id_);
-  m.set_alarm(alarm);
-  alarms_.push_back(m);
 }
 
 void Applier::ApplyAlarm(storage::WriteBatch* batch, const etcdserverpb::AlarmRequest& r,
@@ -184,9 +241,14 @@ int64_t Applier::Stage(storage::WriteBatch* batch, int64_t* rev, uint64_t index,
       ApplyAlarm(batch, req.alarm(), resp->mutable_alarm());
       resp->mutable_alarm()->mutable_header();
       break;
-    default:
-      SetError(resp, Status(Code::kInvalidArgument, "cairn: empty internal request"));
+    case cairnpb::InternalRequest::kMemberChange:
+      ApplyMemberChange(batch, req.member_change());
       break;
+    case cairnpb::InternalRequest::kMemberAttributes:
+      ApplyMemberAttributes(batch, req.member_attributes());
+      break;
+    case cairnpb::InternalRequest::REQUEST_NOT_SET:
+      break;  // a new leader's empty entry: only the index moves
   }
 
   // A failed request leaves no change but its index: every failure is found

@@ -8,7 +8,9 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <mutex>
+#include <set>
 #include <vector>
 
 #include "cairnpb/internal.pb.h"
@@ -46,9 +48,11 @@ class Applier {
   // Alarms (thread-safe copy).
   std::vector<etcdserverpb::AlarmMember> Alarms() const;
   bool NoSpaceAlarm() const;
-  // Raises `alarm` for this member without the log (the disk is full, so the
-  // log cannot take it); it is not persisted. Thread-safe.
-  void RaiseAlarmInMemory(etcdserverpb::AlarmType alarm);
+
+  // The member table (thread-safe copies): members by id, and whether `id`
+  // was removed (its messages are refused for ever; ids are never reused).
+  std::vector<cairnpb::Member> Members() const;
+  bool IsRemoved(uint64_t id) const;
 
  private:
   // Stages one entry in `batch` as a WriteTxn beginning at `*rev`; advances
@@ -58,6 +62,8 @@ class Applier {
                 const cairnpb::InternalRequest& req, ApplyResult* out);
   void ApplyAlarm(storage::WriteBatch* batch, const etcdserverpb::AlarmRequest& r,
                   etcdserverpb::AlarmResponse* resp);
+  void ApplyMemberChange(storage::WriteBatch* batch, const cairnpb::MemberChange& change);
+  void ApplyMemberAttributes(storage::WriteBatch* batch, const cairnpb::Member& attributes);
 
   storage::Engine* engine_;
   mvcc::KvStore* kv_;
@@ -66,6 +72,9 @@ class Applier {
   uint64_t applied_index_ = 0;
   mutable std::mutex alarms_mu_;
   std::vector<etcdserverpb::AlarmMember> alarms_;  // GUARDED_BY(alarms_mu_)
+  mutable std::mutex members_mu_;
+  std::map<uint64_t, cairnpb::Member> members_;   // GUARDED_BY(members_mu_)
+  std::set<uint64_t> removed_;                     // GUARDED_BY(members_mu_)
 };
 
 }  // namespace cairn::apply

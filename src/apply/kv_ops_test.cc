@@ -889,9 +889,6 @@ TEST_F(ApplierTest, AFailedRequestLeavesNoChangeButItsIndex) {
     EXPECT_EQ(r.revision, 2);
     EXPECT_EQ(applier_->applied_index(), ++index);
   }
-  auto empty = Apply(cairnpb::InternalRequest());
-  EXPECT_EQ(empty.response.error_code(), static_cast<int>(Code::kInvalidArgument));
-  ++index;
   EXPECT_EQ(kv_->CurrentRevision(), 2);
   EXPECT_EQ(RangeKeys(MakeRange(kFromKey, kFromKey)), Strings{"a"});
   Restart();
@@ -944,14 +941,41 @@ TEST_F(ApplierTest, NoSpaceAlarmBlocksPutsButNotDeletes) {
   EXPECT_FALSE(applier_->NoSpaceAlarm());
 }
 
-TEST_F(ApplierTest, InMemoryAlarmIsNotPersisted) {
-  applier_->RaiseAlarmInMemory(etcdserverpb::NOSPACE);
-  applier_->RaiseAlarmInMemory(etcdserverpb::NOSPACE);  // once only
-  EXPECT_EQ(applier_->Alarms().size(), 1u);
-  EXPECT_EQ(ErrorOf(Apply(PutReq("c", "1"))), errors::NoSpace());
-  EXPECT_EQ(Apply(DeleteReq("c")).response.error_code(), 0);
+TEST_F(ApplierTest, EmptyEntryOnlyMovesTheAppliedIndex) {
+  Apply(PutReq("a", "1"));
+  const int64_t rev = kv_->CurrentRevision();
+  const uint64_t index = applier_->applied_index();
+  auto r = Apply(cairnpb::InternalRequest());  // a new leader's no-op
+  EXPECT_EQ(r.response.error_code(), 0);
+  EXPECT_TRUE(r.events.empty());
+  EXPECT_EQ(kv_->CurrentRevision(), rev);
+  EXPECT_EQ(applier_->applied_index(), index + 1);
+}
+
+TEST_F(ApplierTest, MemberChangesKeepTheMemberTable) {
+  cairnpb::InternalRequest add;
+  add.mutable_member_change()->set_type(cairnpb::MemberChange::ADD_LEARNER);
+  add.mutable_member_change()->mutable_member()->set_id(7);
+  add.mutable_member_change()->mutable_member()->set_name("m7");
+  add.mutable_member_change()->mutable_member()->add_peer_urls("http://h7:2380");
+  EXPECT_EQ(Apply(add).response.error_code(), 0);
+  cairnpb::InternalRequest promote;
+  promote.mutable_member_change()->set_type(cairnpb::MemberChange::ADD_VOTER);
+  promote.mutable_member_change()->mutable_member()->set_id(7);
+  Apply(promote);
   Restart();
-  EXPECT_FALSE(applier_->NoSpaceAlarm());
+  auto members = applier_->Members();
+  ASSERT_EQ(members.size(), 1u);
+  EXPECT_EQ(members[0].name(), "m7");  // kept through the promotion
+  EXPECT_FALSE(members[0].is_learner());
+  cairnpb::InternalRequest remove;
+  remove.mutable_member_change()->set_type(cairnpb::MemberChange::REMOVE);
+  remove.mutable_member_change()->mutable_member()->set_id(7);
+  Apply(remove);
+  Restart();
+  EXPECT_TRUE(applier_->Members().empty());
+  EXPECT_TRUE(applier_->IsRemoved(7));
+  EXPECT_FALSE(applier_->IsRemoved(8));
 }
 
 TEST_F(ApplierTest, LeaseRevokeDeletesAttachedKeysInOneRevision) {

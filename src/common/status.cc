@@ -35,6 +35,9 @@ Status AuthNotEnabled() {
 Status MemberNotFound() { return {Code::kNotFound, "etcdserver: member not found"}; }
 Status Stopped() { return {Code::kUnavailable, "etcdserver: server stopped"}; }
 Status Timeout() { return {Code::kUnavailable, "etcdserver: request timed out"}; }
+Status LeaderChanged() { return {Code::kUnavailable, "etcdserver: leader changed"}; }
+Status NoLeader() { return {Code::kUnavailable, "etcdserver: no leader"}; }
+Status NotLeader() { return {Code::kFailedPrecondition, "etcdserver: not leader"}; }
 Status TooManyRequests() { return {Code::kResourceExhausted, "etcdserver: too many requests"}; }
 Status Corrupt() { return {Code::kDataLoss, "etcdserver: corrupt cluster"}; }
 Status NotCapable() { return {Code::kUnavailable, "etcdserver: not capable"}; }

@@ -2,12 +2,14 @@
 
 #include <chrono>
 #include <filesystem>
+#include <future>
 #include <random>
 
 #include <sys/statvfs.h>
 
 #include "common/check.h"
 #include "common/logging.h"
+#include "server/member_id.h"
 
 namespace cairn::server {
 
@@ -19,15 +21,16 @@ constexpr std::string_view kMetaFormat = "format";
 constexpr std::string_view kFormatV1 = "cairn-v1";
 constexpr std::string_view kMetaClusterId = "cluster_id";
 constexpr std::string_view kMetaMemberId = "member_id";
+// The Raft log's base (LogBase::Encode): absent in data dirs of the
+// single-member version, whose log entries are plain requests.
+constexpr std::string_view kMetaLogBase = "raft_log_base";
+// etcd's request timeout: 5 s plus two election timeouts.
+constexpr int64_t kRequestTimeoutBaseMs = 5000;
 
 std::string LogKey(uint64_t index) {
   std::string k;
   storage::PutFixed64BE(&k, index);
   return k;
-}
-
-double SecondsSince(std::chrono::steady_clock::time_point t) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
 uint64_t RandomId() {
@@ -37,8 +40,16 @@ uint64_t RandomId() {
 }
 }  // namespace
 
-Node::Node(NodeOptions options)
-    : options_(std::move(options)), queue_(options_.max_pending_proposals) {}
+// A member without peers: nothing to send. (The peer transport comes with
+// the multi-member cluster.)
+class Node::NoPeers final : public Transport {
+ public:
+  void Send(std::vector<raft::Message> messages) override {
+    for (const auto& m : messages) CAIRN_LOG(kWarn) << "raft: no transport for " << m.ToString();
+  }
+};
+
+Node::Node(NodeOptions options) : options_(std::move(options)) {}
 
 Node::~Node() { Stop(); }
 
@@ -79,8 +90,8 @@ Status Node::OpenStorage() {
     storage::WriteBatch init(engine_.get());
     init.Put(Column::kMeta, kMetaFormat, kFormatV1);
     std::string id;
-    ids_.cluster_id = RandomId();
-    ids_.member_id = RandomId();
+    ids_.member_id = ComputeMemberId(options_.peer_urls, options_.initial_cluster_token);
+    ids_.cluster_id = ComputeClusterId({ids_.member_id});
     storage::PutFixed64BE(&id, ids_.cluster_id);
     init.Put(Column::kMeta, kMetaClusterId, id);
     id.clear();
@@ -178,69 +189,168 @@ Status Node::OpenLog() {
   if (!prepared.ok()) {
     CAIRN_LOG(kWarn) << "log: cannot prepare a segment: " << prepared.message();
   }
+  LogBase base;
+  std::string v;
+  auto found = engine_->Get(Column::kMeta, kMetaLogBase, &v);
+  if (!found.ok()) return found.status();
+  Status s;
+  if (*found) {
+    auto decoded = LogBase::Decode(v);
+    if (!decoded.ok()) return decoded.status();
+    base = std::move(*decoded);
+  } else if (applier_->applied_index() == 0 && wal_->empty() && !legacy_log_found_) {
+    s = Bootstrap(&base);
+  } else {
+    s = ConvertPreRaftLog(&base);
+  }
+  if (!s.ok()) return s;
+  auto store = LogStore::Open(wal_.get(), base, [this](const LogBase& b) {
+    storage::WriteBatch batch(engine_.get());
+    batch.Put(Column::kMeta, kMetaLogBase, b.Encode());
+    return engine_->Write(batch, /*sync=*/true);
+  });
+  if (!store.ok()) return store.status();
+  log_store_ = std::move(*store);
   const uint64_t applied = applier_->applied_index();
-  if (wal_->empty() || legacy_log_found_) {
-    // A new data dir, a restored snapshot or an old data dir (whose log
-    // files, if any, predate what the old version wrote to the column): the
-    // log starts right after what the database holds.
-    if (!wal_->empty() || wal_->first_index() != applied + 1) {
-      Status s = wal_->Reset(applied + 1);
-      if (!s.ok()) return s;
-    }
-  } else if (wal_->first_index() > applied + 1) {
-    return Status(Code::kDataLoss, "the log in " + dir + " starts at index " +
-                                       std::to_string(wal_->first_index()) +
-                                       " but the database has applied only " + std::to_string(applied) +
-                                       ": the entries in between are missing");
-  } else if (wal_->last_index() < applied) {
+  if (log_store_->LastIndex() < applied) {
     return Status(Code::kDataLoss, "the log in " + dir + " ends at index " +
-                                       std::to_string(wal_->last_index()) + " but the database has applied " +
+                                       std::to_string(log_store_->LastIndex()) + " but the database has applied " +
                                        std::to_string(applied) + ": the log lost acknowledged entries");
   }
-  last_log_index_ = wal_->last_index();
+  if (applied < base.index) {
+    return Status(Code::kDataLoss, "the database has applied index " + std::to_string(applied) +
+                                       " but the log starts after index " + std::to_string(base.index) +
+                                       ": the entries in between are missing");
+  }
+  // The commit index rides the next sync; an applied entry was committed, so
+  // the core may start from there (it refuses a commit below `applied`).
+  const wal::HardState& hs = wal_->hard_state();
+  if (hs.commit < applied) {
+    s = wal_->SetHardState(wal::HardState{hs.term, hs.vote, applied});
+    if (s.ok()) s = wal_->Sync();
+    if (!s.ok()) return s;
+  }
   return Status::Ok();
 }
 
-Status Node::Replay() {
-  // Entries past the applied index were acknowledged by the log but their
-  // effects may be lost with the un-synced apply write: apply them again.
-  uint64_t replayed = 0;
-  while (applier_->applied_index() < last_log_index_) {
-    auto entries = wal_->ReadFrom(applier_->applied_index() + 1, 4 << 20);
-    if (!entries.ok()) return entries.status();
-    if (entries->empty()) {
-      return Status(Code::kDataLoss,
-                    "log entry " + std::to_string(applier_->applied_index() + 1) + " is missing");
+Status Node::Bootstrap(LogBase* base) {
+  // A founding member writes the initial membership as committed entries of
+  // term 1, as every founder does (MemoryStorage::Bootstrap).
+  *base = LogBase{};
+  storage::WriteBatch batch(engine_.get());
+  batch.Put(Column::kMeta, kMetaLogBase, base->Encode());
+  Status s = engine_->Write(batch, /*sync=*/true);
+  if (!s.ok()) return s;
+  cairnpb::Member self;
+  self.set_id(ids_.member_id);
+  self.set_name(options_.name);
+  for (const auto& u : options_.peer_urls) self.add_peer_urls(u);
+  for (const auto& u : options_.client_urls) self.add_client_urls(u);
+  raft::Entry first;
+  first.index = 1;
+  first.term = 1;
+  first.type = raft::EntryType::kConfChange;
+  first.data = raft::EncodeConfChange(
+      raft::ConfChange{raft::ConfChangeType::kAddVoter, ids_.member_id, self.SerializeAsString()});
+  s = wal_->Append(std::vector<wal::Entry>{ToWal(first)});
+  if (s.ok()) s = wal_->SetHardState(wal::HardState{1, 0, 1});
+  if (s.ok()) s = wal_->Sync();
+  return s;
+}
+
+Status Node::ConvertPreRaftLog(LogBase* base) {
+  const std::string& dir = wal_->dir();
+  if (!wal_->empty() && !legacy_log_found_) {
+    // Entries past the applied index were acknowledged but their effects may
+    // be lost with the un-synced apply write: apply them again first.
+    const uint64_t applied = applier_->applied_index();
+    if (wal_->first_index() > applied + 1) {
+      return Status(Code::kDataLoss, "the log in " + dir + " starts at index " +
+                                         std::to_string(wal_->first_index()) +
+                                         " but the database has applied only " + std::to_string(applied) +
+                                         ": the entries in between are missing");
     }
-    for (const wal::Entry& e : *entries) {
-      cairnpb::InternalRequest req;
-      if (!req.ParseFromString(e.data)) {
-        return Status(Code::kDataLoss, "corrupt request in log entry " + std::to_string(e.index));
+    if (wal_->last_index() < applied) {
+      return Status(Code::kDataLoss, "the log in " + dir + " ends at index " +
+                                         std::to_string(wal_->last_index()) + " but the database has applied " +
+                                         std::to_string(applied) + ": the log lost acknowledged entries");
+    }
+    uint64_t replayed = 0;
+    while (applier_->applied_index() < wal_->last_index()) {
+      auto entries = wal_->ReadFrom(applier_->applied_index() + 1, 4 << 20);
+      if (!entries.ok()) return entries.status();
+      if (entries->empty()) {
+        return Status(Code::kDataLoss,
+                      "log entry " + std::to_string(applier_->applied_index() + 1) + " is missing");
       }
-      applier_->Apply(e.index, req);
-      replayed++;
+      for (const wal::Entry& e : *entries) {
+        cairnpb::InternalRequest req;
+        if (!req.ParseFromString(e.data)) {
+          return Status(Code::kDataLoss, "corrupt request in log entry " + std::to_string(e.index));
+        }
+        applier_->Apply(e.index, req);
+        replayed++;
+      }
     }
+    if (replayed) CAIRN_LOG(kInfo) << "replayed " << replayed << " log entries";
   }
-  applied_index_ = applier_->applied_index();
-  if (replayed) {
-    CAIRN_LOG(kInfo) << "replayed " << replayed << " log entries";
+  // The log starts over right after what the database holds, as a one-member
+  // Raft log whose base is the applied index. The base is written (synced,
+  // with everything applied) before the old entries go.
+  const uint64_t applied = applier_->applied_index();
+  base->index = applied;
+  base->term = 1;
+  base->conf_state = raft::ConfState{{ids_.member_id}, {}};
+  storage::WriteBatch batch(engine_.get());
+  batch.Put(Column::kMeta, kMetaLogBase, base->Encode());
+  Status s = engine_->Write(batch, /*sync=*/true);
+  if (!s.ok()) return s;
+  if (!wal_->empty() || wal_->first_index() != applied + 1) {
+    s = wal_->Reset(applied + 1);
+    if (!s.ok()) return s;
   }
-  return Status::Ok();
+  s = wal_->SetHardState(wal::HardState{1, 0, applied});
+  if (s.ok()) s = wal_->Sync();
+  if (s.ok()) CAIRN_LOG(kInfo) << "log: starting the Raft log after applied index " << applied;
+  return s;
 }
 
-void Node::ReleaseLog() {
-  const uint64_t applied = applied_index_.load();
-  if (applied <= options_.log_retention_entries) return;
-  const uint64_t keep_from = applied - options_.log_retention_entries;
-  if (!wal_->CanReleaseBefore(keep_from)) return;
-  // The apply writes are not synced: entries may leave the log only once
-  // their effects are durable. One RocksDB WAL sync per released segment.
-  Status s = engine_->SyncWal();
-  if (!s.ok()) {
-    CAIRN_LOG(kWarn) << "log: keeping old segments, the database sync failed: " << s.message();
-    return;
-  }
-  wal_->ReleaseBefore(keep_from);
+Status Node::StartRaft() {
+  ApplyWorkerHooks ah;
+  ah.on_events = hooks_.on_events;
+  ah.on_apply_commit = hooks_.on_apply_commit;
+  apply_ = std::make_unique<ApplyWorker>(applier_.get(), &waiters_, std::move(ah));
+
+  RaftHostOptions ro;
+  ro.raft.id = ids_.member_id;
+  ro.raft.applied = applier_->applied_index();
+  ro.tick_interval_ms = options_.heartbeat_interval_ms;
+  ro.raft.heartbeat_interval_ticks = 1;
+  ro.raft.election_timeout_ticks =
+      static_cast<int>(std::max<int64_t>(2, options_.election_timeout_ms / options_.heartbeat_interval_ms));
+  ro.max_inbox = options_.max_pending_proposals;
+  ro.max_parked_proposals = options_.max_pending_proposals;
+  ro.max_batch_entries = options_.max_batch_entries;
+  ro.log_retention_entries = options_.log_retention_entries;
+  RaftHostHooks rh;
+  rh.apply = [this](std::vector<raft::Entry> entries) { return apply_->Push(std::move(entries)); };
+  rh.applied_index = [this] { return apply_->applied_index(); };
+  rh.sync_applied = [this] { return engine_->SyncWal(); };
+  rh.accepted = [this](uint64_t id, uint64_t term, uint64_t index) { waiters_.SetPosition(id, term, index); };
+  rh.refused = [this](uint64_t id, const Status& s) { waiters_.Fail(id, s); };
+  rh.on_tick = [this](int64_t now) { waiters_.ExpireBefore(now); };
+  rh.on_log_sync = hooks_.on_log_sync;
+  rh.on_leader_change = hooks_.on_leader_change;
+  rh.on_log_full = [this](const Status& s) {
+    if (!log_full_.exchange(true)) {
+      CAIRN_LOG(kError) << "log append failed, disk full: " << s.message()
+                        << "; refusing writes (NOSPACE) until there is room";
+    }
+  };
+  transport_ = std::make_unique<NoPeers>();
+  raft_ = std::make_unique<RaftHost>(ro, log_store_.get(), transport_.get(), &clock_, std::move(rh));
+  apply_->Start();
+  return raft_->Start();
 }
 
 Status Node::Start(NodeHooks hooks) {
@@ -251,15 +361,22 @@ Status Node::Start(NodeHooks hooks) {
   if (!s.ok()) return s;
   s = OpenLog();
   if (!s.ok()) return s;
-  s = Replay();
-  if (!s.ok()) return s;
   lease_id_counter_ = (ids_.member_id & 0x7fff000000000000ULL) ^
                       (static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count()) & 0xffffffffffffULL);
-  apply_thread_ = std::thread([this] { ApplyLoop(); });
+  // etcd's idutil: the member id's low 16 bits, then the time in ms, then a
+  // counter: unique across restarts of this member.
+  const uint64_t now_ms = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count());
+  request_id_counter_ = ((ids_.member_id & 0xffff) << 48) | ((now_ms & 0xffffffffffULL) << 8);
+  s = StartRaft();
+  if (!s.ok()) return s;
+  s = Publish();
+  if (!s.ok()) return s;
   AddPeriodic("lease-expiry", options_.lease_check_interval_ms, [this] { LeaseLoop(); });
   CheckDisk();
   AddPeriodic("disk-space", 100, [this] { CheckDisk(); });
-  // Prepares the next log segment (64 MiB of zeros) off the apply thread,
+  // Prepares the next log segment (64 MiB of zeros) off the raft thread,
   // and recycles released ones.
   AddPeriodic("log-segments", 100, [this, last_error = std::string()]() mutable {
     Status m = wal_->Maintain();
@@ -267,14 +384,42 @@ Status Node::Start(NodeHooks hooks) {
       CAIRN_LOG(kWarn) << "log: cannot prepare a segment: " << m.message();
     }
     last_error = m.ok() ? std::string() : m.message();
+    if (m.ok() && wal_->spare_count() > 0) log_full_ = false;
   });
   return Status::Ok();
 }
 
+Status Node::Publish() {
+  cairnpb::Member self;
+  self.set_id(ids_.member_id);
+  self.set_name(options_.name);
+  for (const auto& u : options_.client_urls) self.add_client_urls(u);
+  for (const auto& u : options_.peer_urls) self.add_peer_urls(u);
+  const auto started = std::chrono::steady_clock::now();
+  while (!stopping_.load()) {
+    cairnpb::InternalRequest req;
+    *req.mutable_member_attributes() = self;
+    auto done = std::make_shared<std::promise<cairnpb::InternalResponse>>();
+    Propose(std::move(req), [done](const cairnpb::InternalResponse& r) { done->set_value(r); });
+    cairnpb::InternalResponse r = done->get_future().get();
+    if (r.error_code() == 0) {
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      if (seconds > 1) CAIRN_LOG(kInfo) << "published this member's attributes after " << seconds << " s";
+      return Status::Ok();
+    }
+    CAIRN_LOG(kWarn) << "cannot publish this member's attributes yet (" << r.error_message() << "); retrying";
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return errors::Stopped();
+}
+
 void Node::Stop() {
   if (stopping_.exchange(true)) return;
-  queue_.Close();
-  if (apply_thread_.joinable()) apply_thread_.join();
+  // The apply worker first: the raft thread may be waiting for room in its
+  // queue. Committed entries it did not apply are applied after a restart.
+  if (apply_) apply_->Stop();
+  if (raft_) raft_->Stop();
+  waiters_.FailAll(errors::Stopped());
   for (auto& t : periodic_threads_) {
     if (t.joinable()) t.join();
   }
@@ -301,13 +446,22 @@ void Node::AddPeriodic(std::string name, int64_t interval_ms, std::function<void
 }
 
 void Node::Propose(cairnpb::InternalRequest request, Callback done) {
-  Proposal p{std::move(request), std::move(done)};
-  if (stopping_.load() || !queue_.TryPush(p)) {
-    cairnpb::InternalResponse resp;
-    Status s = stopping_.load() ? errors::Stopped() : errors::TooManyRequests();
-    resp.set_error_code(static_cast<int>(s.code()));
-    resp.set_error_message(s.message());
-    p.done(resp);
+  if (stopping_.load() || !raft_) {
+    done(Waiters::ErrorResponse(errors::Stopped()));
+    return;
+  }
+  // etcd refuses proposals while the apply side is far behind the log.
+  if (raft_->commit_index() > apply_->applied_index() + options_.max_apply_gap) {
+    done(Waiters::ErrorResponse(errors::TooManyRequests()));
+    return;
+  }
+  const uint64_t id = ++request_id_counter_;
+  request.set_id(id);
+  RaftHost::Proposal p{id, request.SerializeAsString()};
+  const int64_t timeout_ms = kRequestTimeoutBaseMs + 2 * options_.election_timeout_ms;
+  waiters_.Add(id, clock_.NowMs() + timeout_ms, std::move(done));
+  if (!raft_->Propose(std::move(p))) {
+    waiters_.Fail(id, stopping_.load() ? errors::Stopped() : errors::TooManyRequests());
   }
 }
 
@@ -330,83 +484,12 @@ void Node::CheckDisk() {
 }
 
 void Node::LeaseLoop() {
+  // Only the leader expires leases (etcd's primary lessor).
+  if (!raft_->is_leader()) return;
   for (int64_t id : lessor_->Expired(1000)) {
     cairnpb::InternalRequest req;
     req.mutable_lease_revoke()->set_id(id);
     Propose(std::move(req), [](const cairnpb::InternalResponse&) {});
-  }
-}
-
-void Node::ApplyLoop() {
-  std::vector<Proposal> batch;
-  std::vector<wal::Entry> entries;  // kept across batches: reuses the buffers
-  while (true) {
-    batch.clear();
-    if (!queue_.PopBatch(&batch, options_.max_batch_entries, std::chrono::milliseconds(100))) break;
-    if (batch.empty()) continue;
-
-    // 1. Append the whole batch to the log and make it durable with one
-    // fdatasync.
-    entries.resize(batch.size());
-    std::vector<uint64_t> indexes;
-    indexes.reserve(batch.size());
-    for (size_t i = 0; i < batch.size(); i++) {
-      entries[i].index = last_log_index_ + 1 + i;
-      entries[i].term = raft_term();
-      batch[i].request.SerializeToString(&entries[i].data);
-      indexes.push_back(entries[i].index);
-    }
-    Status s = wal_->Append(entries);
-    if (!s.ok() && s.code() == Code::kResourceExhausted) {
-      // The disk is full and the log needs a new segment: nothing of the
-      // batch is in the log, so nothing was applied. Refuse the batch as
-      // etcd refuses writes over quota, and raise NOSPACE so clients and
-      // monitoring see why.
-      CAIRN_LOG(kError) << "log append failed, disk full: " << s.message();
-      applier_->RaiseAlarmInMemory(etcdserverpb::NOSPACE);
-      cairnpb::InternalResponse resp;
-      resp.set_error_code(static_cast<int>(errors::NoSpace().code()));
-      resp.set_error_message(errors::NoSpace().message());
-      for (auto& p : batch) p.done(resp);
-      continue;
-    }
-    CHECK(s.ok()) << "log append failed: " << s.ToString();
-    auto t0 = std::chrono::steady_clock::now();
-    s = wal_->Sync();
-    // A failed fdatasync leaves the file's state unknown (the kernel may have
-    // dropped the dirty pages): stop, and let recovery read what is there.
-    CHECK(s.ok()) << "log sync failed: " << s.ToString();
-    if (hooks_.on_log_sync) hooks_.on_log_sync(SecondsSince(t0));
-    last_log_index_ = indexes.back();
-
-    // 2. Apply in index order with one atomic write, then per entry:
-    // publish its events, answer.
-    std::vector<const cairnpb::InternalRequest*> requests;
-    requests.reserve(batch.size());
-    for (auto& p : batch) requests.push_back(&p.request);
-    auto t1 = std::chrono::steady_clock::now();
-    bool timed = false;
-    applier_->ApplyBatch(indexes.front(), requests, [&](size_t i, apply::ApplyResult& r) {
-      if (!timed && hooks_.on_apply_commit) {
-        hooks_.on_apply_commit(SecondsSince(t1), batch.size());
-        timed = true;
-      }
-      applied_index_ = indexes[i];
-      if (!r.events.empty() && hooks_.on_events) hooks_.on_events(r.revision, r.events);
-      batch[i].done(r.response);
-    });
-    ReleaseLog();
-  }
-  // Drain: whatever is left is refused.
-  batch.clear();
-  while (queue_.PopBatch(&batch, 1024, std::chrono::milliseconds(0)) && !batch.empty()) {
-    for (auto& p : batch) {
-      cairnpb::InternalResponse resp;
-      resp.set_error_code(static_cast<int>(Code::kUnavailable));
-      resp.set_error_message(errors::Stopped().message());
-      p.done(resp);
-    }
-    batch.clear();
   }
 }
 

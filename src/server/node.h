@@ -1,22 +1,23 @@
-// Node: owns a member's threads and its one mutation path.
+// Node: owns a member's threads and its one mutation path, which runs
+// through the Raft core even on a single member (no second code path).
 //
-// Every change is a cairnpb::InternalRequest. Propose() puts it in a bounded
-// queue; the apply thread takes a batch of proposals, appends them to the
-// write-ahead log (src/wal/, in <data-dir>/wal) and makes them durable with
-// ONE fdatasync (group commit), then applies each entry in index order
-// through the Applier and only then completes the proposal's callback. Raft
-// (a later issue) replaces the log step and nothing else.
+//   Propose() -> waiter (keyed by the request id carried in the entry)
+//             -> RaftHost inbox (bounded) -> raft thread: batch, append to
+//                the log (src/wal/, one fdatasync per Ready), replicate
+//             -> committed entries -> ApplyWorker queue (bounded)
+//             -> apply thread: apply, publish watch events, complete waiter.
 //
 // Ordering that matters: log write (fdatasync) -> apply -> publish events to
 // watchers -> answer the client. So an answered write is durable, visible to
 // any later read, and its watch events are queued before the answer leaves.
 // The apply writes to RocksDB (the data and the applied index, atomically)
-// are not synced: a restart re-applies the log past the applied index, and
-// log segments are released only after a RocksDB WAL sync has made
-// everything applied before them durable.
+// are not synced: after a restart the core hands out again the committed
+// entries past the applied index, and log entries are dropped only after a
+// RocksDB WAL sync has made everything applied before them durable.
 //
 // Threads: Propose() and the accessors are thread-safe. Callbacks run on the
-// apply thread and must not block.
+// apply thread (applied), the raft thread (refused, timed out) or the
+// caller's (refused at once), and must not block.
 #pragma once
 
 #include <atomic>
@@ -34,6 +35,10 @@
 #include "lease/lessor.h"
 #include "mvcc/kv_store.h"
 #include "storage/engine.h"
+#include "server/apply_worker.h"
+#include "server/log_store.h"
+#include "server/raft_host.h"
+#include "server/waiters.h"
 #include "wal/wal.h"
 
 namespace cairn::server {
@@ -41,9 +46,20 @@ namespace cairn::server {
 struct NodeOptions {
   std::string data_dir;
   std::string name = "default";
+  // This member's advertised URLs and the cluster token: a new data dir's
+  // member id is computed from them as etcd computes it.
+  std::vector<std::string> peer_urls = {"http://localhost:2380"};
+  std::vector<std::string> client_urls = {"http://localhost:2379"};
+  std::string initial_cluster_token = "etcd-cluster";
+  // etcd's --heartbeat-interval (one Raft tick) and --election-timeout.
+  int64_t heartbeat_interval_ms = 100;
+  int64_t election_timeout_ms = 1000;
+  // Proposals are refused ("too many requests") while the committed index is
+  // this far ahead of the applied one (etcd: 5000).
+  uint64_t max_apply_gap = 5000;
   // Proposals waiting for the log; more are refused with "too many requests".
   size_t max_pending_proposals = 16384;
-  // Most entries appended by one synced log write.
+  // Most proposals appended as one batch.
   size_t max_batch_entries = 1024;
   // Log entries kept behind the applied index (for a later Raft follower);
   // whole segments are released, so up to a segment more stays.
@@ -73,6 +89,8 @@ struct NodeHooks {
   // commit of a batch of `entries`, in seconds.
   std::function<void(double seconds)> on_log_sync;
   std::function<void(double seconds, size_t entries)> on_apply_commit;
+  // The known leader or the term changed (raft thread).
+  std::function<void(uint64_t leader, uint64_t term)> on_leader_change;
 };
 
 class Node {
@@ -82,13 +100,16 @@ class Node {
   explicit Node(NodeOptions options);
   ~Node();
 
-  // Opens (or creates) the data dir, replays un-applied log entries and
-  // starts the threads. Refuses a folder that is not cairn's.
+  // Opens (or creates) the data dir, starts the threads and publishes this
+  // member's attributes through the log; returns once that entry is applied,
+  // so everything committed before the start is applied and the member may
+  // serve reads. Refuses a folder that is not cairn's.
   Status Start(NodeHooks hooks);
   void Stop();
 
-  // Queues `request`; `done` runs exactly once, on the apply thread, with the
-  // applied response or an error (queue full, stopping, too large).
+  // Proposes `request`; `done` runs exactly once with the applied response or
+  // an error (too many requests, no leader, timed out, leader changed,
+  // stopping).
   void Propose(cairnpb::InternalRequest request, Callback done);
 
   mvcc::KvStore* kv() const { return kv_.get(); }
@@ -96,13 +117,16 @@ class Node {
   storage::Engine* engine() const { return engine_.get(); }
   apply::Applier* applier() const { return applier_.get(); }
   const NodeIds& ids() const { return ids_; }
-  uint64_t applied_index() const { return applied_index_.load(); }
-  uint64_t raft_term() const { return 2; }
-  size_t pending_proposals() const { return queue_.size(); }
+  uint64_t applied_index() const { return apply_ ? apply_->applied_index() : 0; }
+  uint64_t commit_index() const { return raft_ ? raft_->commit_index() : 0; }
+  uint64_t raft_term() const { return raft_ ? raft_->term() : 0; }
+  uint64_t leader_id() const { return raft_ ? raft_->leader() : 0; }
+  bool is_leader() const { return raft_ && raft_->is_leader(); }
+  size_t pending_proposals() const { return waiters_.size(); }
   int64_t NextLeaseId();
   // True when the data dir's file system is inside its reserve (refreshed
   // every 100 ms).
-  bool DiskLow() const { return disk_low_.load(); }
+  bool DiskLow() const { return disk_low_.load() || log_full_.load(); }
   // The database's size (Engine::TotalSizeBytes), refreshed every 100 ms and
   // after each applied batch's commit: cheap enough to check on every write.
   uint64_t DbSizeBytes() const { return db_size_bytes_.load(); }
@@ -111,17 +135,18 @@ class Node {
   void AddPeriodic(std::string name, int64_t interval_ms, std::function<void()> fn);
 
  private:
-  struct Proposal {
-    cairnpb::InternalRequest request;
-    Callback done;
-  };
+  class NoPeers;
   Status OpenStorage();
   Status ReplayLegacyLog();
   Status OpenLog();
-  Status Replay();
-  void ReleaseLog();
-  void ApplyLoop();
+  // A data dir of the single-member version: its log holds plain requests.
+  Status ConvertPreRaftLog(LogBase* base);
+  Status Bootstrap(LogBase* base);
+  Status StartRaft();
+  // Proposes this member's attributes until they are applied.
+  Status Publish();
   void LeaseLoop();
+  void CheckDisk();
 
   NodeOptions options_;
   NodeHooks hooks_;
@@ -131,17 +156,19 @@ class Node {
   std::unique_ptr<mvcc::KvStore> kv_;
   std::unique_ptr<lease::Lessor> lessor_;
   std::unique_ptr<apply::Applier> applier_;
-  std::unique_ptr<wal::Wal> wal_;  // apply thread after Start; Maintain() on log-segments
-  BoundedQueue<Proposal> queue_;
-  uint64_t last_log_index_ = 0;  // apply thread only after Start
+  std::unique_ptr<wal::Wal> wal_;  // raft thread after Start; Maintain() on log-segments
+  std::unique_ptr<LogStore> log_store_;
+  std::unique_ptr<Transport> transport_;
+  Waiters waiters_;
+  std::unique_ptr<ApplyWorker> apply_;
+  std::unique_ptr<RaftHost> raft_;
   bool legacy_log_found_ = false;  // the data dir had entries in column kLog
-  std::atomic<uint64_t> applied_index_{0};
   std::atomic<uint64_t> lease_id_counter_{0};
-  void CheckDisk();
+  std::atomic<uint64_t> request_id_counter_{0};
   std::atomic<bool> disk_low_{false};
+  std::atomic<bool> log_full_{false};  // the log could not take a batch
   std::atomic<uint64_t> db_size_bytes_{0};
   std::atomic<bool> stopping_{false};
-  std::thread apply_thread_;
   std::vector<std::thread> periodic_threads_;
 };
 

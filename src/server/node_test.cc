@@ -67,14 +67,34 @@ TEST_F(NodeTest, WritesGoThroughTheLogAndSurviveRestart) {
   for (int i = 0; i < 20; i++) {
     EXPECT_EQ(Put("k" + std::to_string(i), "v" + std::to_string(i)).error_code(), 0);
   }
-  EXPECT_EQ(node_->applied_index(), 20u);
+  // Entries 1 (the membership), 2 (the leader's empty entry), 3 (this
+  // member's attributes), then the puts.
+  EXPECT_EQ(node_->applied_index(), 23u);
+  EXPECT_EQ(node_->kv()->CurrentRevision(), 21);
   EXPECT_TRUE(fs::exists(options_.data_dir + "/wal"));
   Stop();
   Start();
-  EXPECT_EQ(node_->applied_index(), 20u);
+  // A new term: its empty entry and the attributes again.
+  EXPECT_EQ(node_->applied_index(), 25u);
+  EXPECT_EQ(node_->kv()->CurrentRevision(), 21);
   EXPECT_EQ(Get("k7"), "v7");
   EXPECT_EQ(Put("k20", "v20").error_code(), 0);
-  EXPECT_EQ(node_->applied_index(), 21u);
+  EXPECT_EQ(node_->applied_index(), 26u);
+  EXPECT_EQ(node_->raft_term(), 3u);
+  EXPECT_EQ(node_->leader_id(), node_->ids().member_id);
+}
+
+TEST_F(NodeTest, MemberIdsAreEtcds) {
+  Start();
+  // etcd's ids for --initial-advertise-peer-urls http://localhost:2380 and
+  // the default token (`etcd` with no flags prints these).
+  EXPECT_EQ(node_->ids().member_id, 0x8e9e05c52164694dULL);
+  EXPECT_EQ(node_->ids().cluster_id, 0xcdf818194e3a8c32ULL);
+  auto members = node_->applier()->Members();
+  ASSERT_EQ(members.size(), 1u);
+  EXPECT_EQ(members[0].name(), "default");
+  EXPECT_EQ(members[0].peer_urls(0), "http://localhost:2380");
+  EXPECT_EQ(members[0].client_urls(0), "http://localhost:2379");
 }
 
 // The apply writes are not synced; after a power loss RocksDB may come back
@@ -90,8 +110,7 @@ TEST_F(NodeTest, ReplaysTheLogPastAnOlderDatabase) {
   Stop();
   fs::remove_all(options_.data_dir + "/cairn.db");
   fs::rename(root_ + "/old.db", options_.data_dir + "/cairn.db");
-  Start();
-  EXPECT_EQ(node_->applied_index(), 20u);
+  Start();  // returns once everything in the log is applied again
   EXPECT_EQ(node_->kv()->CurrentRevision(), rev);
   EXPECT_EQ(Get("b9"), "2");
 }
@@ -116,6 +135,12 @@ TEST_P(NodeLegacyTest, OldLogColumnIsReplayedThenDropped) {
     auto engine = storage::Engine::Open(eo);
     ASSERT_TRUE(engine.ok()) << engine.status().ToString();
     storage::WriteBatch b(engine->get());
+    // The old version's layout: no Raft log base, applied index 2 (x and y;
+    // that version had no membership or empty entries).
+    b.Delete(storage::Column::kMeta, "raft_log_base");
+    std::string applied;
+    storage::PutFixed64BE(&applied, 2);
+    b.Put(storage::Column::kMeta, "applied_index", applied);
     // An applied entry (1) that must not be applied again, and two that were
     // logged but not applied (3, 4).
     for (uint64_t index : {1, 3, 4}) {
@@ -133,7 +158,9 @@ TEST_P(NodeLegacyTest, OldLogColumnIsReplayedThenDropped) {
     ASSERT_TRUE((*engine)->Write(b, true).ok());
   }
   Start();
-  EXPECT_EQ(node_->applied_index(), 4u);
+  // The old log's entries 3 and 4 were applied, then the Raft log started
+  // after them: 5 the leader's empty entry, 6 the attributes.
+  EXPECT_EQ(node_->applied_index(), 6u);
   EXPECT_EQ(Get("x"), "1");
   EXPECT_EQ(Get("z3"), "legacy");
   EXPECT_EQ(Get("z4"), "legacy");
@@ -143,10 +170,10 @@ TEST_P(NodeLegacyTest, OldLogColumnIsReplayedThenDropped) {
     EXPECT_FALSE(it->Valid());
   }
   EXPECT_EQ(Put("w", "new").error_code(), 0);
-  EXPECT_EQ(node_->applied_index(), 5u);
+  EXPECT_EQ(node_->applied_index(), 7u);
   Stop();
   Start();
-  EXPECT_EQ(node_->applied_index(), 5u);
+  EXPECT_EQ(node_->applied_index(), 9u);
   EXPECT_EQ(Get("w"), "new");
   EXPECT_EQ(Get("z4"), "legacy");
 }
@@ -158,16 +185,30 @@ INSTANTIATE_TEST_SUITE_P(WithAndWithoutLogFiles, NodeLegacyTest, ::testing::Bool
 TEST_F(NodeTest, DataDirWithoutALogStartsItAfterTheAppliedIndex) {
   Start();
   for (int i = 0; i < 5; i++) ASSERT_EQ(Put("r" + std::to_string(i), "1").error_code(), 0);
+  const uint64_t applied = node_->applied_index();
   Stop();
+  // What cairnctl snapshot restore leaves: the database without its log,
+  // ids, log base and member table.
   fs::remove_all(options_.data_dir + "/wal");
+  {
+    storage::EngineOptions eo;
+    eo.path = options_.data_dir + "/cairn.db";
+    auto engine = storage::Engine::Open(eo);
+    ASSERT_TRUE(engine.ok()) << engine.status().ToString();
+    storage::WriteBatch b(engine->get());
+    for (const char* key : {"cluster_id", "member_id", "raft_log_base"}) b.Delete(storage::Column::kMeta, key);
+    ASSERT_TRUE((*engine)->Write(b, true).ok());
+  }
   Start();
-  EXPECT_EQ(node_->applied_index(), 5u);
+  EXPECT_EQ(node_->applied_index(), applied + 2);
+  EXPECT_NE(node_->ids().member_id, 0x8e9e05c52164694dULL);  // a new cluster
   EXPECT_EQ(Put("r5", "1").error_code(), 0);
-  EXPECT_EQ(node_->applied_index(), 6u);
+  EXPECT_EQ(node_->applied_index(), applied + 3);
   Stop();
   Start();
-  EXPECT_EQ(node_->applied_index(), 6u);
+  EXPECT_EQ(node_->applied_index(), applied + 5);
   EXPECT_EQ(Get("r5"), "1");
+  EXPECT_EQ(Get("r4"), "1");
 }
 
 TEST_F(NodeTest, LogIsRefusedWhenItLacksAppliedEntries) {
@@ -199,7 +240,7 @@ TEST_F(NodeTest, OldSegmentsAreReleasedBehindTheRetention) {
   Stop();  // joins the maintenance thread: released files are gone
   EXPECT_LE(SegmentFiles(), 6u);
   Start();
-  EXPECT_EQ(node_->applied_index(), 3000u);
+  EXPECT_EQ(node_->kv()->CurrentRevision(), 3001);
   EXPECT_EQ(Get("p49"), value);
 }
 

@@ -1,0 +1,95 @@
+#include "server/apply_worker.h"
+
+#include <chrono>
+
+#include "common/check.h"
+
+namespace cairn::server {
+
+Result<cairnpb::InternalRequest> DecodeEntry(const raft::Entry& entry) {
+  cairnpb::InternalRequest req;
+  if (entry.type == raft::EntryType::kConfChange) {
+    auto change = raft::DecodeConfChange(entry.data);
+    if (!change.ok()) {
+      return Status(Code::kDataLoss, "corrupt membership change in log entry " + std::to_string(entry.index));
+    }
+    auto* mc = req.mutable_member_change();
+    switch (change->type) {
+      case raft::ConfChangeType::kAddVoter: mc->set_type(cairnpb::MemberChange::ADD_VOTER); break;
+      case raft::ConfChangeType::kAddLearner: mc->set_type(cairnpb::MemberChange::ADD_LEARNER); break;
+      case raft::ConfChangeType::kRemoveNode: mc->set_type(cairnpb::MemberChange::REMOVE); break;
+    }
+    if (!change->context.empty() && !mc->mutable_member()->ParseFromString(change->context)) {
+      return Status(Code::kDataLoss, "corrupt member in log entry " + std::to_string(entry.index));
+    }
+    mc->mutable_member()->set_id(change->node_id);
+    return req;
+  }
+  if (!entry.data.empty() && !req.ParseFromString(entry.data)) {
+    return Status(Code::kDataLoss, "corrupt request in log entry " + std::to_string(entry.index));
+  }
+  return req;
+}
+
+ApplyWorker::ApplyWorker(apply::Applier* applier, Waiters* waiters, ApplyWorkerHooks hooks,
+                         size_t max_queued_batches)
+    : applier_(applier), waiters_(waiters), hooks_(std::move(hooks)), queue_(max_queued_batches) {
+  applied_index_ = applier_->applied_index();
+}
+
+ApplyWorker::~ApplyWorker() { Stop(); }
+
+void ApplyWorker::Start() { thread_ = std::thread([this] { Loop(); }); }
+
+void ApplyWorker::Stop() {
+  queue_.Close();
+  if (thread_.joinable()) thread_.join();
+}
+
+bool ApplyWorker::Push(std::vector<raft::Entry> entries) { return queue_.Push(std::move(entries)); }
+
+void ApplyWorker::Loop() {
+  std::vector<std::vector<raft::Entry>> batches;
+  while (true) {
+    batches.clear();
+    if (!queue_.PopBatch(&batches, 16, std::chrono::milliseconds(100))) break;
+    for (auto& entries : batches) ApplyEntries(entries);
+  }
+}
+
+void ApplyWorker::ApplyEntries(std::vector<raft::Entry>& entries) {
+  // Entries at or below the applied index were applied before a restart
+  // (the core re-delivers from the applied index it was given, so this is
+  // only a guard).
+  size_t skip = 0;
+  while (skip < entries.size() && entries[skip].index <= applier_->applied_index()) skip++;
+  if (skip == entries.size()) return;
+  const uint64_t first = entries[skip].index;
+  std::vector<cairnpb::InternalRequest> requests(entries.size() - skip);
+  std::vector<const cairnpb::InternalRequest*> pointers;
+  pointers.reserve(requests.size());
+  for (size_t i = skip; i < entries.size(); i++) {
+    auto decoded = DecodeEntry(entries[i]);
+    CHECK(decoded.ok()) << decoded.status().ToString();
+    requests[i - skip] = std::move(*decoded);
+    pointers.push_back(&requests[i - skip]);
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  bool timed = false;
+  applier_->ApplyBatch(first, pointers, [&](size_t i, apply::ApplyResult& r) {
+    if (!timed && hooks_.on_apply_commit) {
+      hooks_.on_apply_commit(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+                             pointers.size());
+      timed = true;
+    }
+    const raft::Entry& entry = entries[skip + i];
+    applied_index_ = entry.index;
+    if (!r.events.empty() && hooks_.on_events) hooks_.on_events(r.revision, r.events);
+    const cairnpb::InternalRequest& req = requests[i];
+    if (req.has_member_change() && hooks_.on_member_change) hooks_.on_member_change(req.member_change());
+    waiters_->FailAt(entry.index, entry.term);
+    if (req.id() != 0) waiters_->Complete(req.id(), r.response);
+  });
+}
+
+}  // namespace cairn::server

@@ -1,0 +1,197 @@
+#include "server/raft_host.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "common/check.h"
+#include "common/logging.h"
+#include "raft/errors.h"
+
+namespace cairn::server {
+
+namespace {
+double SecondsSince(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// The client's answer for a proposal the core refused.
+Status RefusalFor(const Status& s) {
+  switch (raft::ErrorKindOf(s)) {
+    case raft::ErrorKind::kNotLeader: return errors::NotLeader();
+    case raft::ErrorKind::kNoLeader: return errors::NoLeader();
+    case raft::ErrorKind::kLeaderTransferring: return errors::LeaderChanged();
+    case raft::ErrorKind::kProposalDropped: return errors::TooManyRequests();
+    default: return errors::Internal("raft: " + s.message());
+  }
+}
+}  // namespace
+
+RaftHost::RaftHost(RaftHostOptions options, LogStore* store, Transport* transport, Clock* clock,
+                   RaftHostHooks hooks)
+    : options_(std::move(options)),
+      store_(store),
+      transport_(transport),
+      clock_(clock),
+      hooks_(std::move(hooks)),
+      inbox_(options_.max_inbox) {}
+
+RaftHost::~RaftHost() { Stop(); }
+
+Status RaftHost::Start() {
+  auto node = raft::RawNode::Create(options_.raft, store_);
+  if (!node.ok()) return node.status();
+  node_ = std::move(*node);
+  acked_applied_ = options_.raft.applied;
+  const raft::ConfState& conf = store_->LastConfState();
+  if (conf.voters.size() == 1 && conf.voters[0] == options_.raft.id) node_->Campaign();
+  term_ = node_->hard_state().term;
+  commit_index_ = node_->hard_state().commit;
+  thread_ = std::thread([this] { Loop(); });
+  return Status::Ok();
+}
+
+void RaftHost::Stop() {
+  if (stopping_.exchange(true)) return;
+  inbox_.Close();
+  if (thread_.joinable()) thread_.join();
+}
+
+bool RaftHost::Propose(Proposal proposal) {
+  Input in(std::move(proposal));
+  return !stopping_.load() && inbox_.TryPush(in);
+}
+
+void RaftHost::Step(raft::Message message) {
+  Input in(std::move(message));
+  inbox_.TryPush(in);
+}
+
+void RaftHost::Park(Proposal p) {
+  if (parked_.size() >= options_.max_parked_proposals) {
+    hooks_.refused(p.id, errors::TooManyRequests());
+    return;
+  }
+  parked_.push_back(std::move(p));
+}
+
+void RaftHost::Loop() {
+  const int64_t tick = options_.tick_interval_ms;
+  int64_t next_tick = clock_->NowMs() + tick;
+  std::vector<Input> inputs;
+  while (true) {
+    inputs.clear();
+    const int64_t wait = std::max<int64_t>(0, next_tick - clock_->NowMs());
+    if (!inbox_.PopBatch(&inputs, options_.max_batch_entries, std::chrono::milliseconds(wait))) break;
+    for (Input& in : inputs) {
+      if (auto* p = std::get_if<Proposal>(&in)) {
+        Park(std::move(*p));
+      } else {
+        Status s = node_->Step(std::get<raft::Message>(std::move(in)));
+        if (!s.ok()) CAIRN_LOG(kDebug) << "raft: message dropped: " << s.message();
+      }
+    }
+    const int64_t now = clock_->NowMs();
+    if (now >= next_tick) {
+      node_->Tick();
+      // After a long stall, one tick: a paused member must not fire a burst
+      // of ticks (and elections) on waking.
+      next_tick = std::max(next_tick + tick, now);
+      if (hooks_.on_tick) hooks_.on_tick(now);
+    }
+    ProposeParked();
+    ProcessReadys();
+    AckAppliedAndCompact();
+  }
+  for (auto& p : parked_) hooks_.refused(p.id, errors::Stopped());
+  parked_.clear();
+  // Proposals still in the inbox (closed: PopBatch drains it).
+  inputs.clear();
+  while (inbox_.PopBatch(&inputs, 1024, std::chrono::milliseconds(0)) && !inputs.empty()) {
+    for (Input& in : inputs) {
+      if (auto* p = std::get_if<Proposal>(&in)) hooks_.refused(p->id, errors::Stopped());
+    }
+    inputs.clear();
+  }
+}
+
+void RaftHost::ProposeParked() {
+  while (!parked_.empty()) {
+    const size_t n = std::min(parked_.size(), options_.max_batch_entries);
+    std::vector<std::string> data;
+    data.reserve(n);
+    for (size_t i = 0; i < n; i++) data.push_back(parked_[i].data);
+    auto pos = node_->ProposeBatch(std::move(data));
+    if (!pos.ok()) {
+      // No leader yet: keep them for the next turn (their waiters time out).
+      if (raft::IsError(pos.status(), raft::ErrorKind::kNoLeader)) return;
+      const Status refusal = RefusalFor(pos.status());
+      for (size_t i = 0; i < n; i++) hooks_.refused(parked_[i].id, refusal);
+    } else {
+      for (size_t i = 0; i < n; i++) hooks_.accepted(parked_[i].id, pos->term, pos->first_index + i);
+    }
+    parked_.erase(parked_.begin(), parked_.begin() + static_cast<ptrdiff_t>(n));
+  }
+}
+
+void RaftHost::Persist(const raft::Ready& rd) {
+  CHECK(!rd.snapshot) << "raft: installing a snapshot from the leader is not supported yet";
+  if (rd.entries.empty() && !rd.hard_state) return;
+  const auto t0 = std::chrono::steady_clock::now();
+  while (true) {
+    Status s = store_->Append(rd.entries);
+    if (s.ok() && rd.hard_state) s = store_->SetHardState(*rd.hard_state);
+    if (s.ok()) break;
+    // A full disk: the log refused the batch before changing anything. The
+    // entries are needed (the core handed them out), so wait for room; the
+    // API refuses new writes meanwhile (on_log_full).
+    CHECK(s.code() == Code::kResourceExhausted) << "log append failed: " << s.ToString();
+    if (hooks_.on_log_full) hooks_.on_log_full(s);
+    if (stopping_.load()) return;  // nothing acknowledged; recovery re-reads the log
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (!rd.must_sync) return;  // only the commit index moved: rides the next sync
+  Status s = store_->Sync();
+  // A failed fdatasync leaves the file's state unknown (the kernel may have
+  // dropped the dirty pages): stop, and let recovery read what is there.
+  CHECK(s.ok()) << "log sync failed: " << s.ToString();
+  if (hooks_.on_log_sync) hooks_.on_log_sync(SecondsSince(t0));
+}
+
+void RaftHost::ProcessReadys() {
+  while (node_->HasReady() && !stopping_.load()) {
+    raft::Ready rd = node_->GetReady();
+    if (rd.soft_state) {
+      const bool changed = rd.soft_state->leader != leader_.load();
+      leader_ = rd.soft_state->leader;
+      is_leader_ = rd.soft_state->role == raft::Role::kLeader;
+      if (changed && hooks_.on_leader_change) hooks_.on_leader_change(leader_.load(), node_->hard_state().term);
+    }
+    if (rd.hard_state) term_ = rd.hard_state->term;
+    if (!rd.messages.empty()) transport_->Send(std::move(rd.messages));
+    Persist(rd);
+    if (stopping_.load()) return;
+    if (!rd.persisted_messages.empty()) transport_->Send(std::move(rd.persisted_messages));
+    node_->AckPersisted(rd.number);
+    if (rd.hard_state) commit_index_ = rd.hard_state->commit;
+    if (!rd.committed_entries.empty()) {
+      if (!hooks_.apply(std::move(rd.committed_entries))) return;
+    }
+  }
+}
+
+void RaftHost::AckAppliedAndCompact() {
+  const uint64_t applied = hooks_.applied_index();
+  if (applied <= acked_applied_) return;
+  node_->AckApplied(applied);
+  acked_applied_ = applied;
+  if (applied <= options_.log_retention_entries) return;
+  const uint64_t keep_from = applied - options_.log_retention_entries;
+  if (!store_->CanCompactBefore(keep_from)) return;
+  // The apply writes are not synced: entries may leave the log only once
+  // their effects are durable.
+  Status s = hooks_.sync_applied();
+  if (s.ok()) s = store_->CompactBefore(keep_from);
+  if (!s.ok()) CAIRN_LOG(kWarn) << "log: keeping old segments: " << s.message();
+}
+
+}  // namespace cairn::server

@@ -1,0 +1,148 @@
+// RaftHost: the one thread that drives a member's Raft core (etcd's raftNode
+// loop). It owns the RawNode; everything else reaches it through a bounded
+// inbox (proposals, peer messages) or reads the atomics it publishes.
+//
+// One turn of the loop:
+//   1. take what the inbox holds (waiting at most until the next tick);
+//   2. Tick() when a tick period (the heartbeat interval) has passed, on the
+//      injected clock;
+//   3. propose the waiting proposals as one batch (one Append per follower,
+//      one log write);
+//   4. for each Ready: send `messages` at once (the leader sends before its
+//      own fsync, as etcd does: its copy counts only after AckPersisted);
+//      append the entries and the HardState to the log and make them durable
+//      with one fdatasync; then send `persisted_messages`; acknowledge; hand
+//      `committed_entries` to the apply worker (which may block this thread
+//      when the apply worker is far behind: the apply queue is bounded);
+//   5. acknowledge what the apply worker has applied and drop log entries
+//      far enough behind it.
+// Step 4 keeps the core's rule "apply only what is durable here": committed
+// entries leave for the apply worker only after the Ready that carries them
+// (and every earlier one) is on disk.
+//
+// Proposals the core refuses because no leader is known yet (an election)
+// wait here, bounded, and are tried again each turn; their waiters time out
+// if no leader comes.
+//
+// Thread-safety: Propose, Step and the accessors are thread-safe; hooks run on
+// the raft thread and must not block (except `apply`, see above).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <variant>
+#include <vector>
+
+#include "common/bounded_queue.h"
+#include "common/clock.h"
+#include "raft/config.h"
+#include "raft/raw_node.h"
+#include "server/log_store.h"
+
+namespace cairn::server {
+
+// Sends messages to peers. Send must not block (drop and report unreachable
+// instead: Raft retransmits).
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  virtual void Send(std::vector<raft::Message> messages) = 0;
+};
+
+struct RaftHostOptions {
+  raft::Config raft;
+  // One tick of the Raft core. Default: 100 ms (etcd's --heartbeat-interval).
+  int64_t tick_interval_ms = 100;
+  // Proposals and messages waiting for the raft thread; Propose fails beyond.
+  size_t max_inbox = 16384;
+  // Proposals appended as one batch.
+  size_t max_batch_entries = 1024;
+  // Proposals held while no leader is known; more fail at once.
+  size_t max_parked_proposals = 16384;
+  // Log entries kept behind the applied index for slow followers.
+  uint64_t log_retention_entries = 10000;
+};
+
+struct RaftHostHooks {
+  // Committed entries, in order, durable here. May block (bounded queue).
+  // Returns false when the apply worker is stopping.
+  std::function<bool(std::vector<raft::Entry>)> apply;
+  // The index the apply worker has applied.
+  std::function<uint64_t()> applied_index;
+  // Makes everything applied durable (before log entries are dropped).
+  std::function<Status()> sync_applied;
+  // A proposal was placed at (term, index) / refused before reaching the log.
+  std::function<void(uint64_t id, uint64_t term, uint64_t index)> accepted;
+  std::function<void(uint64_t id, const Status& status)> refused;
+  // Each tick, with the clock's time.
+  std::function<void(int64_t now_ms)> on_tick;
+  // The log's write+fdatasync of one Ready took `seconds`.
+  std::function<void(double seconds)> on_log_sync;
+  // The known leader or the term changed.
+  std::function<void(raft::NodeId leader, uint64_t term)> on_leader_change;
+  // The log could not take entries (disk full); the host retries.
+  std::function<void(const Status&)> on_log_full;
+};
+
+class RaftHost {
+ public:
+  struct Proposal {
+    uint64_t id = 0;
+    std::string data;  // a serialized InternalRequest
+  };
+
+  // `store`, `transport` and `clock` are not owned and must outlive the host.
+  RaftHost(RaftHostOptions options, LogStore* store, Transport* transport, Clock* clock,
+           RaftHostHooks hooks);
+  ~RaftHost();
+
+  // Creates the core from the log and starts the raft thread. A member that
+  // is the only voter campaigns at once (no election timeout to wait for).
+  Status Start();
+  // Stops the thread; proposals not yet in the log are refused with
+  // "server stopped".
+  void Stop();
+
+  // Queues a proposal; false (nothing queued) if the inbox is full or the
+  // host is stopping.
+  bool Propose(Proposal proposal);
+  // A message from a peer; dropped if the inbox is full (Raft retransmits).
+  void Step(raft::Message message);
+
+  uint64_t term() const { return term_.load(); }
+  raft::NodeId leader() const { return leader_.load(); }
+  bool is_leader() const { return is_leader_.load(); }
+  uint64_t commit_index() const { return commit_index_.load(); }
+
+ private:
+  using Input = std::variant<Proposal, raft::Message>;
+  void Loop();
+  void ProposeParked();
+  void ProcessReadys();
+  void Persist(const raft::Ready& rd);
+  void AckAppliedAndCompact();
+  void Park(Proposal p);
+
+  RaftHostOptions options_;
+  LogStore* const store_;
+  Transport* const transport_;
+  Clock* const clock_;
+  RaftHostHooks hooks_;
+  std::unique_ptr<raft::RawNode> node_;  // raft thread only after Start
+  BoundedQueue<Input> inbox_;
+  std::deque<Proposal> parked_;          // raft thread only
+  uint64_t acked_applied_ = 0;           // raft thread only
+  std::atomic<uint64_t> term_{0};
+  std::atomic<raft::NodeId> leader_{raft::kNoNode};
+  std::atomic<bool> is_leader_{false};
+  std::atomic<uint64_t> commit_index_{0};
+  std::atomic<bool> stopping_{false};
+  std::thread thread_;
+};
+
+}  // namespace cairn::server
