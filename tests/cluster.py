@@ -110,13 +110,13 @@ class Server:
             cmd = [ETCD_BIN]
         cmd += ["--name", self.name, "--data-dir", self.data_dir,
                 "--listen-client-urls", url, "--advertise-client-urls", url]
+        peer = "http://127.0.0.1:%d" % self.peer_port
+        cmd += ["--listen-peer-urls", peer,
+                "--initial-advertise-peer-urls", peer,
+                "--initial-cluster", "%s=%s" % (self.name, peer)]
         if self.kind == "etcd":
-            peer = "http://127.0.0.1:%d" % self.peer_port
-            cmd += ["--listen-peer-urls", peer,
-                    "--initial-advertise-peer-urls", peer,
-                    "--initial-cluster", "%s=%s" % (self.name, peer),
-                    # etcd 3.4 defaults to the deprecated capnslog logger.
-                    "--logger", "zap", "--log-outputs", "stderr"]
+            # etcd 3.4 defaults to the deprecated capnslog logger.
+            cmd += ["--logger", "zap", "--log-outputs", "stderr"]
         if not any(a.startswith("--log-level") for a in self.extra_args):
             cmd += ["--log-level", "error" if self.kind == "etcd" else "warn"]
         return cmd + self.extra_args

@@ -4,7 +4,9 @@
 #include <absl/synchronization/mutex.h>
 #include <yaml-cpp/yaml.h>
 
+#include <atomic>
 #include <csignal>
+#include <cstdlib>
 #include <iostream>
 #include <thread>
 
@@ -52,6 +54,12 @@ bool LoadConfigFile(const std::string& path, cairn::api::ServerConfig* c) {
     urls("advertise-client-urls", &c->advertise_client_urls);
     urls("listen-metrics-urls", &c->listen_metrics_urls);
     urls("initial-advertise-peer-urls", &c->initial_advertise_peer_urls);
+    urls("listen-peer-urls", &c->listen_peer_urls);
+    str("initial-cluster", &c->initial_cluster);
+    str("initial-cluster-state", &c->initial_cluster_state);
+    str("initial-cluster-token", &c->initial_cluster_token);
+    num("heartbeat-interval", &c->heartbeat_interval_ms);
+    num("election-timeout", &c->election_timeout_ms);
     num("quota-backend-bytes", &c->quota_backend_bytes);
     num("max-request-bytes", &c->max_request_bytes);
     num("max-txn-ops", &c->max_txn_ops);
@@ -72,7 +80,7 @@ int main(int argc, char** argv) {
   CLI::App app{"cairn: an etcd v3-compatible, Raft-replicated configuration store"};
   app.allow_extras(false);
   std::string config_file, listen_client_urls, advertise_client_urls, listen_metrics_urls,
-      initial_advertise_peer_urls;
+      initial_advertise_peer_urls, listen_peer_urls;
   std::string ignored;
   app.add_option("--config-file", config_file, "YAML file with the flags as keys; overrides flags");
   app.add_option("--name", config.name, "Human-readable name for this member")->capture_default_str();
@@ -85,6 +93,17 @@ int main(int argc, char** argv) {
                  "Comma-separated URLs to serve /metrics and /health on");
   app.add_option("--initial-advertise-peer-urls", initial_advertise_peer_urls,
                  "Peer URLs of this member (reported by MemberList)");
+  app.add_option("--listen-peer-urls", listen_peer_urls, "Comma-separated URLs to listen on for peer traffic");
+  app.add_option("--initial-cluster", config.initial_cluster,
+                 "Initial cluster configuration for bootstrapping: name=peer-url,...");
+  app.add_option("--initial-cluster-state", config.initial_cluster_state,
+                 "Initial cluster state ('new' or 'existing')")->capture_default_str();
+  app.add_option("--initial-cluster-token", config.initial_cluster_token,
+                 "Initial cluster token for the cluster during bootstrap")->capture_default_str();
+  app.add_option("--heartbeat-interval", config.heartbeat_interval_ms,
+                 "Time (in milliseconds) of a heartbeat interval")->capture_default_str();
+  app.add_option("--election-timeout", config.election_timeout_ms,
+                 "Time (in milliseconds) for an election to timeout")->capture_default_str();
   app.add_option("--quota-backend-bytes", config.quota_backend_bytes,
                  "Raise the NOSPACE alarm when the backend exceeds this size (0 = 2 GiB)");
   app.add_option("--max-request-bytes", config.max_request_bytes,
@@ -98,9 +117,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--log-level", config.log_level, "debug, info, warn, error")->capture_default_str();
   // etcd flags accepted for compatibility that a single member ignores.
-  for (const char* f : {"--listen-peer-urls", "--initial-cluster", "--initial-cluster-state",
-                        "--initial-cluster-token", "--logger", "--heartbeat-interval",
-                        "--election-timeout", "--snapshot-count"}) {
+  for (const char* f : {"--logger", "--snapshot-count"}) {
     app.add_option(f, ignored, "accepted for etcd compatibility; not used yet");
   }
   CLI11_PARSE(app, argc, argv);
@@ -114,6 +131,7 @@ int main(int argc, char** argv) {
   if (!initial_advertise_peer_urls.empty()) {
     config.initial_advertise_peer_urls = SplitCommas(initial_advertise_peer_urls);
   }
+  if (!listen_peer_urls.empty()) config.listen_peer_urls = SplitCommas(listen_peer_urls);
   if (!config_file.empty() && !LoadConfigFile(config_file, &config)) return 1;
 
   cairn::LogLevel level;
@@ -132,19 +150,28 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
 
   cairn::api::EtcdServer server(config);
+  std::atomic<bool> started{false};
+  // Waits for the stop signals from the start on: a member waiting for a
+  // quorum to publish itself must still stop on SIGTERM.
+  std::thread waiter([&] {
+    int sig = 0;
+    sigwait(&set, &sig);
+    if (!started.load()) {
+      // Nothing was acknowledged to anyone yet; the log is crash-safe.
+      CAIRN_LOG(kInfo) << "received signal " << sig << " before serving; exiting";
+      std::_Exit(1);
+    }
+    CAIRN_LOG(kInfo) << "received signal " << sig << ", shutting down";
+    server.Stop();
+  });
   cairn::Status s = server.Start();
   if (!s.ok()) {
     std::cerr << "cairn: " << s.message() << std::endl;
     server.Stop();
-    return 1;
+    std::_Exit(1);
   }
+  started = true;
   g_server = &server;
-  std::thread waiter([&] {
-    int sig = 0;
-    sigwait(&set, &sig);
-    CAIRN_LOG(kInfo) << "received signal " << sig << ", shutting down";
-    server.Stop();
-  });
   server.Wait();
   waiter.join();
   server.Stop();

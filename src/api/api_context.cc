@@ -20,11 +20,11 @@ void ProposeAndFinish(const ApiContext& ctx, cairnpb::InternalRequest req, bool 
       return;
     }
     // etcd's backend quota: refuse, and raise the NOSPACE alarm for everyone.
-    uint64_t used = ctx.node->DbSizeBytes();
+    const uint64_t quota = static_cast<uint64_t>(ctx.limits.quota_backend_bytes);
+    auto over_quota = [&](uint64_t used) { return quota > 0 && used + req.ByteSizeLong() > quota; };
     // Over the backend quota or the disk's reserve: the same answer, NOSPACE.
     if (ctx.node->DiskLow() ||
-        (ctx.limits.quota_backend_bytes > 0 &&
-         used + req.ByteSizeLong() > static_cast<uint64_t>(ctx.limits.quota_backend_bytes))) {
+        (over_quota(ctx.node->DbSizeBytes()) && over_quota(ctx.node->RefreshDbSizeBytes()))) {
       cairnpb::InternalRequest alarm;
       alarm.mutable_alarm()->set_action(etcdserverpb::AlarmRequest::ACTIVATE);
       alarm.mutable_alarm()->set_memberid(ctx.node->ids().member_id);

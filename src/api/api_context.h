@@ -58,6 +58,24 @@ inline grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
   return reactor;
 }
 
+// Runs `read` (returns a Status; fills the response) and finishes the call.
+// A linearizable read waits until this member reflects every write
+// acknowledged before it (Node::LinearizableRead); a serializable one reads
+// this member's state at once.
+template <typename Read>
+grpc::ServerUnaryReactor* ReadAndFinish(const ApiContext* ctx, grpc::CallbackServerContext* context,
+                                        bool linearizable, Read read) {
+  auto* reactor = context->DefaultReactor();
+  if (!linearizable) {
+    reactor->Finish(ToGrpc(read()));
+    return reactor;
+  }
+  ctx->node->LinearizableRead([reactor, read = std::move(read)](const Status& s) mutable {
+    reactor->Finish(ToGrpc(s.ok() ? read() : s));
+  });
+  return reactor;
+}
+
 // Proposes `req` after the size and quota checks etcd makes before Raft, and
 // finishes `reactor` from the apply thread with `on_applied`'s status.
 void ProposeAndFinish(const ApiContext& ctx, cairnpb::InternalRequest req, bool needs_space,

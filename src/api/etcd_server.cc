@@ -11,6 +11,8 @@
 #include "api/metrics_interceptor.h"
 #include "api/watch_service.h"
 #include "common/logging.h"
+#include "peer/peer_service.h"
+#include "peer/peer_transport.h"
 #include "watch/watch_hub.h"
 
 namespace cairn::api {
@@ -35,6 +37,12 @@ Status EtcdServer::Start() {
   no.name = config_.name;
   no.peer_urls = config_.initial_advertise_peer_urls;
   no.client_urls = config_.advertise_client_urls;
+  no.initial_cluster_token = config_.initial_cluster_token;
+  no.initial_members = config_.InitialMembers().value();
+  no.heartbeat_interval_ms = config_.heartbeat_interval_ms;
+  no.election_timeout_ms = config_.election_timeout_ms;
+  if (config_.initial_cluster_state == "existing") no.join_existing = true;
+  transport_ = std::make_unique<peer::PeerTransport>(peer::PeerTransportOptions{});
   node_ = std::make_unique<server::Node>(no);
 
   ctx_.node = node_.get();
@@ -63,7 +71,29 @@ Status EtcdServer::Start() {
     metrics_->server().is_leader->Set(leader != 0 && leader == node_->ids().member_id ? 1 : 0);
     if (leader != 0) metrics_->server().leader_changes_seen_total->Increment();
   };
-  s = node_->Start(hooks);
+  hooks.on_member_change = [this](const cairnpb::MemberChange& change) {
+    const auto& m = change.member();
+    if (m.id() == node_->ids().member_id) return;
+    if (change.type() == cairnpb::MemberChange::REMOVE) {
+      transport_->RemovePeer(m.id());
+    } else {
+      std::vector<std::string> urls(m.peer_urls().begin(), m.peer_urls().end());
+      if (!urls.empty()) transport_->SetPeer(m.id(), urls);
+    }
+  };
+  s = node_->Start(hooks, transport_.get());
+  if (!s.ok()) return s;
+  transport_->SetIdentity(node_->ids().cluster_id, node_->ids().member_id);
+  transport_->SetUnreachableHandler([this](uint64_t id) { node_->raft()->ReportUnreachable(id); });
+  for (const auto& m : node_->applier()->Members()) {
+    std::vector<std::string> urls(m.peer_urls().begin(), m.peer_urls().end());
+    if (m.id() != node_->ids().member_id && !urls.empty()) transport_->SetPeer(m.id(), urls);
+  }
+  s = StartPeerServer();
+  if (!s.ok()) return s;
+  // Serve clients only once this member's attributes are applied: then it
+  // has applied everything committed before it started.
+  s = node_->Publish();
   if (!s.ok()) return s;
   // Built after the node so it sees the recovered store; Publish is a no-op
   // until then, which is fine: nobody can watch before the services start.
@@ -145,6 +175,36 @@ Status EtcdServer::Start() {
   CAIRN_LOG(kInfo) << "cairn member " << std::hex << node_->ids().member_id << std::dec
                    << " ready; data dir " << config_.data_dir << ", revision "
                    << node_->kv()->CurrentRevision();
+  return Status::Ok();
+}
+
+Status EtcdServer::StartPeerServer() {
+  peer::PeerServiceHandlers h;
+  h.cluster_id = node_->ids().cluster_id;
+  h.member_id = node_->ids().member_id;
+  h.is_removed = [this](uint64_t id) { return node_->applier()->IsRemoved(id); };
+  h.step = [this](raft::Message m) { node_->raft()->Step(std::move(m)); };
+  h.propose_forwarded = [this](std::string data) {
+    node_->raft()->Propose(server::RaftHost::Proposal{0, std::move(data), /*forwarded=*/true});
+  };
+  peer_service_ = std::make_unique<peer::PeerService>(std::move(h));
+  grpc::ServerBuilder builder;
+  for (const auto& url : config_.listen_peer_urls) {
+    auto u = ParseUrl(url);
+    builder.AddListeningPort(u->host + ":" + std::to_string(u->port), grpc::InsecureServerCredentials());
+  }
+  builder.RegisterService(peer_service_.get());
+  builder.SetMaxReceiveMessageSize(256 << 20);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  peer_server_ = builder.BuildAndStart();
+  if (!peer_server_) {
+    std::string urls;
+    for (const auto& u : config_.listen_peer_urls) urls += (urls.empty() ? "" : ",") + u;
+    return Status(Code::kUnavailable, "cannot listen for peers on " + urls);
+  }
+  for (const auto& url : config_.listen_peer_urls) CAIRN_LOG(kInfo) << "serving peers on " << url;
   return Status::Ok();
 }
 
@@ -232,14 +292,19 @@ void EtcdServer::Stop() {
   // wait for its deadline.
   if (watch_service_) watch_service_->Stop();
   if (grpc_server_) grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (peer_server_) peer_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
   if (node_) node_->Stop();
+  if (transport_) transport_->Stop();
   hub_ptr_ = nullptr;
   if (grpc_server_) grpc_server_->Wait();
   listeners_.clear();
   grpc_server_.reset();
+  peer_server_.reset();
+  peer_service_.reset();
   services_.clear();
   hub_.reset();
   node_.reset();
+  transport_.reset();
 }
 
 void EtcdServer::Wait() {

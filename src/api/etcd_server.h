@@ -26,6 +26,10 @@ struct HttpResponse;
 namespace cairn::watch {
 class WatchHub;
 }
+namespace cairn::peer {
+class PeerService;
+class PeerTransport;
+}
 
 namespace cairn::api {
 
@@ -44,12 +48,16 @@ class EtcdServer {
 
  private:
   void StartAutoCompaction();
+  Status StartPeerServer();
   http::HttpResponse Health();
   void RegisterHttp(http::ClientListener* listener);
 
   ServerConfig config_;
   std::unique_ptr<Metrics> metrics_;
+  std::unique_ptr<peer::PeerTransport> transport_;
   std::unique_ptr<server::Node> node_;
+  std::unique_ptr<peer::PeerService> peer_service_;
+  std::unique_ptr<grpc::Server> peer_server_;
   std::unique_ptr<watch::WatchHub> hub_;
   std::atomic<watch::WatchHub*> hub_ptr_{nullptr};  // read by the apply thread
   ApiContext ctx_;

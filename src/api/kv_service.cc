@@ -10,13 +10,29 @@ grpc::ServerUnaryReactor* KvService::Range(grpc::CallbackServerContext* context,
   ctx_->metrics->mvcc().range_total->Increment();
   Status s = apply::CheckRangeRequest(*request);
   if (!s.ok()) return FinishNow(context, s);
-  auto view = ctx_->node->kv()->Read();
-  auto r = apply::Range(*view, *request);
-  if (!r.ok()) return FinishNow(context, r.status());
-  *response = std::move(*r);
-  ctx_->FillHeader(response->mutable_header());
-  return FinishNow(context, Status::Ok());
+  return ReadAndFinish(ctx_, context, !request->serializable(), [this, request, response] {
+    auto view = ctx_->node->kv()->Read();
+    auto r = apply::Range(*view, *request);
+    if (!r.ok()) return r.status();
+    *response = std::move(*r);
+    ctx_->FillHeader(response->mutable_header());
+    return Status::Ok();
+  });
 }
+
+namespace {
+// etcd: a read-only txn is served locally only if every range in it is.
+bool TxnSerializable(const etcdserverpb::TxnRequest& r) {
+  auto all = [](const auto& ops) {
+    for (const auto& op : ops) {
+      if (op.has_request_range() && !op.request_range().serializable()) return false;
+      if (op.has_request_txn() && !TxnSerializable(op.request_txn())) return false;
+    }
+    return true;
+  };
+  return all(r.success()) && all(r.failure());
+}
+}  // namespace
 
 grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* context,
                                          const etcdserverpb::PutRequest* request,
@@ -49,12 +65,14 @@ grpc::ServerUnaryReactor* KvService::Txn(grpc::CallbackServerContext* context,
   Status s = apply::CheckTxnRequest(*request, ctx_->limits.max_txn_ops);
   if (!s.ok()) return FinishNow(context, s);
   if (apply::IsTxnReadOnly(*request)) {
-    auto view = ctx_->node->kv()->Read();
-    auto r = apply::Txn(*view, nullptr, *ctx_->node->lessor(), *request);
-    if (!r.ok()) return FinishNow(context, r.status());
-    *response = std::move(*r);
-    ctx_->FillHeader(response->mutable_header());
-    return FinishNow(context, Status::Ok());
+    return ReadAndFinish(ctx_, context, !TxnSerializable(*request), [this, request, response] {
+      auto view = ctx_->node->kv()->Read();
+      auto r = apply::Txn(*view, nullptr, *ctx_->node->lessor(), *request);
+      if (!r.ok()) return r.status();
+      *response = std::move(*r);
+      ctx_->FillHeader(response->mutable_header());
+      return Status::Ok();
+    });
   }
   cairnpb::InternalRequest req;
   *req.mutable_txn() = *request;

@@ -128,15 +128,23 @@ grpc::ServerWriteReactor<etcdserverpb::SnapshotResponse>* MaintenanceService::Sn
 }
 
 grpc::ServerUnaryReactor* ClusterService::MemberList(grpc::CallbackServerContext* context,
-                                                     const etcdserverpb::MemberListRequest*,
+                                                     const etcdserverpb::MemberListRequest* request,
                                                      etcdserverpb::MemberListResponse* response) {
-  auto* m = response->add_members();
-  m->set_id(ctx_->node->ids().member_id);
-  m->set_name(ctx_->name);
-  for (const auto& u : ctx_->peer_urls) m->add_peerurls(u);
-  for (const auto& u : ctx_->client_urls) m->add_clienturls(u);
-  ctx_->FillHeader(response->mutable_header());
-  return FinishNow(context, cairn::Status::Ok());
+  return ReadAndFinish(ctx_, context, request->linearizable(), [this, response] {
+    // The member table, by id as etcd lists it. A member that has not
+    // published its attributes yet has no name and no client URLs
+    // (etcdctl shows it "unstarted").
+    for (const auto& mem : ctx_->node->applier()->Members()) {
+      auto* m = response->add_members();
+      m->set_id(mem.id());
+      m->set_name(mem.name());
+      for (const auto& u : mem.peer_urls()) m->add_peerurls(u);
+      for (const auto& u : mem.client_urls()) m->add_clienturls(u);
+      m->set_islearner(mem.is_learner());
+    }
+    ctx_->FillHeader(response->mutable_header());
+    return cairn::Status::Ok();
+  });
 }
 
 grpc::ServerUnaryReactor* AuthService::Authenticate(grpc::CallbackServerContext* context,

@@ -1,5 +1,6 @@
 #include "api/server_config.h"
 
+#include <algorithm>
 #include <cctype>
 
 namespace cairn::api {
@@ -59,8 +60,91 @@ Result<int64_t> ParseRetentionMs(const std::string& r) {
   return total;
 }
 
+Result<std::vector<std::pair<std::string, std::vector<std::string>>>> ServerConfig::InitialMembers() const {
+  std::vector<std::pair<std::string, std::vector<std::string>>> members;
+  auto add = [&](const std::string& n, const std::string& url) {
+    for (auto& [mn, urls] : members) {
+      if (mn == n) {
+        urls.push_back(url);
+        return;
+      }
+    }
+    members.push_back({n, {url}});
+  };
+  if (initial_cluster.empty()) {
+    for (const auto& u : initial_advertise_peer_urls) add(name, u);
+  } else {
+    size_t start = 0;
+    while (start <= initial_cluster.size()) {
+      size_t comma = initial_cluster.find(',', start);
+      if (comma == std::string::npos) comma = initial_cluster.size();
+      std::string item = initial_cluster.substr(start, comma - start);
+      start = comma + 1;
+      if (item.empty()) continue;
+      size_t eq = item.find('=');
+      if (eq == std::string::npos || eq == 0) {
+        return Status(Code::kInvalidArgument, "initial cluster " + initial_cluster + " is malformed: " + item);
+      }
+      add(item.substr(0, eq), item.substr(eq + 1));
+    }
+  }
+  std::vector<std::string> seen;
+  for (const auto& [mn, urls] : members) {
+    for (const auto& u : urls) {
+      auto parsed = ParseUrl(u);
+      if (!parsed.ok()) return parsed.status();
+      if (std::find(seen.begin(), seen.end(), u) != seen.end()) {
+        return Status(Code::kInvalidArgument, "initial cluster " + initial_cluster + " has duplicate url");
+      }
+      seen.push_back(u);
+    }
+  }
+  const std::vector<std::string>* mine = nullptr;
+  for (const auto& [mn, urls] : members) {
+    if (mn == name) mine = &urls;
+  }
+  if (!mine) {
+    return Status(Code::kInvalidArgument,
+                  "couldn't find local name \"" + name + "\" in the initial cluster configuration");
+  }
+  auto sorted = [](std::vector<std::string> v) {
+    std::sort(v.begin(), v.end());
+    return v;
+  };
+  if (sorted(*mine) != sorted(initial_advertise_peer_urls)) {
+    std::string cluster_urls, advertised;
+    for (const auto& u : sorted(*mine)) cluster_urls += (cluster_urls.empty() ? "" : ",") + u;
+    for (const auto& u : sorted(initial_advertise_peer_urls)) advertised += (advertised.empty() ? "" : ",") + u;
+    return Status(Code::kInvalidArgument, "--initial-cluster has " + name + "=" + cluster_urls +
+                                              " but missing from --initial-advertise-peer-urls=" + advertised);
+  }
+  return members;
+}
+
 Status ServerConfig::Validate() const {
   if (name.empty()) return Status(Code::kInvalidArgument, "--name must not be empty");
+  if (initial_cluster_state != "new" && initial_cluster_state != "existing") {
+    return Status(Code::kInvalidArgument, "unexpected clusterState \"" + initial_cluster_state + "\"");
+  }
+  if (heartbeat_interval_ms <= 0) {
+    return Status(Code::kInvalidArgument,
+                  "--heartbeat-interval must be >0 (set to " + std::to_string(heartbeat_interval_ms) + "ms)");
+  }
+  if (election_timeout_ms < 5 * heartbeat_interval_ms) {
+    return Status(Code::kInvalidArgument, "--election-timeout[" + std::to_string(election_timeout_ms) +
+                                              "ms] should be at least as 5 times as --heartbeat-interval[" +
+                                              std::to_string(heartbeat_interval_ms) + "ms]");
+  }
+  if (election_timeout_ms > 50000) {
+    return Status(Code::kInvalidArgument, "--election-timeout[" + std::to_string(election_timeout_ms) +
+                                              "ms] is too long, and should be set less than 50000ms");
+  }
+  for (const auto& u : listen_peer_urls) {
+    auto p = ParseUrl(u);
+    if (!p.ok()) return p.status();
+  }
+  auto members = InitialMembers();
+  if (!members.ok()) return members.status();
   if (listen_client_urls.empty()) return Status(Code::kInvalidArgument, "--listen-client-urls is empty");
   for (const auto& u : listen_client_urls) {
     auto p = ParseUrl(u);

@@ -18,6 +18,14 @@ struct ServerConfig {
   std::vector<std::string> advertise_client_urls = {"http://localhost:2379"};
   std::vector<std::string> listen_metrics_urls;
   std::vector<std::string> initial_advertise_peer_urls = {"http://localhost:2380"};
+  std::vector<std::string> listen_peer_urls = {"http://localhost:2380"};
+  // "name=url,name=url,..."; empty: this member alone, with its
+  // --initial-advertise-peer-urls (as etcd does when the flag is not set).
+  std::string initial_cluster;
+  std::string initial_cluster_state = "new";  // "new" or "existing"
+  std::string initial_cluster_token = "etcd-cluster";
+  int64_t heartbeat_interval_ms = 100;
+  int64_t election_timeout_ms = 1000;
   // 0 means etcd's default of 2 GiB.
   int64_t quota_backend_bytes = 0;
   int64_t max_request_bytes = 1572864;
@@ -27,6 +35,9 @@ struct ServerConfig {
   std::string log_level = "info";
 
   Status Validate() const;
+  // The founding members: name -> peer URLs, in --initial-cluster order.
+  // Errors are etcd's.
+  Result<std::vector<std::pair<std::string, std::vector<std::string>>>> InitialMembers() const;
 };
 
 struct Url {

@@ -44,6 +44,38 @@ void ApplyWorker::Start() { thread_ = std::thread([this] { Loop(); }); }
 void ApplyWorker::Stop() {
   queue_.Close();
   if (thread_.joinable()) thread_.join();
+  std::multimap<uint64_t, ReadCallback> waiting;
+  {
+    std::lock_guard<std::mutex> lock(waiting_mu_);
+    stopped_ = true;
+    waiting.swap(waiting_);
+  }
+  for (auto& [index, done] : waiting) done(errors::Stopped());
+}
+
+void ApplyWorker::WhenApplied(uint64_t index, std::vector<ReadCallback> callbacks) {
+  {
+    std::lock_guard<std::mutex> lock(waiting_mu_);
+    if (!stopped_ && index > applied_index_.load()) {
+      for (auto& done : callbacks) waiting_.emplace(index, std::move(done));
+      return;
+    }
+  }
+  const Status s = stopped_ ? errors::Stopped() : Status::Ok();
+  for (auto& done : callbacks) done(s);
+}
+
+void ApplyWorker::RunApplied() {
+  std::vector<ReadCallback> ready;
+  {
+    std::lock_guard<std::mutex> lock(waiting_mu_);
+    const uint64_t applied = applied_index_.load();
+    while (!waiting_.empty() && waiting_.begin()->first <= applied) {
+      ready.push_back(std::move(waiting_.begin()->second));
+      waiting_.erase(waiting_.begin());
+    }
+  }
+  for (auto& done : ready) done(Status::Ok());
 }
 
 bool ApplyWorker::Push(std::vector<raft::Entry> entries) { return queue_.Push(std::move(entries)); }
@@ -53,7 +85,10 @@ void ApplyWorker::Loop() {
   while (true) {
     batches.clear();
     if (!queue_.PopBatch(&batches, 16, std::chrono::milliseconds(100))) break;
-    for (auto& entries : batches) ApplyEntries(entries);
+    for (auto& entries : batches) {
+      ApplyEntries(entries);
+      RunApplied();
+    }
   }
 }
 

@@ -20,6 +20,8 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -56,7 +58,14 @@ class ApplyWorker {
 
   uint64_t applied_index() const { return applied_index_.load(); }
 
+  // Runs each of `callbacks` with OK once `index` is applied (at once if it
+  // is), on the apply thread or the caller's; with "server stopped" if the
+  // worker stops first.
+  using ReadCallback = std::function<void(const Status&)>;
+  void WhenApplied(uint64_t index, std::vector<ReadCallback> callbacks);
+
  private:
+  void RunApplied();
   void Loop();
   void ApplyEntries(std::vector<raft::Entry>& entries);
 
@@ -65,6 +74,9 @@ class ApplyWorker {
   ApplyWorkerHooks hooks_;
   BoundedQueue<std::vector<raft::Entry>> queue_;
   std::atomic<uint64_t> applied_index_{0};
+  std::mutex waiting_mu_;
+  std::multimap<uint64_t, ReadCallback> waiting_;  // GUARDED_BY(waiting_mu_)
+  bool stopped_ = false;                            // GUARDED_BY(waiting_mu_)
   std::thread thread_;
 };
 

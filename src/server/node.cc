@@ -3,6 +3,7 @@
 #include <chrono>
 #include <filesystem>
 #include <future>
+#include <map>
 #include <random>
 
 #include <sys/statvfs.h>
@@ -47,6 +48,7 @@ class Node::NoPeers final : public Transport {
   void Send(std::vector<raft::Message> messages) override {
     for (const auto& m : messages) CAIRN_LOG(kWarn) << "raft: no transport for " << m.ToString();
   }
+  void Forward(raft::NodeId, std::vector<std::string>) override {}
 };
 
 Node::Node(NodeOptions options) : options_(std::move(options)) {}
@@ -91,7 +93,11 @@ Status Node::OpenStorage() {
     init.Put(Column::kMeta, kMetaFormat, kFormatV1);
     std::string id;
     ids_.member_id = ComputeMemberId(options_.peer_urls, options_.initial_cluster_token);
-    ids_.cluster_id = ComputeClusterId({ids_.member_id});
+    std::vector<uint64_t> founders;
+    for (const auto& [name, urls] : FoundingMembers()) {
+      founders.push_back(ComputeMemberId(urls, options_.initial_cluster_token));
+    }
+    ids_.cluster_id = ComputeClusterId(founders);
     storage::PutFixed64BE(&id, ids_.cluster_id);
     init.Put(Column::kMeta, kMetaClusterId, id);
     id.clear();
@@ -199,6 +205,10 @@ Status Node::OpenLog() {
     if (!decoded.ok()) return decoded.status();
     base = std::move(*decoded);
   } else if (applier_->applied_index() == 0 && wal_->empty() && !legacy_log_found_) {
+    if (options_.join_existing) {
+      return Status(Code::kUnimplemented,
+                    "joining an existing cluster (--initial-cluster-state existing) is not supported yet");
+    }
     s = Bootstrap(&base);
   } else {
     s = ConvertPreRaftLog(&base);
@@ -241,21 +251,33 @@ Status Node::Bootstrap(LogBase* base) {
   batch.Put(Column::kMeta, kMetaLogBase, base->Encode());
   Status s = engine_->Write(batch, /*sync=*/true);
   if (!s.ok()) return s;
-  cairnpb::Member self;
-  self.set_id(ids_.member_id);
-  self.set_name(options_.name);
-  for (const auto& u : options_.peer_urls) self.add_peer_urls(u);
-  for (const auto& u : options_.client_urls) self.add_client_urls(u);
-  raft::Entry first;
-  first.index = 1;
-  first.term = 1;
-  first.type = raft::EntryType::kConfChange;
-  first.data = raft::EncodeConfChange(
-      raft::ConfChange{raft::ConfChangeType::kAddVoter, ids_.member_id, self.SerializeAsString()});
-  s = wal_->Append(std::vector<wal::Entry>{ToWal(first)});
-  if (s.ok()) s = wal_->SetHardState(wal::HardState{1, 0, 1});
+  // In member id order, so that every founder writes the same entries.
+  std::map<uint64_t, cairnpb::Member> founders;
+  for (const auto& [name, urls] : FoundingMembers()) {
+    cairnpb::Member m;
+    m.set_id(ComputeMemberId(urls, options_.initial_cluster_token));
+    m.set_name(name);
+    for (const auto& u : urls) m.add_peer_urls(u);
+    founders[m.id()] = m;
+  }
+  std::vector<wal::Entry> entries;
+  for (const auto& [id, m] : founders) {
+    raft::Entry e;
+    e.index = entries.size() + 1;
+    e.term = 1;
+    e.type = raft::EntryType::kConfChange;
+    e.data = raft::EncodeConfChange(raft::ConfChange{raft::ConfChangeType::kAddVoter, id, m.SerializeAsString()});
+    entries.push_back(ToWal(e));
+  }
+  s = wal_->Append(entries);
+  if (s.ok()) s = wal_->SetHardState(wal::HardState{1, 0, entries.size()});
   if (s.ok()) s = wal_->Sync();
   return s;
+}
+
+std::vector<std::pair<std::string, std::vector<std::string>>> Node::FoundingMembers() const {
+  if (!options_.initial_members.empty()) return options_.initial_members;
+  return {{options_.name, options_.peer_urls}};
 }
 
 Status Node::ConvertPreRaftLog(LogBase* base) {
@@ -319,6 +341,7 @@ Status Node::StartRaft() {
   ApplyWorkerHooks ah;
   ah.on_events = hooks_.on_events;
   ah.on_apply_commit = hooks_.on_apply_commit;
+  ah.on_member_change = hooks_.on_member_change;
   apply_ = std::make_unique<ApplyWorker>(applier_.get(), &waiters_, std::move(ah));
 
   RaftHostOptions ro;
@@ -341,20 +364,38 @@ Status Node::StartRaft() {
   rh.on_tick = [this](int64_t now) { waiters_.ExpireBefore(now); };
   rh.on_log_sync = hooks_.on_log_sync;
   rh.on_leader_change = hooks_.on_leader_change;
+  ro.request_timeout_ms = kRequestTimeoutBaseMs + 2 * options_.election_timeout_ms;
+  rh.on_read_index = [this](uint64_t index, std::vector<RaftHost::ReadCallback> reads) {
+    apply_->WhenApplied(index, std::move(reads));
+  };
   rh.on_log_full = [this](const Status& s) {
     if (!log_full_.exchange(true)) {
       CAIRN_LOG(kError) << "log append failed, disk full: " << s.message()
                         << "; refusing writes (NOSPACE) until there is room";
     }
   };
-  transport_ = std::make_unique<NoPeers>();
-  raft_ = std::make_unique<RaftHost>(ro, log_store_.get(), transport_.get(), &clock_, std::move(rh));
+  if (!transport_) {
+    no_peers_ = std::make_unique<NoPeers>();
+    transport_ = no_peers_.get();
+  }
+  raft_ = std::make_unique<RaftHost>(ro, log_store_.get(), transport_, &clock_, std::move(rh));
   apply_->Start();
+  for (int i = 0; i < 2; i++) {
+    read_threads_.emplace_back([this] {
+      std::vector<std::function<void()>> batch;
+      while (true) {
+        batch.clear();
+        if (!read_queue_.PopBatch(&batch, 64, std::chrono::milliseconds(100))) break;
+        for (auto& fn : batch) fn();
+      }
+    });
+  }
   return raft_->Start();
 }
 
-Status Node::Start(NodeHooks hooks) {
+Status Node::Start(NodeHooks hooks, Transport* transport) {
   hooks_ = std::move(hooks);
+  transport_ = transport;
   Status s = OpenStorage();
   if (!s.ok()) return s;
   s = ReplayLegacyLog();
@@ -370,8 +411,6 @@ Status Node::Start(NodeHooks hooks) {
           .count());
   request_id_counter_ = ((ids_.member_id & 0xffff) << 48) | ((now_ms & 0xffffffffffULL) << 8);
   s = StartRaft();
-  if (!s.ok()) return s;
-  s = Publish();
   if (!s.ok()) return s;
   AddPeriodic("lease-expiry", options_.lease_check_interval_ms, [this] { LeaseLoop(); });
   CheckDisk();
@@ -420,6 +459,11 @@ void Node::Stop() {
   if (apply_) apply_->Stop();
   if (raft_) raft_->Stop();
   waiters_.FailAll(errors::Stopped());
+  read_queue_.Close();
+  for (auto& t : read_threads_) {
+    if (t.joinable()) t.join();
+  }
+  read_threads_.clear();
   for (auto& t : periodic_threads_) {
     if (t.joinable()) t.join();
   }
@@ -463,6 +507,26 @@ void Node::Propose(cairnpb::InternalRequest request, Callback done) {
   if (!raft_->Propose(std::move(p))) {
     waiters_.Fail(id, stopping_.load() ? errors::Stopped() : errors::TooManyRequests());
   }
+}
+
+void Node::LinearizableRead(std::function<void(const Status&)> done) {
+  if (stopping_.load() || !raft_) {
+    done(errors::Stopped());
+    return;
+  }
+  if (raft_->sole_voter() && raft_->is_leader()) {
+    done(Status::Ok());
+    return;
+  }
+  auto shared = std::make_shared<std::function<void(const Status&)>>(std::move(done));
+  raft_->ReadIndex([this, shared](const Status& s) {
+    if (!s.ok()) {
+      (*shared)(s);
+      return;
+    }
+    std::function<void()> run = [shared] { (*shared)(Status::Ok()); };
+    if (!read_queue_.TryPush(run)) (*shared)(stopping_.load() ? errors::Stopped() : errors::TooManyRequests());
+  });
 }
 
 void Node::CheckDisk() {

@@ -51,6 +51,12 @@ struct NodeOptions {
   std::vector<std::string> peer_urls = {"http://localhost:2380"};
   std::vector<std::string> client_urls = {"http://localhost:2379"};
   std::string initial_cluster_token = "etcd-cluster";
+  // The founding members (name, peer URLs), this one included; empty: this
+  // member alone. Used only when the data dir is new.
+  std::vector<std::pair<std::string, std::vector<std::string>>> initial_members;
+  // --initial-cluster-state existing: a new data dir joins a running cluster
+  // (not supported yet: refused).
+  bool join_existing = false;
   // etcd's --heartbeat-interval (one Raft tick) and --election-timeout.
   int64_t heartbeat_interval_ms = 100;
   int64_t election_timeout_ms = 1000;
@@ -91,6 +97,8 @@ struct NodeHooks {
   std::function<void(double seconds, size_t entries)> on_apply_commit;
   // The known leader or the term changed (raft thread).
   std::function<void(uint64_t leader, uint64_t term)> on_leader_change;
+  // A membership change entry was applied (apply thread).
+  std::function<void(const cairnpb::MemberChange& change)> on_member_change;
 };
 
 class Node {
@@ -100,11 +108,17 @@ class Node {
   explicit Node(NodeOptions options);
   ~Node();
 
-  // Opens (or creates) the data dir, starts the threads and publishes this
-  // member's attributes through the log; returns once that entry is applied,
-  // so everything committed before the start is applied and the member may
-  // serve reads. Refuses a folder that is not cairn's.
-  Status Start(NodeHooks hooks);
+  // Opens (or creates) the data dir and starts the threads. Refuses a folder
+  // that is not cairn's.
+  // `transport` (not owned, may be null for a member without peers) must
+  // outlive the node.
+  Status Start(NodeHooks hooks, Transport* transport = nullptr);
+  // Publishes this member's attributes through the log (retrying until a
+  // leader takes them) and returns once that entry is applied here: then
+  // everything committed before this start is applied too, and the member may
+  // serve clients (etcd serves only after publishing). Blocks until then or
+  // until Stop().
+  Status Publish();
   void Stop();
 
   // Proposes `request`; `done` runs exactly once with the applied response or
@@ -112,7 +126,18 @@ class Node {
   // stopping).
   void Propose(cairnpb::InternalRequest request, Callback done);
 
+  // A linearizable read: `done` runs with OK when this member's state
+  // reflects every write acknowledged before the call (ReadIndex: the leader
+  // confirms its commit index with a quorum, then this member applies up to
+  // it), or with etcd's error. On the only voter of a cluster, which has no
+  // rival leader and answers writes only once applied, that holds already:
+  // `done` runs at once on the caller's thread. Otherwise it runs on a read
+  // thread of the node.
+  void LinearizableRead(std::function<void(const Status&)> done);
+
   mvcc::KvStore* kv() const { return kv_.get(); }
+  // The raft host, for the peer transport's incoming messages.
+  RaftHost* raft() const { return raft_.get(); }
   lease::Lessor* lessor() const { return lessor_.get(); }
   storage::Engine* engine() const { return engine_.get(); }
   apply::Applier* applier() const { return applier_.get(); }
@@ -130,6 +155,13 @@ class Node {
   // The database's size (Engine::TotalSizeBytes), refreshed every 100 ms and
   // after each applied batch's commit: cheap enough to check on every write.
   uint64_t DbSizeBytes() const { return db_size_bytes_.load(); }
+  // Measures the size now (a dozen RocksDB property reads): for the rare
+  // check that would refuse a write, so a stale cached size (e.g. just after
+  // a defragment) never raises a false alarm.
+  uint64_t RefreshDbSizeBytes() {
+    db_size_bytes_ = engine_->TotalSizeBytes();
+    return db_size_bytes_.load();
+  }
 
   // Runs `fn` every `interval_ms` on a thread the node owns until Stop().
   void AddPeriodic(std::string name, int64_t interval_ms, std::function<void()> fn);
@@ -142,9 +174,8 @@ class Node {
   // A data dir of the single-member version: its log holds plain requests.
   Status ConvertPreRaftLog(LogBase* base);
   Status Bootstrap(LogBase* base);
+  std::vector<std::pair<std::string, std::vector<std::string>>> FoundingMembers() const;
   Status StartRaft();
-  // Proposes this member's attributes until they are applied.
-  Status Publish();
   void LeaseLoop();
   void CheckDisk();
 
@@ -158,7 +189,8 @@ class Node {
   std::unique_ptr<apply::Applier> applier_;
   std::unique_ptr<wal::Wal> wal_;  // raft thread after Start; Maintain() on log-segments
   std::unique_ptr<LogStore> log_store_;
-  std::unique_ptr<Transport> transport_;
+  std::unique_ptr<Transport> no_peers_;
+  Transport* transport_ = nullptr;
   Waiters waiters_;
   std::unique_ptr<ApplyWorker> apply_;
   std::unique_ptr<RaftHost> raft_;
@@ -170,6 +202,9 @@ class Node {
   std::atomic<uint64_t> db_size_bytes_{0};
   std::atomic<bool> stopping_{false};
   std::vector<std::thread> periodic_threads_;
+  // Continuations of confirmed linearizable reads (they read the store).
+  BoundedQueue<std::function<void()>> read_queue_{4096};
+  std::vector<std::thread> read_threads_;
 };
 
 }  // namespace cairn::server

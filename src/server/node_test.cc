@@ -31,6 +31,8 @@ class NodeTest : public ::testing::Test {
     node_ = std::make_unique<Node>(options_);
     Status s = node_->Start(NodeHooks{});
     ASSERT_TRUE(s.ok()) << s.ToString();
+    s = node_->Publish();
+    ASSERT_TRUE(s.ok()) << s.ToString();
   }
   void Stop() { node_.reset(); }
 

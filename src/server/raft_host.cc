@@ -43,7 +43,8 @@ Status RaftHost::Start() {
   node_ = std::move(*node);
   acked_applied_ = options_.raft.applied;
   const raft::ConfState& conf = store_->LastConfState();
-  if (conf.voters.size() == 1 && conf.voters[0] == options_.raft.id) node_->Campaign();
+  sole_voter_ = conf.voters.size() == 1 && conf.voters[0] == options_.raft.id;
+  if (sole_voter_) node_->Campaign();
   term_ = node_->hard_state().term;
   commit_index_ = node_->hard_state().commit;
   thread_ = std::thread([this] { Loop(); });
@@ -66,6 +67,84 @@ void RaftHost::Step(raft::Message message) {
   inbox_.TryPush(in);
 }
 
+void RaftHost::ReportUnreachable(raft::NodeId id) {
+  Input in(Unreachable{id});
+  inbox_.TryPush(in);
+}
+
+void RaftHost::ReadIndex(ReadCallback done) {
+  Input in(ReadRequest{std::move(done)});
+  if (stopping_.load() || !inbox_.TryPush(in)) {
+    std::get<ReadRequest>(in).done(stopping_.load() ? errors::Stopped() : errors::TooManyRequests());
+  }
+}
+
+void RaftHost::Take(Input& in) {
+  if (auto* p = std::get_if<Proposal>(&in)) {
+    Park(std::move(*p));
+  } else if (auto* m = std::get_if<raft::Message>(&in)) {
+    Status s = node_->Step(std::move(*m));
+    if (!s.ok()) CAIRN_LOG(kDebug) << "raft: message dropped: " << s.message();
+  } else if (auto* u = std::get_if<Unreachable>(&in)) {
+    node_->ReportUnreachable(u->id);
+  } else if (auto* r = std::get_if<ReadRequest>(&in)) {
+    if (unasked_reads_.empty()) unasked_since_ms_ = clock_->NowMs();
+    unasked_reads_.push_back(std::move(r->done));
+  }
+}
+
+void RaftHost::RequestReads(int64_t now_ms) {
+  if (unasked_reads_.empty()) return;
+  const std::string context = std::to_string(++next_read_context_);
+  Status s = node_->ReadIndex(context);
+  if (!s.ok()) {
+    // No leader (an election): ask again next turn; CheckReads times out.
+    if (raft::IsError(s, raft::ErrorKind::kNoLeader)) return;
+    const Status refusal = RefusalFor(s);
+    for (auto& done : unasked_reads_) done(refusal);
+    unasked_reads_.clear();
+    return;
+  }
+  ReadRound& round = read_rounds_[context];
+  round.reads = std::move(unasked_reads_);
+  round.first_asked_ms = unasked_since_ms_;
+  round.asked_ms = now_ms;
+  unasked_reads_.clear();
+}
+
+void RaftHost::CheckReads(int64_t now_ms) {
+  // A round is never answered with an error: on a leader change or a lost
+  // message it is dropped. Ask again after a while (etcd: every 500 ms),
+  // and give up at the request timeout.
+  for (auto it = read_rounds_.begin(); it != read_rounds_.end();) {
+    ReadRound& round = it->second;
+    if (now_ms - round.first_asked_ms > options_.request_timeout_ms) {
+      for (auto& done : round.reads) done(errors::Timeout());
+      it = read_rounds_.erase(it);
+    } else if (now_ms - round.asked_ms >= options_.read_retry_ms) {
+      if (unasked_reads_.empty()) unasked_since_ms_ = round.first_asked_ms;
+      unasked_since_ms_ = std::min(unasked_since_ms_, round.first_asked_ms);
+      for (auto& done : round.reads) unasked_reads_.push_back(std::move(done));
+      it = read_rounds_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (!unasked_reads_.empty() && now_ms - unasked_since_ms_ > options_.request_timeout_ms) {
+    for (auto& done : unasked_reads_) done(errors::Timeout());
+    unasked_reads_.clear();
+  }
+}
+
+void RaftHost::ServeReadStates(std::vector<raft::ReadState>& states) {
+  for (auto& rs : states) {
+    auto it = read_rounds_.find(rs.request_context);
+    if (it == read_rounds_.end()) continue;  // retried under another context
+    hooks_.on_read_index(rs.index, std::move(it->second.reads));
+    read_rounds_.erase(it);
+  }
+}
+
 void RaftHost::Park(Proposal p) {
   if (parked_.size() >= options_.max_parked_proposals) {
     hooks_.refused(p.id, errors::TooManyRequests());
@@ -82,14 +161,7 @@ void RaftHost::Loop() {
     inputs.clear();
     const int64_t wait = std::max<int64_t>(0, next_tick - clock_->NowMs());
     if (!inbox_.PopBatch(&inputs, options_.max_batch_entries, std::chrono::milliseconds(wait))) break;
-    for (Input& in : inputs) {
-      if (auto* p = std::get_if<Proposal>(&in)) {
-        Park(std::move(*p));
-      } else {
-        Status s = node_->Step(std::get<raft::Message>(std::move(in)));
-        if (!s.ok()) CAIRN_LOG(kDebug) << "raft: message dropped: " << s.message();
-      }
-    }
+    for (Input& in : inputs) Take(in);
     const int64_t now = clock_->NowMs();
     if (now >= next_tick) {
       node_->Tick();
@@ -97,18 +169,27 @@ void RaftHost::Loop() {
       // of ticks (and elections) on waking.
       next_tick = std::max(next_tick + tick, now);
       if (hooks_.on_tick) hooks_.on_tick(now);
+      CheckReads(now);
     }
     ProposeParked();
+    RequestReads(now);
     ProcessReadys();
     AckAppliedAndCompact();
   }
   for (auto& p : parked_) hooks_.refused(p.id, errors::Stopped());
   parked_.clear();
+  for (auto& done : unasked_reads_) done(errors::Stopped());
+  unasked_reads_.clear();
+  for (auto& [context, round] : read_rounds_) {
+    for (auto& done : round.reads) done(errors::Stopped());
+  }
+  read_rounds_.clear();
   // Proposals still in the inbox (closed: PopBatch drains it).
   inputs.clear();
   while (inbox_.PopBatch(&inputs, 1024, std::chrono::milliseconds(0)) && !inputs.empty()) {
     for (Input& in : inputs) {
       if (auto* p = std::get_if<Proposal>(&in)) hooks_.refused(p->id, errors::Stopped());
+      if (auto* r = std::get_if<ReadRequest>(&in)) r->done(errors::Stopped());
     }
     inputs.clear();
   }
@@ -117,17 +198,30 @@ void RaftHost::Loop() {
 void RaftHost::ProposeParked() {
   while (!parked_.empty()) {
     const size_t n = std::min(parked_.size(), options_.max_batch_entries);
-    std::vector<std::string> data;
-    data.reserve(n);
-    for (size_t i = 0; i < n; i++) data.push_back(parked_[i].data);
-    auto pos = node_->ProposeBatch(std::move(data));
-    if (!pos.ok()) {
-      // No leader yet: keep them for the next turn (their waiters time out).
-      if (raft::IsError(pos.status(), raft::ErrorKind::kNoLeader)) return;
-      const Status refusal = RefusalFor(pos.status());
-      for (size_t i = 0; i < n; i++) hooks_.refused(parked_[i].id, refusal);
+    const raft::NodeId leader = leader_.load();
+    // No leader yet (an election): keep them for a later turn; their
+    // waiters time out if none comes.
+    if (leader == raft::kNoNode) return;
+    if (!is_leader_.load()) {
+      // A follower: the leader proposes them, and this member's waiters
+      // complete when it applies the entries (or time out if the leader
+      // drops them). Proposals forwarded to this member are not passed on.
+      std::vector<std::string> own;
+      for (size_t i = 0; i < n; i++) {
+        if (!parked_[i].forwarded) own.push_back(std::move(parked_[i].data));
+      }
+      if (!own.empty()) transport_->Forward(leader, std::move(own));
     } else {
-      for (size_t i = 0; i < n; i++) hooks_.accepted(parked_[i].id, pos->term, pos->first_index + i);
+      std::vector<std::string> data;
+      data.reserve(n);
+      for (size_t i = 0; i < n; i++) data.push_back(std::move(parked_[i].data));
+      auto pos = node_->ProposeBatch(std::move(data));
+      if (!pos.ok()) {
+        const Status refusal = RefusalFor(pos.status());
+        for (size_t i = 0; i < n; i++) hooks_.refused(parked_[i].id, refusal);
+      } else {
+        for (size_t i = 0; i < n; i++) hooks_.accepted(parked_[i].id, pos->term, pos->first_index + i);
+      }
     }
     parked_.erase(parked_.begin(), parked_.begin() + static_cast<ptrdiff_t>(n));
   }
@@ -170,12 +264,19 @@ void RaftHost::ProcessReadys() {
     if (!rd.messages.empty()) transport_->Send(std::move(rd.messages));
     Persist(rd);
     if (stopping_.load()) return;
+    if (!rd.entries.empty()) {
+      const raft::ConfState& conf = store_->LastConfState();
+      sole_voter_ = conf.voters.size() == 1 && conf.voters[0] == options_.raft.id;
+    }
     if (!rd.persisted_messages.empty()) transport_->Send(std::move(rd.persisted_messages));
     node_->AckPersisted(rd.number);
     if (rd.hard_state) commit_index_ = rd.hard_state->commit;
     if (!rd.committed_entries.empty()) {
       if (!hooks_.apply(std::move(rd.committed_entries))) return;
     }
+    // After the committed entries: a read waits for the index it was
+    // confirmed at, which the apply worker now has in its queue.
+    if (!rd.read_states.empty()) ServeReadStates(rd.read_states);
   }
 }
 

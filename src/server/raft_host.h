@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -46,12 +47,14 @@
 
 namespace cairn::server {
 
-// Sends messages to peers. Send must not block (drop and report unreachable
-// instead: Raft retransmits).
+// Sends to peers. Nothing here may block (drop and report unreachable
+// instead: Raft retransmits; a dropped forwarded proposal times out).
 class Transport {
  public:
   virtual ~Transport() = default;
   virtual void Send(std::vector<raft::Message> messages) = 0;
+  // Proposals (serialized InternalRequests) for the leader `to`.
+  virtual void Forward(raft::NodeId to, std::vector<std::string> proposals) = 0;
 };
 
 struct RaftHostOptions {
@@ -66,6 +69,10 @@ struct RaftHostOptions {
   size_t max_parked_proposals = 16384;
   // Log entries kept behind the applied index for slow followers.
   uint64_t log_retention_entries = 10000;
+  // A linearizable read not confirmed after this long is asked again...
+  int64_t read_retry_ms = 500;
+  // ...and fails ("request timed out") after this long.
+  int64_t request_timeout_ms = 7000;
 };
 
 struct RaftHostHooks {
@@ -87,6 +94,9 @@ struct RaftHostHooks {
   std::function<void(raft::NodeId leader, uint64_t term)> on_leader_change;
   // The log could not take entries (disk full); the host retries.
   std::function<void(const Status&)> on_log_full;
+  // A linearizable read round was confirmed at `index`: run each of `reads`
+  // once this member has applied `index`.
+  std::function<void(uint64_t index, std::vector<std::function<void(const Status&)>> reads)> on_read_index;
 };
 
 class RaftHost {
@@ -94,7 +104,11 @@ class RaftHost {
   struct Proposal {
     uint64_t id = 0;
     std::string data;  // a serialized InternalRequest
+    // Sent by a follower: proposed here only if this member leads (never
+    // forwarded again).
+    bool forwarded = false;
   };
+  using ReadCallback = std::function<void(const Status&)>;
 
   // `store`, `transport` and `clock` are not owned and must outlive the host.
   RaftHost(RaftHostOptions options, LogStore* store, Transport* transport, Clock* clock,
@@ -113,15 +127,40 @@ class RaftHost {
   bool Propose(Proposal proposal);
   // A message from a peer; dropped if the inbox is full (Raft retransmits).
   void Step(raft::Message message);
+  // The transport could not deliver to `id`.
+  void ReportUnreachable(raft::NodeId id);
+  // A linearizable read: `done` runs with OK once the leader confirmed its
+  // commit index and this member applied it (through on_read_index), or with
+  // an error (timed out, stopping, inbox full). Reads waiting in the same turn
+  // share one ReadIndex round.
+  void ReadIndex(ReadCallback done);
 
   uint64_t term() const { return term_.load(); }
   raft::NodeId leader() const { return leader_.load(); }
   bool is_leader() const { return is_leader_.load(); }
   uint64_t commit_index() const { return commit_index_.load(); }
+  // Whether this member is the cluster's only voter (the membership at the
+  // end of its log).
+  bool sole_voter() const { return sole_voter_.load(); }
 
  private:
-  using Input = std::variant<Proposal, raft::Message>;
+  struct Unreachable {
+    raft::NodeId id;
+  };
+  struct ReadRequest {
+    ReadCallback done;
+  };
+  using Input = std::variant<Proposal, raft::Message, Unreachable, ReadRequest>;
+  struct ReadRound {
+    std::vector<ReadCallback> reads;
+    int64_t first_asked_ms = 0;  // when the oldest read arrived
+    int64_t asked_ms = 0;        // when this round was requested
+  };
   void Loop();
+  void Take(Input& in);
+  void RequestReads(int64_t now_ms);
+  void CheckReads(int64_t now_ms);
+  void ServeReadStates(std::vector<raft::ReadState>& states);
   void ProposeParked();
   void ProcessReadys();
   void Persist(const raft::Ready& rd);
@@ -136,11 +175,16 @@ class RaftHost {
   std::unique_ptr<raft::RawNode> node_;  // raft thread only after Start
   BoundedQueue<Input> inbox_;
   std::deque<Proposal> parked_;          // raft thread only
+  std::vector<ReadCallback> unasked_reads_;  // raft thread only: the next round
+  int64_t unasked_since_ms_ = 0;
+  std::map<std::string, ReadRound> read_rounds_;  // raft thread only: by context
+  uint64_t next_read_context_ = 0;
   uint64_t acked_applied_ = 0;           // raft thread only
   std::atomic<uint64_t> term_{0};
   std::atomic<raft::NodeId> leader_{raft::kNoNode};
   std::atomic<bool> is_leader_{false};
   std::atomic<uint64_t> commit_index_{0};
+  std::atomic<bool> sole_voter_{false};
   std::atomic<bool> stopping_{false};
   std::thread thread_;
 };

@@ -1,0 +1,46 @@
+// PeerService: the receiving side of the peer protocol (cairnpb.Peer/Stream),
+// served on --listen-peer-urls. Each batch is checked before anything in it
+// is used: the sender's cluster id must be ours ("cluster ID mismatch"), the
+// batch must be addressed to this member, and its sender must not have been
+// removed from the cluster ("the member has been permanently removed from
+// the cluster"); a refused stream ends with that error and is logged. Raft
+// messages must name the batch's sender and this member; malformed ones are
+// dropped. Nothing a peer sends can crash the member.
+//
+// Thread-safety: reactors run on gRPC threads; the handlers must be
+// thread-safe and must not block.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "cairnpb/peer.grpc.pb.h"
+#include "raft/message.h"
+
+namespace cairn::peer {
+
+struct PeerServiceHandlers {
+  uint64_t cluster_id = 0;
+  uint64_t member_id = 0;
+  std::function<bool(uint64_t member_id)> is_removed;
+  std::function<void(raft::Message)> step;
+  // A serialized InternalRequest a follower forwarded to this member.
+  std::function<void(std::string)> propose_forwarded;
+  // Bytes received from `from` (for etcd's peer metrics).
+  std::function<void(uint64_t from, size_t bytes)> on_received;
+};
+
+class PeerService final : public cairnpb::Peer::CallbackService {
+ public:
+  explicit PeerService(PeerServiceHandlers handlers) : handlers_(std::move(handlers)) {}
+
+  grpc::ServerReadReactor<cairnpb::PeerBatch>* Stream(grpc::CallbackServerContext* context,
+                                                     cairnpb::PeerStreamEnd* end) override;
+
+ private:
+  class Reactor;
+  PeerServiceHandlers handlers_;
+};
+
+}  // namespace cairn::peer

@@ -1,0 +1,254 @@
+#include "peer/peer_transport.h"
+
+#include <chrono>
+
+#include "common/logging.h"
+#include "peer/raft_codec.h"
+
+namespace cairn::peer {
+
+namespace {
+size_t PayloadBytes(const raft::Message& m) {
+  size_t n = 64 + m.context.size();
+  for (const auto& e : m.entries) n += e.data.size() + 24;
+  return n;
+}
+}  // namespace
+
+std::string TargetOf(const std::string& url) {
+  size_t p = url.find("://");
+  if (p == std::string::npos) return "";
+  const std::string scheme = url.substr(0, p);
+  if (scheme != "http" && scheme != "https") return "";
+  std::string rest = url.substr(p + 3);
+  while (!rest.empty() && rest.back() == '/') rest.pop_back();
+  if (rest.rfind(':') == std::string::npos) return "";
+  if (rest.starts_with("localhost:")) rest = "127.0.0.1" + rest.substr(9);
+  return rest;
+}
+
+PeerTransport::PeerTransport(PeerTransportOptions options) : options_(options) {}
+
+PeerTransport::~PeerTransport() { Stop(); }
+
+void PeerTransport::SetIdentity(uint64_t cluster_id, uint64_t member_id) {
+  cluster_id_ = cluster_id;
+  member_id_ = member_id;
+}
+
+void PeerTransport::SetUnreachableHandler(std::function<void(raft::NodeId)> handler) {
+  std::lock_guard<std::mutex> lock(handler_mu_);
+  unreachable_ = std::move(handler);
+}
+
+void PeerTransport::Unreachable(raft::NodeId id) {
+  std::lock_guard<std::mutex> lock(handler_mu_);
+  if (unreachable_) unreachable_(id);
+}
+
+void PeerTransport::SetPeer(raft::NodeId id, const std::vector<std::string>& peer_urls) {
+  if (id == member_id_.load() || peer_urls.empty()) return;
+  const std::string target = TargetOf(peer_urls.front());
+  if (target.empty()) {
+    CAIRN_LOG(kWarn) << "peer " << std::hex << id << std::dec << ": unusable peer URL " << peer_urls.front();
+    return;
+  }
+  std::shared_ptr<Peer> old;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopped_) return;
+    auto it = peers_.find(id);
+    if (it != peers_.end()) {
+      if (it->second->target == target) return;
+      old = it->second;
+      peers_.erase(it);
+    }
+  }
+  if (old) StopPeer(old);
+  auto peer = std::make_shared<Peer>();
+  peer->id = id;
+  peer->target = target;
+  Peer* raw = peer.get();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopped_) return;
+    peers_[id] = peer;
+  }
+  peer->thread = std::thread([this, raw] { Run(raw); });
+  CAIRN_LOG(kInfo) << "peer " << std::hex << id << std::dec << " at " << target;
+}
+
+void PeerTransport::RemovePeer(raft::NodeId id) {
+  std::shared_ptr<Peer> peer;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = peers_.find(id);
+    if (it == peers_.end()) return;
+    peer = it->second;
+    peers_.erase(it);
+  }
+  StopPeer(peer);
+}
+
+void PeerTransport::StopPeer(const std::shared_ptr<Peer>& peer) {
+  {
+    std::lock_guard<std::mutex> lock(peer->mu);
+    peer->stopping = true;
+    if (peer->active) peer->active->TryCancel();
+  }
+  peer->cv.notify_all();
+  if (peer->thread.joinable()) peer->thread.join();
+}
+
+void PeerTransport::Stop() {
+  std::map<raft::NodeId, std::shared_ptr<Peer>> peers;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopped_ = true;
+    peers.swap(peers_);
+  }
+  for (auto& [id, peer] : peers) StopPeer(peer);
+}
+
+std::shared_ptr<PeerTransport::Peer> PeerTransport::Find(raft::NodeId id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = peers_.find(id);
+  return it == peers_.end() ? nullptr : it->second;
+}
+
+void PeerTransport::Send(std::vector<raft::Message> messages) {
+  for (auto& m : messages) {
+    if (m.type == raft::MessageType::kSnapshot) {
+      CAIRN_LOG(kWarn) << "raft: snapshot messages are not sent yet; dropped one for " << std::hex << m.to;
+      continue;
+    }
+    auto peer = Find(m.to);
+    bool dropped = true;
+    if (peer) {
+      std::lock_guard<std::mutex> lock(peer->mu);
+      const size_t bytes = PayloadBytes(m);
+      if (!peer->stopping && peer->messages.size() + peer->proposals.size() < options_.max_queued_per_peer &&
+          peer->queued_bytes + bytes <= options_.max_queued_bytes_per_peer) {
+        peer->queued_bytes += bytes;
+        peer->messages.push_back(std::move(m));
+        dropped = false;
+      }
+    }
+    if (peer && !dropped) peer->cv.notify_one();
+    if (dropped) Unreachable(m.to);
+  }
+}
+
+void PeerTransport::Forward(raft::NodeId to, std::vector<std::string> proposals) {
+  auto peer = Find(to);
+  if (!peer) return;  // their waiters time out
+  {
+    std::lock_guard<std::mutex> lock(peer->mu);
+    for (auto& p : proposals) {
+      if (peer->stopping || peer->messages.size() + peer->proposals.size() >= options_.max_queued_per_peer ||
+          peer->queued_bytes + p.size() > options_.max_queued_bytes_per_peer) {
+        break;
+      }
+      peer->queued_bytes += p.size();
+      peer->proposals.push_back(std::move(p));
+    }
+  }
+  peer->cv.notify_one();
+}
+
+bool PeerTransport::TakeBatch(Peer* peer, cairnpb::PeerBatch* batch) {
+  std::unique_lock<std::mutex> lock(peer->mu);
+  peer->cv.wait_for(lock, std::chrono::seconds(1),
+                    [&] { return peer->stopping || !peer->messages.empty() || !peer->proposals.empty(); });
+  if (peer->stopping) return false;
+  size_t bytes = 0;
+  while (!peer->proposals.empty() && (bytes == 0 || bytes + peer->proposals.front().size() <= options_.max_batch_bytes)) {
+    bytes += peer->proposals.front().size();
+    peer->queued_bytes -= peer->proposals.front().size();
+    batch->add_proposals(std::move(peer->proposals.front()));
+    peer->proposals.pop_front();
+  }
+  while (!peer->messages.empty()) {
+    const size_t b = PayloadBytes(peer->messages.front());
+    if (bytes != 0 && bytes + b > options_.max_batch_bytes) break;
+    bytes += b;
+    peer->queued_bytes -= b;
+    ToProto(peer->messages.front(), batch->add_messages());
+    peer->messages.pop_front();
+  }
+  return true;
+}
+
+void PeerTransport::Run(Peer* peer) {
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 2000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 2000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  args.SetMaxSendMessageSize(-1);
+  auto channel = grpc::CreateCustomChannel(peer->target, grpc::InsecureChannelCredentials(), args);
+  auto stub = cairnpb::Peer::NewStub(channel);
+  std::unique_ptr<grpc::ClientContext> ctx;
+  std::unique_ptr<grpc::ClientWriter<cairnpb::PeerBatch>> writer;
+  cairnpb::PeerStreamEnd end;
+  int64_t backoff_ms = 100;
+  std::string last_error;
+  auto close_stream = [&]() {
+    if (!writer) return;
+    grpc::Status st = writer->Finish();
+    {
+      std::lock_guard<std::mutex> lock(peer->mu);
+      peer->active = nullptr;
+    }
+    writer.reset();
+    ctx.reset();
+    if (!st.ok() && st.error_message() != last_error) {
+      last_error = st.error_message();
+      const bool refused = st.error_code() == grpc::StatusCode::FAILED_PRECONDITION ||
+                           st.error_code() == grpc::StatusCode::NOT_FOUND;
+      if (refused) {
+        CAIRN_LOG(kError) << "peer " << std::hex << peer->id << std::dec << " at " << peer->target
+                          << " refused this member: " << st.error_message();
+      } else {
+        CAIRN_LOG(kWarn) << "peer " << std::hex << peer->id << std::dec << " at " << peer->target
+                         << ": stream ended: " << st.error_message();
+      }
+    }
+  };
+  while (true) {
+    cairnpb::PeerBatch batch;
+    if (!TakeBatch(peer, &batch)) break;
+    if (batch.messages_size() == 0 && batch.proposals_size() == 0) continue;
+    batch.set_cluster_id(cluster_id_.load());
+    batch.set_from(member_id_.load());
+    batch.set_to(peer->id);
+    if (!writer) {
+      ctx = std::make_unique<grpc::ClientContext>();
+      {
+        std::lock_guard<std::mutex> lock(peer->mu);
+        if (peer->stopping) break;
+        peer->active = ctx.get();
+      }
+      writer = stub->Stream(ctx.get(), &end);
+    }
+    if (writer->Write(batch)) {
+      backoff_ms = 100;
+      last_error.clear();
+      continue;
+    }
+    // The stream broke: what it carried is lost (Raft retransmits).
+    close_stream();
+    Unreachable(peer->id);
+    std::unique_lock<std::mutex> lock(peer->mu);
+    peer->cv.wait_for(lock, std::chrono::milliseconds(backoff_ms), [&] { return peer->stopping; });
+    backoff_ms = std::min<int64_t>(backoff_ms * 2, 1000);
+  }
+  if (writer) {
+    writer->WritesDone();
+    close_stream();
+  }
+}
+
+}  // namespace cairn::peer

@@ -1,0 +1,105 @@
+// PeerTransport: sends Raft messages and forwarded proposals to the other
+// members over gRPC (cairnpb.Peer/Stream on their peer URLs).
+//
+// One bounded outbox and one sender thread per peer. Send() and Forward()
+// only queue and never block the raft thread: when a peer's outbox is full
+// the message is dropped and the peer reported unreachable (Raft
+// retransmits; a dropped forwarded proposal times out at its waiter). The
+// sender keeps one client stream open per peer and writes a batch of
+// whatever is queued per write; a failed stream is reported unreachable and
+// reopened with a backoff (100 ms doubling to 1 s). HTTP/2 keepalive pings
+// (every 2 s, 2 s timeout) notice a peer that went silent (a blackholed
+// link), so a stuck write does not hold the sender for long.
+//
+// Every batch carries the cluster id and both member ids; the receiver
+// refuses a batch of another cluster ("cluster ID mismatch") or from a
+// removed member, and the sender logs why its stream ended.
+//
+// Thread-safety: all methods are thread-safe. The unreachable handler runs
+// on sender threads and must not block.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cairnpb/peer.grpc.pb.h"
+#include "server/raft_host.h"
+
+namespace cairn::peer {
+
+struct PeerTransportOptions {
+  // Messages and proposals waiting for one peer; more are dropped.
+  size_t max_queued_per_peer = 4096;
+  // Bytes of queued message payload for one peer; more are dropped.
+  size_t max_queued_bytes_per_peer = 64 << 20;
+  // Payload bytes in one write of the stream (at least one message).
+  size_t max_batch_bytes = 4 << 20;
+};
+
+class PeerTransport final : public server::Transport {
+ public:
+  explicit PeerTransport(PeerTransportOptions options);
+  ~PeerTransport() override;
+
+  // This member's ids, known once its data dir is open; set before the
+  // first SetPeer.
+  void SetIdentity(uint64_t cluster_id, uint64_t member_id);
+  // Called when a peer cannot be reached (a dropped message, a broken
+  // stream). Set before the node starts.
+  void SetUnreachableHandler(std::function<void(raft::NodeId)> handler);
+  // Adds or updates a peer (its peer URLs: the first is used).
+  void SetPeer(raft::NodeId id, const std::vector<std::string>& peer_urls);
+  void RemovePeer(raft::NodeId id);
+  // Stops every sender; later sends are dropped.
+  void Stop();
+
+  void Send(std::vector<raft::Message> messages) override;
+  void Forward(raft::NodeId to, std::vector<std::string> proposals) override;
+
+ private:
+  struct Peer {
+    raft::NodeId id = 0;
+    std::string target;  // host:port
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<raft::Message> messages;   // GUARDED_BY(mu)
+    std::deque<std::string> proposals;    // GUARDED_BY(mu)
+    size_t queued_bytes = 0;              // GUARDED_BY(mu)
+    bool stopping = false;                // GUARDED_BY(mu)
+    grpc::ClientContext* active = nullptr;  // GUARDED_BY(mu): to cancel a stuck write
+    std::thread thread;
+  };
+  void Run(Peer* peer);
+  // Moves what is queued (up to the batch size) into `batch`; false when
+  // the peer is stopping.
+  bool TakeBatch(Peer* peer, cairnpb::PeerBatch* batch);
+  void Unreachable(raft::NodeId id);
+  std::shared_ptr<Peer> Find(raft::NodeId id);
+  void StopPeer(const std::shared_ptr<Peer>& peer);
+
+  const PeerTransportOptions options_;
+  std::atomic<uint64_t> cluster_id_{0};
+  std::atomic<uint64_t> member_id_{0};
+  std::mutex handler_mu_;
+  std::function<void(raft::NodeId)> unreachable_;  // GUARDED_BY(handler_mu_)
+  std::mutex mu_;
+  std::map<raft::NodeId, std::shared_ptr<Peer>> peers_;  // GUARDED_BY(mu_)
+  bool stopped_ = false;                                  // GUARDED_BY(mu_)
+};
+
+// "http://host:port" -> "host:port" (localhost as 127.0.0.1); "" if it is not
+// an http(s) URL with a port.
+std::string TargetOf(const std::string& url);
+
+}  // namespace cairn::peer
