@@ -629,10 +629,14 @@ void ClientListener::EventLoop::CountRejected(RejectReason reason, const std::st
     ++log.suppressed;
     return;
   }
+  std::string suppressed;
+  if (log.suppressed > 0) {
+    suppressed = "; " + std::to_string(log.suppressed) + " more since the previous such line";
+  }
   CAIRN_LOG(kWarn) << "client listener on port " << owner_->port() << ": closed a connection from "
                    << remote << " because " << RejectReasonText(reason) << " ("
-                   << RejectReasonName(reason) << "; " << log.suppressed
-                   << " more not logged in the last " << kRejectLogInterval.count() << "s)";
+                   << RejectReasonName(reason) << suppressed << "; at most one such line per "
+                   << kRejectLogInterval.count() << "s)";
   log.last = now;
   log.suppressed = 0;
 }
