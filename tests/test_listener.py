@@ -9,6 +9,7 @@ is cairn's own (etcd has no such metrics).
 """
 
 import re
+import resource
 import socket
 import subprocess
 import threading
@@ -29,6 +30,18 @@ CROWD = {
 }
 # Generous, so a slow machine does not fail it; healthy answers take ms.
 ANSWER_BOUND_S = 3.0
+
+
+@pytest.fixture(autouse=True)
+def enough_descriptors():
+    """The crowd needs ~600 descriptors here and in the server, which inherits
+    the limit; Debian's default soft limit is 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 4096 if hard == resource.RLIM_INFINITY else min(hard, 4096)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 class Crowd:

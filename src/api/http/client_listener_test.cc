@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -388,6 +389,14 @@ int HealthOnNewConnection(uint16_t port) {
 // design allowed (512) hold no thread: a new client is answered at once, on a
 // listener with a single handler thread.
 TEST(ClientListenerTest, IdleAndPartialConnectionsDoNotBlockNewClients) {
+  // Both ends live in this process: about 1500 descriptors.
+  struct rlimit limit = {};
+  ::getrlimit(RLIMIT_NOFILE, &limit);
+  if (limit.rlim_cur < 4096) {
+    limit.rlim_cur = std::min<rlim_t>(limit.rlim_max, 4096);
+    ::setrlimit(RLIMIT_NOFILE, &limit);
+  }
+  if (limit.rlim_cur < 2048) GTEST_SKIP() << "RLIMIT_NOFILE too low: " << limit.rlim_cur;
   ClientListener::Options options = TestOptions();
   options.handler_threads = 1;
   options.first_bytes_timeout = milliseconds(30000);  // the test ends them, not the timeout
