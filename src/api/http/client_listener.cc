@@ -215,6 +215,7 @@ class ClientListener::EventLoop {
   void Close(Connection& c);
   void Reject(Connection& c, RejectReason reason);
   void CountRejected(RejectReason reason, const std::string& remote);
+  void FlushRejectLogs(TimePoint now);
   void SetUnidentified(int delta);
   int WaitMs(TimePoint now) const;
 
@@ -272,6 +273,7 @@ void ClientListener::EventLoop::Run() {
     TakeCompletions(now);
     now = SteadyClock::now();
     ExpireDeadlines(now);
+    FlushRejectLogs(now);
     if (accept_paused_ && now >= accept_paused_until_ && !stopping_) {
       struct epoll_event ev = {};
       ev.events = EPOLLIN;
@@ -629,16 +631,27 @@ void ClientListener::EventLoop::CountRejected(RejectReason reason, const std::st
     ++log.suppressed;
     return;
   }
-  std::string suppressed;
-  if (log.suppressed > 0) {
-    suppressed = "; " + std::to_string(log.suppressed) + " more since the previous such line";
-  }
   CAIRN_LOG(kWarn) << "client listener on port " << owner_->port() << ": closed a connection from "
                    << remote << " because " << RejectReasonText(reason) << " ("
-                   << RejectReasonName(reason) << suppressed << "; at most one such line per "
+                   << RejectReasonName(reason) << "; at most one such line per "
                    << kRejectLogInterval.count() << "s)";
   log.last = now;
-  log.suppressed = 0;
+}
+
+// The closures not logged in the last interval, as one line, so a flood is
+// visible in the log and not only in the metric.
+void ClientListener::EventLoop::FlushRejectLogs(TimePoint now) {
+  for (int i = 0; i < kRejectReasonCount; ++i) {
+    LogState& log = reject_log_[i];
+    if (log.suppressed == 0 || now - log.last < kRejectLogInterval) continue;
+    CAIRN_LOG(kWarn) << "client listener on port " << owner_->port() << ": closed "
+                     << log.suppressed << " more connection(s) in the last "
+                     << kRejectLogInterval.count() << "s because "
+                     << RejectReasonText(static_cast<RejectReason>(i)) << " ("
+                     << RejectReasonName(static_cast<RejectReason>(i)) << ")";
+    log.last = now;
+    log.suppressed = 0;
+  }
 }
 
 void ClientListener::EventLoop::SetUnidentified(int delta) {

@@ -28,7 +28,8 @@
 //    oldest. Only when nothing is evictable (every connection is inside a
 //    handler or writing) is the new connection refused. Running out of
 //    descriptors (EMFILE) evicts the same way. Each of these is counted
-//    through `on_rejected` and logged, at most once per 10 s per reason.
+//    through `on_rejected` and logged: the first for a reason at once, then
+//    at most one summary line (with the count) per 10 s per reason.
 //  - HTTP/1.x requests are parsed as bytes arrive (http1_codec.h); a complete
 //    request is handed to a pool of `handler_threads` threads (a handler may
 //    take milliseconds, e.g. /metrics; it must not block the loop), and the
