@@ -20,6 +20,21 @@ namespace cairn::api {
 namespace {
 constexpr int64_t kDefaultQuotaBytes = 2LL << 30;
 constexpr int kGrpcOverheadBytes = 512 * 1024;
+
+// The listener's closures and its unidentified connections, summed over all
+// listeners, as cairn_listener_* metrics.
+void ExportListenerMetrics(Metrics* metrics, http::ClientListener::Options* options) {
+  ListenerMetrics* m = &metrics->listener();
+  options->on_rejected = [m](http::RejectReason reason) {
+    switch (reason) {
+      case http::RejectReason::kPerSourceLimit: m->rejected_per_source_limit->Increment(); break;
+      case http::RejectReason::kTotalLimit: m->rejected_total_limit->Increment(); break;
+      case http::RejectReason::kFirstBytesTimeout: m->rejected_first_bytes_timeout->Increment(); break;
+      case http::RejectReason::kReadTimeout: m->rejected_read_timeout->Increment(); break;
+    }
+  };
+  options->on_unidentified_change = [m](int delta) { m->connections_unidentified->Increment(delta); };
+}
 }  // namespace
 
 EtcdServer::EtcdServer(ServerConfig config) : config_(std::move(config)) {}
@@ -152,6 +167,7 @@ Status EtcdServer::Start() {
     lo.max_body_bytes = static_cast<size_t>(config_.max_request_bytes) + kGrpcOverheadBytes;
     grpc::Server* server = grpc_server_.get();
     lo.on_grpc_connection = [server](int fd) { grpc::AddInsecureChannelFromFd(server, fd); };
+    ExportListenerMetrics(metrics_.get(), &lo);
     auto listener = std::make_unique<http::ClientListener>(lo);
     RegisterHttp(listener.get());
     s = listener->Start();
@@ -165,6 +181,7 @@ Status EtcdServer::Start() {
     lo.host = u->host;
     lo.port = u->port;
     lo.http_only = true;
+    ExportListenerMetrics(metrics_.get(), &lo);
     auto listener = std::make_unique<http::ClientListener>(lo);
     RegisterHttp(listener.get());
     s = listener->Start();

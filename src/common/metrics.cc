@@ -235,6 +235,7 @@ Metrics::Metrics(Options options)
   RegisterLease();
   RegisterNetwork();
   RegisterGrpc();
+  RegisterListener();
 }
 
 Metrics::~Metrics() = default;
@@ -407,6 +408,23 @@ void Metrics::RegisterLease() {
   // 1 second .. about 3 months.
   l.ttl_total = NewHistogram(r, "etcd_debugging_lease_ttl_total",
                              "Bucketed histogram of lease TTLs.", ExponentialBuckets(1, 2, 24));
+}
+
+void Metrics::RegisterListener() {
+  Registry& r = *registry_;
+  auto& rejected = prometheus::BuildCounter()
+                       .Name("cairn_listener_connections_rejected_total")
+                       .Help("Client port connections closed by the listener for a limit or a "
+                             "timeout, by reason.")
+                       .Register(r);
+  listener_.rejected_per_source_limit = &rejected.Add({{"reason", "per_source_limit"}});
+  listener_.rejected_total_limit = &rejected.Add({{"reason", "total_limit"}});
+  listener_.rejected_first_bytes_timeout = &rejected.Add({{"reason", "first_bytes_timeout"}});
+  listener_.rejected_read_timeout = &rejected.Add({{"reason", "read_timeout"}});
+  listener_.connections_unidentified =
+      NewGauge(r, "cairn_listener_connections_unidentified",
+               "Client port connections accepted whose protocol (gRPC or HTTP/1.x) is not yet "
+               "known.");
 }
 
 void Metrics::RegisterNetwork() {

@@ -145,6 +145,19 @@ struct NetworkMetrics {
   prometheus::Family<prometheus::Counter>* disconnected_peers_total;        // Local, Remote
 };
 
+// cairn_listener_* (cairn only; etcd has no such metrics): the client port
+// listener's defences. The series exist at zero from the start.
+struct ListenerMetrics {
+  // cairn_listener_connections_rejected_total{reason}: connections closed for
+  // a limit or a timeout (http::RejectReasonName gives the label values).
+  prometheus::Counter* rejected_per_source_limit;
+  prometheus::Counter* rejected_total_limit;
+  prometheus::Counter* rejected_first_bytes_timeout;
+  prometheus::Counter* rejected_read_timeout;
+  // cairn_listener_connections_unidentified: accepted, protocol not yet known.
+  prometheus::Gauge* connections_unidentified;
+};
+
 // The handles of one gRPC method (go-grpc-prometheus's series for one
 // grpc_type/grpc_service/grpc_method). Owned by Metrics; stable for its life.
 struct GrpcMethodMetrics {
@@ -185,6 +198,7 @@ class Metrics {
   LeaseMetrics& lease() { return lease_; }
   AuthMetrics& auth() { return auth_; }
   NetworkMetrics& network() { return network_; }
+  ListenerMetrics& listener() { return listener_; }
 
   // etcd_server_id{server_id="<hex>"} 1, the ID formatted as etcd's
   // types.ID.String() (lowercase hex, no padding). Replaces any earlier ID.
@@ -236,6 +250,7 @@ class Metrics {
   void RegisterLease();
   void RegisterNetwork();
   void RegisterGrpc();
+  void RegisterListener();
   std::unique_ptr<GrpcMethodMetrics> NewGrpcMethod(const std::string& service,
                                                    const std::string& method,
                                                    const std::string& type);
@@ -250,6 +265,7 @@ class Metrics {
   LeaseMetrics lease_{};
   AuthMetrics auth_{};
   NetworkMetrics network_{};
+  ListenerMetrics listener_{};
 
   prometheus::Family<prometheus::Gauge>* server_id_family_ = nullptr;
   prometheus::Family<prometheus::Gauge>* cluster_version_family_ = nullptr;

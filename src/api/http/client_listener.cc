@@ -1,174 +1,55 @@
 #include "api/http/client_listener.h"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <boost/asio/buffer.hpp>
-#include <boost/beast/core/error.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http.hpp>
 #include <cerrno>
 #include <cstring>
 #include <limits>
 #include <optional>
+#include <set>
 #include <system_error>
+#include <unordered_map>
 
+#include "api/http/http1_codec.h"
 #include "common/check.h"
 #include "common/logging.h"
 
 namespace cairn::http {
 namespace {
 
-namespace beast = boost::beast;
-namespace bhttp = boost::beast::http;
-namespace net = boost::asio;
 using SteadyClock = std::chrono::steady_clock;
+using TimePoint = SteadyClock::time_point;
 
-// Room in the read buffer beyond the header limit, for the body chunk and
-// pipelined bytes that arrive with the headers.
-constexpr size_t kReadSlackBytes = 64 * 1024;
-// How often the accept loop wakes to join finished connection threads.
-constexpr int kReapIntervalMs = 1000;
-// Back-off after accept() fails for lack of descriptors (Go's net/http starts
-// at 5 ms); the pending connection stays in the backlog meanwhile.
-constexpr int kAcceptBackoffMs = 50;
-
-// Waits until `fd` is ready for `events` or `deadline` passes. Returns 1 when
-// ready (including error/hang-up, which the next call reports), 0 on timeout,
-// -1 on a poll error.
-int WaitFor(int fd, short events, SteadyClock::time_point deadline) {
-  for (;;) {
-    auto remaining =
-        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClock::now());
-    if (remaining.count() <= 0) return 0;
-    struct pollfd pfd = {fd, events, 0};
-    int timeout_ms =
-        static_cast<int>(std::min<int64_t>(remaining.count() + 1, std::numeric_limits<int>::max()));
-    int rc = ::poll(&pfd, 1, timeout_ms);
-    if (rc > 0) return 1;
-    if (rc < 0 && errno != EINTR) return -1;
-  }
-}
-
-// A blocking socket as a Beast SyncReadStream / SyncWriteStream whose every
-// call is bounded by a deadline. Asio's own sockets cannot do this: their
-// synchronous reads retry forever after SO_RCVTIMEO fires.
-class FdStream {
- public:
-  explicit FdStream(int fd) : fd_(fd) {}
-
-  void set_read_deadline(SteadyClock::time_point t) { read_deadline_ = t; }
-  void set_write_deadline(SteadyClock::time_point t) { write_deadline_ = t; }
-
-  template <class MutableBufferSequence>
-  size_t read_some(const MutableBufferSequence& buffers, beast::error_code& ec) {
-    for (auto it = net::buffer_sequence_begin(buffers); it != net::buffer_sequence_end(buffers);
-         ++it) {
-      net::mutable_buffer b(*it);
-      if (b.size() > 0) return Recv(b.data(), b.size(), ec);
-    }
-    ec = {};
-    return 0;
-  }
-  // Required by the stream concept; this file only uses the error_code forms.
-  template <class MutableBufferSequence>
-  size_t read_some(const MutableBufferSequence& buffers) {
-    beast::error_code ec;
-    size_t n = read_some(buffers, ec);
-    if (ec) throw beast::system_error(ec);
-    return n;
-  }
-
-  template <class ConstBufferSequence>
-  size_t write_some(const ConstBufferSequence& buffers, beast::error_code& ec) {
-    for (auto it = net::buffer_sequence_begin(buffers); it != net::buffer_sequence_end(buffers);
-         ++it) {
-      net::const_buffer b(*it);
-      if (b.size() > 0) return Send(b.data(), b.size(), ec);
-    }
-    ec = {};
-    return 0;
-  }
-  template <class ConstBufferSequence>
-  size_t write_some(const ConstBufferSequence& buffers) {
-    beast::error_code ec;
-    size_t n = write_some(buffers, ec);
-    if (ec) throw beast::system_error(ec);
-    return n;
-  }
-
- private:
-  size_t Recv(void* data, size_t size, beast::error_code& ec) {
-    for (;;) {
-      ssize_t n = ::recv(fd_, data, size, MSG_DONTWAIT);
-      if (n > 0) {
-        ec = {};
-        return static_cast<size_t>(n);
-      }
-      if (n == 0) {
-        ec = net::error::eof;  // Beast turns this into end_of_stream
-        return 0;
-      }
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) {
-        ec.assign(errno, boost::system::system_category());
-        return 0;
-      }
-      int rc = WaitFor(fd_, POLLIN, read_deadline_);
-      if (rc <= 0) {
-        ec = rc == 0 ? beast::error_code(beast::error::timeout)
-                     : beast::error_code(errno, boost::system::system_category());
-        return 0;
-      }
-    }
-  }
-
-  size_t Send(const void* data, size_t size, beast::error_code& ec) {
-    for (;;) {
-      ssize_t n = ::send(fd_, data, size, MSG_DONTWAIT | MSG_NOSIGNAL);
-      if (n >= 0) {
-        ec = {};
-        return static_cast<size_t>(n);
-      }
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) {
-        ec.assign(errno, boost::system::system_category());
-        return 0;
-      }
-      int rc = WaitFor(fd_, POLLOUT, write_deadline_);
-      if (rc <= 0) {
-        ec = rc == 0 ? beast::error_code(beast::error::timeout)
-                     : beast::error_code(errno, boost::system::system_category());
-        return 0;
-      }
-    }
-  }
-
-  const int fd_;
-  SteadyClock::time_point read_deadline_ = SteadyClock::time_point::max();
-  SteadyClock::time_point write_deadline_ = SteadyClock::time_point::max();
-};
-
-std::string_view ToStd(beast::string_view s) { return std::string_view(s.data(), s.size()); }
-
-bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    char x = a[i], y = b[i];
-    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
-    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
-    if (x != y) return false;
-  }
-  return true;
-}
+// epoll_event.data.u64 of the two descriptors that are not connections;
+// connection ids start above them and are never reused, so an event for a
+// connection closed earlier in the same batch is recognized and skipped.
+constexpr uint64_t kListenId = 0;
+constexpr uint64_t kWakeId = 1;
+constexpr uint64_t kFirstConnectionId = 2;
+// Events taken per epoll_wait.
+constexpr int kMaxEvents = 256;
+// Connections accepted per wake-up before other sockets get their turn.
+constexpr int kAcceptBatch = 64;
+// recv() calls per readable HTTP/1.x connection per wake-up, so one fast
+// sender cannot starve the others (level-triggered: the rest comes next turn).
+constexpr int kReadsPerWakeup = 4;
+constexpr size_t kReadChunkBytes = 16 * 1024;
+// Back-off after accept() fails for lack of descriptors with nothing left to
+// evict (Go's net/http starts at 5 ms); pending connections wait in the backlog.
+constexpr auto kAcceptBackoff = std::chrono::milliseconds(50);
+// The loop wakes at least this often even with no deadline due.
+constexpr auto kMaxWait = std::chrono::milliseconds(1000);
+// At most one log line per reason per interval; the next one says how many
+// were not logged.
+constexpr auto kRejectLogInterval = std::chrono::seconds(10);
 
 // strerror() in Go's style ("address already in use"), which is what etcd
 // prints and what operators search for.
@@ -179,101 +60,624 @@ std::string ErrnoText(int error) {
   return text;
 }
 
-bool HasLineBreak(std::string_view s) { return s.find_first_of("\r\n") != std::string_view::npos; }
-
-HttpResponse TextResponse(int status, std::string body) {
-  HttpResponse response;
-  response.status = status;
-  response.body = std::move(body);
-  // As Go's http.Error, so clients that sniff see the same thing.
-  response.headers.emplace_back("X-Content-Type-Options", "nosniff");
-  return response;
-}
-
-std::string FormatAddress(const struct sockaddr_storage& addr) {
+// "1.2.3.4:5" and "1.2.3.4", or "[::1]:5" and "::1".
+std::pair<std::string, std::string> FormatAddress(const struct sockaddr_storage& addr) {
   char host[INET6_ADDRSTRLEN] = {0};
   if (addr.ss_family == AF_INET) {
     const auto* in = reinterpret_cast<const struct sockaddr_in*>(&addr);
     ::inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-    return std::string(host) + ":" + std::to_string(ntohs(in->sin_port));
+    return {std::string(host) + ":" + std::to_string(ntohs(in->sin_port)), host};
   }
   if (addr.ss_family == AF_INET6) {
     const auto* in6 = reinterpret_cast<const struct sockaddr_in6*>(&addr);
     ::inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-    return "[" + std::string(host) + "]:" + std::to_string(ntohs(in6->sin6_port));
+    return {"[" + std::string(host) + "]:" + std::to_string(ntohs(in6->sin6_port)), host};
   }
-  return "";
+  return {"", ""};
 }
 
 void SetReceiveLowWatermark(int fd, int bytes) {
   ::setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &bytes, sizeof(bytes));
 }
 
-// Writes `response` with Content-Length, Connection and the default headers.
-// A HEAD request gets the headers only.
-bool WriteResponse(FdStream& stream, const HttpResponse& response, const HeaderList& defaults,
-                   unsigned version, bool keep_alive, bool head_only) {
-  bhttp::response<bhttp::string_body> res;
-  res.version(version == 10 ? 10 : 11);
-  int status = response.status;
-  if (status < 100 || status > 999) status = 500;
-  res.result(static_cast<unsigned>(status));
-  for (const auto& [name, value] : defaults) res.set(name, value);
-  for (const auto& [name, value] : response.headers) {
-    // A handler must not be able to split the response.
-    if (name.empty() || HasLineBreak(name) || HasLineBreak(value)) continue;
-    res.insert(name, value);
+const char* RejectReasonText(RejectReason reason) {
+  switch (reason) {
+    case RejectReason::kPerSourceLimit:
+      return "its source address reached max_connections_per_source";
+    case RejectReason::kTotalLimit:
+      return "the listener reached max_connections or ran out of descriptors";
+    case RejectReason::kFirstBytesTimeout:
+      return "it did not identify its protocol within first_bytes_timeout";
+    case RejectReason::kReadTimeout:
+      return "its HTTP/1.x request was not read within read_timeout";
   }
-  if (!response.content_type.empty() && !HasLineBreak(response.content_type)) {
-    res.set(bhttp::field::content_type, response.content_type);
-  }
-  res.keep_alive(keep_alive);
-  res.content_length(response.body.size());
-  if (!head_only) res.body() = response.body;
-  beast::error_code ec;
-  bhttp::serializer<false, bhttp::string_body> serializer(res);
-  if (head_only) {
-    bhttp::write_header(stream, serializer, ec);
-  } else {
-    bhttp::write(stream, serializer, ec);
-  }
-  return !ec;
-}
-
-// The answer to a request that could not be read, or none (just close).
-std::optional<HttpResponse> ReadErrorResponse(const beast::error_code& ec) {
-  if (ec == bhttp::error::body_limit) {
-    return TextResponse(413, "http: request body too large\n");
-  }
-  if (ec == bhttp::error::header_limit || ec == bhttp::error::buffer_overflow) {
-    return TextResponse(431, "431 Request Header Fields Too Large");
-  }
-  if (ec == bhttp::error::end_of_stream || ec == bhttp::error::partial_message ||
-      ec == beast::error::timeout || ec.category() == boost::system::system_category() ||
-      ec == net::error::eof) {
-    return std::nullopt;
-  }
-  return TextResponse(400, "400 Bad Request");
+  return "";
 }
 
 }  // namespace
 
-std::string_view HttpRequest::Header(std::string_view name) const {
-  for (const auto& [key, value] : headers) {
-    if (EqualsIgnoreCase(key, name)) return value;
+std::string_view RejectReasonName(RejectReason reason) {
+  switch (reason) {
+    case RejectReason::kPerSourceLimit:
+      return "per_source_limit";
+    case RejectReason::kTotalLimit:
+      return "total_limit";
+    case RejectReason::kFirstBytesTimeout:
+      return "first_bytes_timeout";
+    case RejectReason::kReadTimeout:
+      return "read_timeout";
   }
-  return {};
+  return "unknown";
+}
+
+struct ClientListener::Connection {
+  enum class Phase {
+    kClassifying,  // nothing consumed yet; peeking
+    kReading,      // HTTP/1.x: waiting for (the rest of) a request
+    kHandling,     // HTTP/1.x: the request is with a handler thread
+    kWriting,      // HTTP/1.x: sending the response
+  };
+
+  uint64_t id = 0;
+  int fd = -1;
+  std::string remote_address;  // "ip:port", for handlers and logs
+  std::string source;          // "ip", the per-source key
+  Phase phase = Phase::kClassifying;
+  size_t peeked = 0;  // bytes seen while classifying
+  std::unique_ptr<Http1RequestReader> reader;
+  std::string out;  // bytes to send: a 100 Continue or a response
+  size_t out_offset = 0;
+  bool close_after_write = false;
+  uint32_t registered_events = 0;
+  TimePoint deadline = TimePoint::max();  // also in EventLoop::deadlines_
+};
+
+// Everything the loop thread touches. Only Complete(), RequestStop() and the
+// atomics are used from other threads.
+class ClientListener::EventLoop {
+ public:
+  EventLoop(ClientListener* owner, int listen_fd) : owner_(owner), options_(owner->options_),
+                                                    listen_fd_(listen_fd) {}
+  ~EventLoop() {
+    if (epoll_fd_ >= 0) ::close(epoll_fd_);
+    if (wake_fd_ >= 0) ::close(wake_fd_);
+  }
+
+  Status Init() {
+    epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+    if (epoll_fd_ < 0) return Status(Code::kInternal, "epoll_create1: " + ErrnoText(errno));
+    wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (wake_fd_ < 0) return Status(Code::kInternal, "eventfd: " + ErrnoText(errno));
+    if (!Register(wake_fd_, kWakeId, EPOLLIN) || !Register(listen_fd_, kListenId, EPOLLIN)) {
+      return Status(Code::kInternal, "epoll_ctl: " + ErrnoText(errno));
+    }
+    return Status::Ok();
+  }
+
+  void Run();
+
+  // From a handler thread: the response for connection `id`.
+  void Complete(uint64_t id, std::string bytes, bool keep_alive) {
+    {
+      std::lock_guard<std::mutex> lock(completed_mu_);
+      completed_.push_back({id, std::move(bytes), keep_alive});
+    }
+    Wake();
+  }
+
+  void RequestStop() {
+    stop_requested_.store(true);
+    Wake();
+  }
+  bool stopping() const { return stop_requested_.load(); }
+
+  Stats stats() const {
+    Stats s;
+    s.unidentified = unidentified_.load();
+    s.http1 = http1_.load();
+    for (int i = 0; i < kRejectReasonCount; ++i) s.rejected[i] = rejected_[i].load();
+    return s;
+  }
+
+ private:
+  using Phase = Connection::Phase;
+  struct Completion {
+    uint64_t id;
+    std::string bytes;
+    bool keep_alive;
+  };
+
+  void Wake() {
+    uint64_t one = 1;
+    ssize_t ignored = ::write(wake_fd_, &one, sizeof(one));
+    (void)ignored;
+  }
+  bool Register(int fd, uint64_t id, uint32_t events) {
+    struct epoll_event ev = {};
+    ev.events = events;
+    ev.data.u64 = id;
+    return ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) == 0;
+  }
+
+  void AcceptBatch(TimePoint now);
+  bool Admit(int fd, const std::string& remote, const std::string& source, TimePoint now);
+  bool EvictOldest(const std::string* source, RejectReason reason);
+  void OnEvent(Connection& c, uint32_t events, TimePoint now);
+  void Classify(Connection& c, TimePoint now);
+  void ReadHttp1(Connection& c, TimePoint now);
+  void AfterRead(Connection& c, Http1RequestReader::State state, TimePoint now);
+  void Flush(Connection& c, TimePoint now);
+  void TakeCompletions(TimePoint now);
+  void ExpireDeadlines(TimePoint now);
+  void BeginStop(TimePoint now);
+  void SetDeadline(Connection& c, TimePoint deadline);
+  void UpdateInterest(Connection& c);
+  void Close(Connection& c);
+  void Reject(Connection& c, RejectReason reason);
+  void CountRejected(RejectReason reason, const std::string& remote);
+  void FlushRejectLogs(TimePoint now);
+  void SetUnidentified(int delta);
+  int WaitMs(TimePoint now) const;
+
+  ClientListener* const owner_;
+  const Options& options_;
+  const int listen_fd_;  // owned by ClientListener
+  int epoll_fd_ = -1;
+  int wake_fd_ = -1;
+
+  uint64_t next_id_ = kFirstConnectionId;
+  // Ordered by id, which is accept order: begin() is the oldest.
+  std::map<uint64_t, std::unique_ptr<Connection>> connections_;
+  std::set<std::pair<TimePoint, uint64_t>> deadlines_;
+  std::unordered_map<std::string, size_t> per_source_;
+  TimePoint accept_paused_until_ = TimePoint::min();
+  bool accept_paused_ = false;
+  bool stopping_ = false;
+  TimePoint stop_deadline_ = TimePoint::max();
+  struct LogState {
+    TimePoint last = TimePoint::min();
+    uint64_t suppressed = 0;
+  };
+  LogState reject_log_[kRejectReasonCount];
+
+  std::atomic<bool> stop_requested_{false};
+  std::atomic<size_t> unidentified_{0};
+  std::atomic<size_t> http1_{0};
+  std::atomic<uint64_t> rejected_[kRejectReasonCount] = {};
+
+  std::mutex completed_mu_;
+  std::vector<Completion> completed_;  // GUARDED_BY(completed_mu_); one per handling connection
+};
+
+void ClientListener::EventLoop::Run() {
+  struct epoll_event events[kMaxEvents];
+  for (;;) {
+    const int n = ::epoll_wait(epoll_fd_, events, kMaxEvents, WaitMs(SteadyClock::now()));
+    if (n < 0 && errno != EINTR) {
+      CAIRN_LOG(kError) << "client listener: epoll_wait: " << ErrnoText(errno);
+      break;
+    }
+    TimePoint now = SteadyClock::now();
+    for (int i = 0; i < n; ++i) {
+      const uint64_t id = events[i].data.u64;
+      if (id == kWakeId) {
+        uint64_t count;
+        ssize_t ignored = ::read(wake_fd_, &count, sizeof(count));
+        (void)ignored;
+      } else if (id == kListenId) {
+        if (!stopping_) AcceptBatch(now);
+      } else if (auto it = connections_.find(id); it != connections_.end()) {
+        OnEvent(*it->second, events[i].events, now);
+      }
+    }
+    TakeCompletions(now);
+    now = SteadyClock::now();
+    ExpireDeadlines(now);
+    FlushRejectLogs(now);
+    if (accept_paused_ && now >= accept_paused_until_ && !stopping_) {
+      struct epoll_event ev = {};
+      ev.events = EPOLLIN;
+      ev.data.u64 = kListenId;
+      ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, listen_fd_, &ev);
+      accept_paused_ = false;
+    }
+    if (stop_requested_.load() && !stopping_) BeginStop(now);
+    if (stopping_ && (connections_.empty() || now >= stop_deadline_)) break;
+  }
+  while (!connections_.empty()) Close(*connections_.begin()->second);
+}
+
+int ClientListener::EventLoop::WaitMs(TimePoint now) const {
+  TimePoint until = now + kMaxWait;
+  if (!deadlines_.empty()) until = std::min(until, deadlines_.begin()->first);
+  if (accept_paused_) until = std::min(until, accept_paused_until_);
+  if (stopping_) until = std::min(until, stop_deadline_);
+  if (until <= now) return 0;
+  // Rounded up, so the loop never wakes just before a deadline and spins.
+  return static_cast<int>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(until - now).count() + 1);
+}
+
+void ClientListener::EventLoop::AcceptBatch(TimePoint now) {
+  for (int i = 0; i < kAcceptBatch; ++i) {
+    struct sockaddr_storage peer = {};
+    socklen_t peer_len = sizeof(peer);
+    int fd = ::accept4(listen_fd_, reinterpret_cast<struct sockaddr*>(&peer), &peer_len,
+                       SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) {
+      const int error = errno;
+      if (error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM) {
+        // A descriptor held by a silent peer is worth less than one for a
+        // client that is waiting in the backlog.
+        if (EvictOldest(nullptr, RejectReason::kTotalLimit)) continue;
+        CAIRN_LOG(kWarn) << "client listener: accept: " << ErrnoText(error) << "; retrying in "
+                         << kAcceptBackoff.count() << "ms";
+        struct epoll_event ev = {};
+        ev.data.u64 = kListenId;
+        ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, listen_fd_, &ev);  // no events until resumed
+        accept_paused_ = true;
+        accept_paused_until_ = now + kAcceptBackoff;
+        return;
+      }
+      if (error == EAGAIN || error == EWOULDBLOCK) return;
+      continue;  // ECONNABORTED, EINTR, EPROTO...: try the next one
+    }
+    int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    auto [remote, source] = FormatAddress(peer);
+    if (!Admit(fd, remote, source, now)) ::close(fd);
+  }
+}
+
+// Makes room under both limits by evicting, never by refusing a newcomer
+// unless nothing is evictable; see the top of client_listener.h.
+bool ClientListener::EventLoop::Admit(int fd, const std::string& remote, const std::string& source,
+                                      TimePoint now) {
+  auto count = per_source_.find(source);
+  if (count != per_source_.end() && count->second >= options_.max_connections_per_source &&
+      !EvictOldest(&source, RejectReason::kPerSourceLimit)) {
+    CountRejected(RejectReason::kPerSourceLimit, remote);
+    return false;
+  }
+  if (connections_.size() >= options_.max_connections &&
+      !EvictOldest(nullptr, RejectReason::kTotalLimit)) {
+    CountRejected(RejectReason::kTotalLimit, remote);
+    return false;
+  }
+  auto conn = std::make_unique<Connection>();
+  conn->id = next_id_++;
+  conn->fd = fd;
+  conn->remote_address = remote;
+  conn->source = source;
+  conn->registered_events = EPOLLIN | EPOLLRDHUP;
+  if (!Register(fd, conn->id, conn->registered_events)) {
+    CAIRN_LOG(kWarn) << "client listener: epoll_ctl: " << ErrnoText(errno);
+    return false;
+  }
+  Connection& c = *conn;
+  connections_.emplace(c.id, std::move(conn));
+  ++per_source_[source];
+  SetUnidentified(+1);
+  SetDeadline(c, now + options_.first_bytes_timeout);
+  return true;
+}
+
+bool ClientListener::EventLoop::EvictOldest(const std::string* source, RejectReason reason) {
+  // Unidentified connections first: they have not shown they are clients.
+  for (int pass = 0; pass < 2; ++pass) {
+    const Phase wanted = pass == 0 ? Phase::kClassifying : Phase::kReading;
+    for (auto& [id, conn] : connections_) {
+      if (conn->phase != wanted || (source != nullptr && conn->source != *source)) continue;
+      Reject(*conn, reason);
+      return true;
+    }
+  }
+  return false;
+}
+
+void ClientListener::EventLoop::OnEvent(Connection& c, uint32_t events, TimePoint now) {
+  if (events & EPOLLERR) {
+    Close(c);
+    return;
+  }
+  if (c.phase == Phase::kClassifying) {
+    Classify(c, now);
+    return;
+  }
+  if ((events & EPOLLOUT) && c.out_offset < c.out.size()) {
+    const uint64_t id = c.id;
+    Flush(c, now);
+    if (connections_.find(id) == connections_.end()) return;
+  }
+  if (c.phase == Phase::kReading && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP))) {
+    ReadHttp1(c, now);
+  } else if (events & EPOLLHUP) {
+    Close(c);  // both directions gone: nobody to answer
+  }
+}
+
+// Peeks until ClassifyPrefix() decides. Nothing is consumed. SO_RCVLOWAT is
+// raised to one byte more than already seen so epoll stays quiet until new
+// bytes arrive instead of reporting the buffered ones again; it is put back
+// to 1 for whoever reads the socket next.
+void ClientListener::EventLoop::Classify(Connection& c, TimePoint now) {
+  char peeked[kMaxClassifyBytes];
+  ssize_t n = ::recv(c.fd, peeked, sizeof(peeked), MSG_PEEK | MSG_DONTWAIT);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+  // n == 0: closed before saying anything; n == peeked: woken without new
+  // bytes, so the peer half-closed in the middle of the preface.
+  if (n <= 0 || static_cast<size_t>(n) <= c.peeked) {
+    Close(c);
+    return;
+  }
+  const ConnectionProtocol protocol =
+      ClassifyPrefix(std::string_view(peeked, static_cast<size_t>(n)));
+  if (protocol == ConnectionProtocol::kNeedMore) {
+    c.peeked = static_cast<size_t>(n);
+    SetReceiveLowWatermark(c.fd, static_cast<int>(n) + 1);
+    return;
+  }
+  if (c.peeked > 0) SetReceiveLowWatermark(c.fd, 1);
+  if (protocol == ConnectionProtocol::kHttp2) {
+    if (options_.http_only || !options_.on_grpc_connection) {
+      Close(c);
+      return;
+    }
+    // Hand off: untrack without closing; the callback owns the descriptor.
+    const int fd = c.fd;
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+    c.fd = -1;
+    Close(c);
+    options_.on_grpc_connection(fd);
+    return;
+  }
+  // kHttp1, and kTls until a TLS layer terminates it here.
+  SetUnidentified(-1);
+  http1_.fetch_add(1);
+  c.phase = Phase::kReading;
+  c.reader = std::make_unique<Http1RequestReader>(options_.max_header_bytes,
+                                                  options_.max_body_bytes);
+  SetDeadline(c, now + options_.read_timeout);
+  ReadHttp1(c, now);
+}
+
+void ClientListener::EventLoop::ReadHttp1(Connection& c, TimePoint now) {
+  char buffer[kReadChunkBytes];
+  for (int i = 0; i < kReadsPerWakeup; ++i) {
+    ssize_t n = ::recv(c.fd, buffer, sizeof(buffer), MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      Close(c);
+      return;
+    }
+    Http1RequestReader::State state =
+        n == 0 ? c.reader->FeedEof()
+               : c.reader->Feed(std::string_view(buffer, static_cast<size_t>(n)));
+    if (n == 0 && state == Http1RequestReader::State::kNeedMore) {
+      state = Http1RequestReader::State::kError;  // not reachable; FeedEof decides
+    }
+    if (c.reader->TakeContinueRequest()) c.out.append(kContinueResponse);
+    const uint64_t id = c.id;
+    AfterRead(c, state, now);
+    if (connections_.find(id) == connections_.end() || c.phase != Phase::kReading) return;
+    if (n == 0) return;
+  }
+}
+
+void ClientListener::EventLoop::AfterRead(Connection& c, Http1RequestReader::State state,
+                                          TimePoint now) {
+  using State = Http1RequestReader::State;
+  if (state == State::kNeedMore) {
+    if (c.out_offset < c.out.size()) Flush(c, now);  // a 100 Continue
+    return;
+  }
+  if (state == State::kError) {
+    if (!c.reader->error_response()) {
+      Close(c);
+      return;
+    }
+    c.out += SerializeResponse(*c.reader->error_response(), options_.default_headers, 11,
+                               /*keep_alive=*/false, /*head_only=*/false);
+    c.close_after_write = true;
+    c.phase = Phase::kWriting;
+    SetDeadline(c, now + options_.write_timeout);
+    Flush(c, now);
+    return;
+  }
+  // kDone. Nothing more is read until the response is out: that bounds the
+  // buffer, and HTTP/1.x answers in order anyway.
+  c.phase = Phase::kHandling;
+  SetDeadline(c, TimePoint::max());
+  HttpRequest request = c.reader->TakeRequest(c.remote_address);
+  owner_->SubmitRequest(c.id, std::move(request), c.reader->version(), c.reader->keep_alive(),
+                        c.reader->head());
+  UpdateInterest(c);
+}
+
+void ClientListener::EventLoop::Flush(Connection& c, TimePoint now) {
+  while (c.out_offset < c.out.size()) {
+    ssize_t n = ::send(c.fd, c.out.data() + c.out_offset, c.out.size() - c.out_offset,
+                       MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        UpdateInterest(c);
+        return;
+      }
+      Close(c);
+      return;
+    }
+    c.out_offset += static_cast<size_t>(n);
+  }
+  c.out.clear();
+  c.out_offset = 0;
+  if (c.phase != Phase::kWriting) {
+    UpdateInterest(c);
+    return;
+  }
+  if (c.close_after_write) {
+    Close(c);
+    return;
+  }
+  c.phase = Phase::kReading;
+  SetDeadline(c, now + options_.read_timeout);
+  const Http1RequestReader::State state = c.reader->Next();  // pipelined bytes, if any
+  if (c.reader->TakeContinueRequest()) c.out.append(kContinueResponse);
+  const uint64_t id = c.id;
+  AfterRead(c, state, now);
+  if (auto it = connections_.find(id); it != connections_.end()) UpdateInterest(*it->second);
+}
+
+void ClientListener::EventLoop::TakeCompletions(TimePoint now) {
+  std::vector<Completion> completed;
+  {
+    std::lock_guard<std::mutex> lock(completed_mu_);
+    completed.swap(completed_);
+  }
+  for (Completion& done : completed) {
+    auto it = connections_.find(done.id);
+    if (it == connections_.end()) continue;  // closed meanwhile (peer gone, Stop)
+    Connection& c = *it->second;
+    c.out += done.bytes;
+    c.close_after_write = !done.keep_alive || stopping_;
+    c.phase = Phase::kWriting;
+    SetDeadline(c, now + options_.write_timeout);
+    Flush(c, now);
+  }
+}
+
+void ClientListener::EventLoop::ExpireDeadlines(TimePoint now) {
+  while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
+    auto it = connections_.find(deadlines_.begin()->second);
+    if (it == connections_.end()) {
+      deadlines_.erase(deadlines_.begin());
+      continue;
+    }
+    Connection& c = *it->second;
+    if (c.phase == Phase::kClassifying) {
+      Reject(c, RejectReason::kFirstBytesTimeout);
+    } else if (c.phase == Phase::kReading && c.reader->started()) {
+      Reject(c, RejectReason::kReadTimeout);
+    } else {
+      Close(c);  // an idle keep-alive connection, or a response nobody reads
+    }
+  }
+}
+
+void ClientListener::EventLoop::BeginStop(TimePoint now) {
+  stopping_ = true;
+  ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, listen_fd_, nullptr);
+  // A request being handled finishes and gets its response first.
+  stop_deadline_ = now + options_.write_timeout;
+  std::vector<Connection*> idle;
+  for (auto& [id, conn] : connections_) {
+    if (conn->phase == Phase::kClassifying || conn->phase == Phase::kReading) {
+      idle.push_back(conn.get());
+    } else {
+      conn->close_after_write = true;
+    }
+  }
+  for (Connection* c : idle) Close(*c);
+}
+
+void ClientListener::EventLoop::SetDeadline(Connection& c, TimePoint deadline) {
+  if (c.deadline != TimePoint::max()) deadlines_.erase({c.deadline, c.id});
+  c.deadline = deadline;
+  if (deadline != TimePoint::max()) deadlines_.insert({deadline, c.id});
+}
+
+void ClientListener::EventLoop::UpdateInterest(Connection& c) {
+  uint32_t events = 0;
+  if (c.phase == Phase::kClassifying || c.phase == Phase::kReading) events |= EPOLLIN | EPOLLRDHUP;
+  if (c.out_offset < c.out.size()) events |= EPOLLOUT;
+  if (events == c.registered_events) return;
+  struct epoll_event ev = {};
+  ev.events = events;
+  ev.data.u64 = c.id;
+  ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, c.fd, &ev);
+  c.registered_events = events;
+}
+
+void ClientListener::EventLoop::Close(Connection& c) {
+  if (c.fd >= 0) {
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, c.fd, nullptr);
+    ::close(c.fd);
+  }
+  SetDeadline(c, TimePoint::max());
+  if (auto it = per_source_.find(c.source); it != per_source_.end() && --it->second == 0) {
+    per_source_.erase(it);
+  }
+  if (c.phase == Phase::kClassifying) {
+    SetUnidentified(-1);
+  } else {
+    http1_.fetch_sub(1);
+  }
+  connections_.erase(c.id);  // destroys c
+}
+
+void ClientListener::EventLoop::Reject(Connection& c, RejectReason reason) {
+  CountRejected(reason, c.remote_address);
+  Close(c);
+}
+
+void ClientListener::EventLoop::CountRejected(RejectReason reason, const std::string& remote) {
+  const int index = static_cast<int>(reason);
+  rejected_[index].fetch_add(1);
+  if (options_.on_rejected) options_.on_rejected(reason);
+  LogState& log = reject_log_[index];
+  const TimePoint now = SteadyClock::now();
+  if (log.last != TimePoint::min() && now - log.last < kRejectLogInterval) {
+    ++log.suppressed;
+    return;
+  }
+  CAIRN_LOG(kWarn) << "client listener on port " << owner_->port() << ": closed a connection from "
+                   << remote << " because " << RejectReasonText(reason) << " ("
+                   << RejectReasonName(reason) << "; at most one such line per "
+                   << kRejectLogInterval.count() << "s)";
+  log.last = now;
+}
+
+// The closures not logged in the last interval, as one line, so a flood is
+// visible in the log and not only in the metric.
+void ClientListener::EventLoop::FlushRejectLogs(TimePoint now) {
+  for (int i = 0; i < kRejectReasonCount; ++i) {
+    LogState& log = reject_log_[i];
+    if (log.suppressed == 0 || now - log.last < kRejectLogInterval) continue;
+    CAIRN_LOG(kWarn) << "client listener on port " << owner_->port() << ": closed "
+                     << log.suppressed << " more connection(s) in the last "
+                     << kRejectLogInterval.count() << "s because "
+                     << RejectReasonText(static_cast<RejectReason>(i)) << " ("
+                     << RejectReasonName(static_cast<RejectReason>(i)) << ")";
+    log.last = now;
+    log.suppressed = 0;
+  }
+}
+
+void ClientListener::EventLoop::SetUnidentified(int delta) {
+  if (delta > 0) {
+    unidentified_.fetch_add(1);
+  } else {
+    unidentified_.fetch_sub(1);
+  }
+  if (options_.on_unidentified_change) options_.on_unidentified_change(delta);
 }
 
 Status ClientListener::Options::Validate() const {
   if (max_connections == 0) return Status(Code::kInvalidArgument, "max_connections must be > 0");
+  if (max_connections_per_source == 0) {
+    return Status(Code::kInvalidArgument, "max_connections_per_source must be > 0");
+  }
   if (max_header_bytes == 0 || max_header_bytes > std::numeric_limits<uint32_t>::max()) {
     return Status(Code::kInvalidArgument, "max_header_bytes must be in (0, 4 GiB)");
   }
   if (max_body_bytes == 0) return Status(Code::kInvalidArgument, "max_body_bytes must be > 0");
-  if (read_timeout.count() <= 0 || write_timeout.count() <= 0) {
-    return Status(Code::kInvalidArgument, "read_timeout and write_timeout must be > 0");
+  if (first_bytes_timeout.count() <= 0 || read_timeout.count() <= 0 ||
+      write_timeout.count() <= 0) {
+    return Status(Code::kInvalidArgument,
+                  "first_bytes_timeout, read_timeout and write_timeout must be > 0");
   }
+  if (handler_threads == 0) return Status(Code::kInvalidArgument, "handler_threads must be > 0");
   return Status::Ok();
 }
 
@@ -339,200 +743,52 @@ Status ClientListener::Start() {
                     ? ntohs(reinterpret_cast<struct sockaddr_in6*>(&bound)->sin6_port)
                     : ntohs(reinterpret_cast<struct sockaddr_in*>(&bound)->sin_port);
 
-  wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (wake_fd_ < 0) {
-    return Status(Code::kInternal, std::string("eventfd: ") + ErrnoText(errno));
-  }
+  loop_ = std::make_unique<EventLoop>(this, listen_fd_);
+  if (Status s = loop_->Init(); !s.ok()) return s;
   try {
-    accept_thread_ = std::thread([this] { AcceptLoop(); });
+    for (size_t i = 0; i < options_.handler_threads; ++i) {
+      handler_threads_.emplace_back([this] { RunHandlers(); });
+    }
+    loop_thread_ = std::thread([this] { loop_->Run(); });
   } catch (const std::system_error& e) {
-    return Status(Code::kInternal, std::string("starting accept thread: ") + e.what());
+    return Status(Code::kInternal, std::string("starting listener threads: ") + e.what());
   }
   return Status::Ok();
 }
 
 size_t ClientListener::active_connections() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return live_connections_;
+  if (!loop_) return 0;
+  Stats s = loop_->stats();
+  return s.unidentified + s.http1;
 }
 
-void ClientListener::AcceptLoop() {
-  for (;;) {
-    struct pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
-    int rc = ::poll(fds, 2, kReapIntervalMs);
-    ReapFinished();
-    if (stopping_.load() || (fds[1].revents & POLLIN)) return;
-    if (rc <= 0 || !(fds[0].revents & POLLIN)) continue;
+ClientListener::Stats ClientListener::stats() const { return loop_ ? loop_->stats() : Stats{}; }
 
-    struct sockaddr_storage peer = {};
-    socklen_t peer_len = sizeof(peer);
-    int fd =
-        ::accept4(listen_fd_, reinterpret_cast<struct sockaddr*>(&peer), &peer_len, SOCK_CLOEXEC);
-    if (fd < 0) {
-      const int error = errno;
-      if (error == EMFILE || error == ENFILE || error == ENOBUFS || error == ENOMEM) {
-        CAIRN_LOG(kWarn) << "client listener: accept: " << ErrnoText(error) << "; retrying in "
-                         << kAcceptBackoffMs << "ms";
-        struct pollfd wake = {wake_fd_, POLLIN, 0};
-        ::poll(&wake, 1, kAcceptBackoffMs);
-      }
-      continue;  // EAGAIN, ECONNABORTED, EINTR: nothing to do
-    }
-    int one = 1;
-    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-
-    std::lock_guard<std::mutex> lock(mu_);
-    // Checked under mu_: Stop() may have begun while this thread accepted.
-    if (stopping_.load() || live_connections_ >= options_.max_connections) {
-      ::close(fd);
-      continue;
-    }
-    uint64_t id = next_connection_id_++;
-    Connection& conn = connections_[id];
-    conn.fd = fd;
-    try {
-      conn.thread = std::thread(
-          [this, id, fd, remote = FormatAddress(peer)] { ServeConnection(id, fd, remote); });
-      ++live_connections_;
-    } catch (const std::system_error& e) {
-      CAIRN_LOG(kWarn) << "client listener: cannot start connection thread: " << e.what();
-      connections_.erase(id);
-      ::close(fd);
-    }
-  }
-}
-
-void ClientListener::ReapFinished() {
-  std::vector<std::thread> done;
+void ClientListener::SubmitRequest(uint64_t id, HttpRequest request, unsigned version,
+                                   bool keep_alive, bool head) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (uint64_t id : finished_) {
-      auto it = connections_.find(id);
-      if (it == connections_.end()) continue;
-      done.push_back(std::move(it->second.thread));
-      connections_.erase(it);
-    }
-    finished_.clear();
+    std::lock_guard<std::mutex> lock(work_mu_);
+    work_.push_back({id, std::move(request), version, keep_alive, head});
   }
-  for (std::thread& t : done) {
-    if (t.joinable()) t.join();
-  }
+  work_cv_.notify_one();
 }
 
-bool ClientListener::ReleaseConnection(uint64_t id) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = connections_.find(id);
-  if (it != connections_.end() && it->second.fd >= 0) {
-    it->second.fd = -1;
-    --live_connections_;
-  }
-  return !stopping_.load();
-}
-
-void ClientListener::FinishConnection(uint64_t id) {
-  std::lock_guard<std::mutex> lock(mu_);
-  finished_.push_back(id);
-}
-
-void ClientListener::ServeConnection(uint64_t id, int fd, std::string remote_address) {
-  Protocol protocol = DetectProtocol(fd);
-  if (protocol == Protocol::kHttp1) ServeHttp1(fd, remote_address);
-  // Untrack before close, so Stop() never shuts down a reused descriptor.
-  const bool running = ReleaseConnection(id);
-  if (protocol == Protocol::kHttp2 && running && !options_.http_only &&
-      options_.on_grpc_connection) {
-    int flags = ::fcntl(fd, F_GETFL, 0);
-    ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);  // gRPC's poller expects it
-    options_.on_grpc_connection(fd);
-  } else {
-    ::close(fd);
-  }
-  FinishConnection(id);
-}
-
-// Peeks until the bytes seen either stop matching the HTTP/2 preface (HTTP/1)
-// or match all 24 of it (HTTP/2). Nothing is consumed. SO_RCVLOWAT is raised
-// to one byte more than already seen so poll() sleeps until new bytes arrive
-// instead of spinning on the ones already buffered; it is put back to 1 for
-// whoever reads the socket next.
-ClientListener::Protocol ClientListener::DetectProtocol(int fd) {
-  const auto deadline = SteadyClock::now() + options_.read_timeout;
-  char peeked[kHttp2Preface.size()];
-  int want = 1;
-  Protocol result = Protocol::kClosed;
+void ClientListener::RunHandlers() {
   for (;;) {
-    if (stopping_.load()) break;
-    SetReceiveLowWatermark(fd, want);
-    if (WaitFor(fd, POLLIN | POLLRDHUP, deadline) <= 0) break;  // timeout or error
-    ssize_t n = ::recv(fd, peeked, sizeof(peeked), MSG_PEEK | MSG_DONTWAIT);
-    if (n == 0) break;  // closed before saying anything
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;
-      break;
+    Work work;
+    {
+      std::unique_lock<std::mutex> lock(work_mu_);
+      work_cv_.wait(lock, [this] { return handlers_stopping_ || !work_.empty(); });
+      if (handlers_stopping_) return;
+      work = std::move(work_.front());
+      work_.pop_front();
     }
-    if (std::memcmp(peeked, kHttp2Preface.data(), static_cast<size_t>(n)) != 0) {
-      result = Protocol::kHttp1;
-      break;
-    }
-    if (static_cast<size_t>(n) == kHttp2Preface.size()) {
-      result = Protocol::kHttp2;
-      break;
-    }
-    if (n < want) break;  // woken without new bytes: the peer half-closed
-    want = static_cast<int>(n) + 1;
-  }
-  SetReceiveLowWatermark(fd, 1);
-  return result;
-}
-
-void ClientListener::ServeHttp1(int fd, const std::string& remote_address) {
-  FdStream stream(fd);
-  beast::flat_buffer buffer(options_.max_header_bytes + kReadSlackBytes);
-  for (;;) {
-    if (stopping_.load()) return;
-    stream.set_read_deadline(SteadyClock::now() + options_.read_timeout);
-    bhttp::request_parser<bhttp::string_body> parser;
-    parser.header_limit(static_cast<uint32_t>(options_.max_header_bytes));
-    parser.body_limit(options_.max_body_bytes);
-    beast::error_code ec;
-    bhttp::read_header(stream, buffer, parser, ec);
-    if (!ec && parser.get().version() == 11 &&
-        EqualsIgnoreCase(ToStd(parser.get()[bhttp::field::expect]), "100-continue")) {
-      // curl waits a second for this before sending a body over 1 KiB.
-      static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
-      stream.set_write_deadline(SteadyClock::now() + options_.write_timeout);
-      net::write(stream, net::buffer(kContinue.data(), kContinue.size()), ec);
-    }
-    if (!ec) bhttp::read(stream, buffer, parser, ec);
-    stream.set_write_deadline(SteadyClock::now() + options_.write_timeout);
-    if (ec) {
-      if (auto response = ReadErrorResponse(ec)) {
-        WriteResponse(stream, *response, options_.default_headers, 11, /*keep_alive=*/false,
-                      /*head_only=*/false);
-      }
-      return;
-    }
-
-    bhttp::request<bhttp::string_body> req = parser.release();
-    HttpRequest request;
-    request.method = std::string(ToStd(req.method_string()));
-    request.target = std::string(ToStd(req.target()));
-    size_t question = request.target.find('?');
-    request.path = request.target.substr(0, question);
-    if (question != std::string::npos) request.query = request.target.substr(question + 1);
-    for (const auto& field : req) {
-      request.headers.emplace_back(ToStd(field.name_string()), ToStd(field.value()));
-    }
-    request.body = std::move(req.body());
-    request.remote_address = remote_address;
-
-    HttpResponse response = Dispatch(request);
-    const bool keep_alive = req.keep_alive() && !stopping_.load();
-    if (!WriteResponse(stream, response, options_.default_headers, req.version(), keep_alive,
-                       req.method() == bhttp::verb::head)) {
-      return;
-    }
-    if (!keep_alive) return;
+    HttpResponse response = Dispatch(work.request);
+    const bool keep_alive = work.keep_alive && !loop_->stopping();
+    loop_->Complete(work.connection_id,
+                    SerializeResponse(response, options_.default_headers, work.version,
+                                      keep_alive, work.head),
+                    keep_alive);
   }
 }
 
@@ -581,41 +837,25 @@ HttpResponse ClientListener::Dispatch(const HttpRequest& request) {
 }
 
 void ClientListener::Stop() {
-  if (!started_) return;
+  if (!started_ || stopped_) return;
+  stopped_ = true;
+  // The loop first: it waits (bounded by write_timeout) for requests inside
+  // handlers, which therefore must still be running.
+  if (loop_thread_.joinable()) {
+    loop_->RequestStop();
+    loop_thread_.join();
+  }
   {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_.exchange(true)) return;
+    std::lock_guard<std::mutex> lock(work_mu_);
+    handlers_stopping_ = true;
   }
-  if (wake_fd_ >= 0) {
-    uint64_t one = 1;
-    ssize_t ignored = ::write(wake_fd_, &one, sizeof(one));
-    (void)ignored;
-  }
-  if (accept_thread_.joinable()) accept_thread_.join();
-  if (listen_fd_ >= 0) ::close(listen_fd_);
-  listen_fd_ = -1;
-
-  // Shutting down the read side wakes every reader with end-of-stream while
-  // leaving the write side open, so a request already being handled still
-  // gets its response before its connection closes.
-  std::vector<std::thread> threads;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (auto& [id, conn] : connections_) {
-      if (conn.fd >= 0) ::shutdown(conn.fd, SHUT_RD);
-      threads.push_back(std::move(conn.thread));
-    }
-  }
-  for (std::thread& t : threads) {
+  work_cv_.notify_all();
+  for (std::thread& t : handler_threads_) {
     if (t.joinable()) t.join();
   }
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    connections_.clear();
-    finished_.clear();
-  }
-  if (wake_fd_ >= 0) ::close(wake_fd_);
-  wake_fd_ = -1;
+  handler_threads_.clear();
+  if (listen_fd_ >= 0) ::close(listen_fd_);
+  listen_fd_ = -1;
 }
 
 }  // namespace cairn::http

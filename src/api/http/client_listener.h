@@ -3,32 +3,62 @@
 // so `curl http://127.0.0.1:2379/metrics` and gRPC clients share one address,
 // exactly as etcd's cmux does.
 //
-// Each accepted connection is classified by peeking (recv MSG_PEEK, nothing is
-// consumed) at its first bytes: the 24-byte HTTP/2 client preface goes to
-// `on_grpc_connection` with every byte still unread, so gRPC sees an untouched
-// stream; anything else is served here as HTTP/1.x with Boost.Beast from a
-// handler table. TLS is not handled here (a TLS ClientHello is neither, and is
-// treated as a bad HTTP/1 request).
+// Design. One event-loop thread (epoll, level-triggered) accepts connections,
+// classifies them and serves HTTP/1.x; a connection that has not identified
+// itself, or an HTTP/1.x connection waiting for (the rest of) a request, costs
+// a descriptor and a few hundred bytes, never a thread. So sockets that send
+// nothing, half a request or one byte a second cannot starve other clients.
+//
+//  - Classification peeks (recv MSG_PEEK, nothing is consumed) at the first
+//    bytes and asks ClassifyPrefix() (protocol_classifier.h). SO_RCVLOWAT is
+//    raised to one byte more than already seen, so epoll only reports the
+//    socket again when something new arrived. The 24-byte HTTP/2 preface goes
+//    to `on_grpc_connection` with every byte still unread; anything else is
+//    HTTP/1.x. A TLS ClientHello is recognized there too (the place where
+//    client TLS will be terminated); for now it is served as HTTP/1 (400).
+//  - A connection must be classified within `first_bytes_timeout` (cmux-like,
+//    a few seconds), else it is closed and counted.
+//  - Limits never lock well-behaved clients out: when a source address holds
+//    `max_connections_per_source` connections, or the listener holds
+//    `max_connections`, a new connection is still accepted and the OLDEST
+//    evictable connection (unidentified first, then idle or half-read
+//    HTTP/1.x) of that source, or overall, is closed instead. An attacker
+//    thus only churns its own sockets, while a real client, which sends its
+//    preface within milliseconds, is classified long before it becomes the
+//    oldest. Only when nothing is evictable (every connection is inside a
+//    handler or writing) is the new connection refused. Running out of
+//    descriptors (EMFILE) evicts the same way. Each of these is counted
+//    through `on_rejected` and logged: the first for a reason at once, then
+//    at most one summary line (with the count) per 10 s per reason.
+//  - HTTP/1.x requests are parsed as bytes arrive (http1_codec.h); a complete
+//    request is handed to a pool of `handler_threads` threads (a handler may
+//    take milliseconds, e.g. /metrics; it must not block the loop), and the
+//    response is written by the loop without blocking. A connection has at
+//    most one request in a handler and reads nothing meanwhile, so the
+//    handler queue is bounded by max_connections and each read buffer by the
+//    header and body limits.
 //
 // Threads: this class owns its threads, an allowed exception to "only
-// src/server/ creates threads": one accept thread, plus one short-lived thread
-// per connection (at most `max_connections` at once) that classifies it and,
-// for HTTP/1.x, serves it synchronously until it closes. gRPC connections
-// leave that thread as soon as they are handed off.
+// src/server/ creates threads": the event loop and `handler_threads` handler
+// threads, all started by Start() and joined by Stop().
 //
 // Thread-safety: Handle() may be called at any time from any thread; Start()
-// and Stop() from the owner's thread. Handlers and `on_grpc_connection` run on
-// listener threads, possibly concurrently with each other; they must return
-// (a handler that blocks forever blocks Stop()). None runs after Stop()
-// returns.
+// and Stop() from the owner's thread; stats() from any thread. Handlers run on
+// handler threads, possibly concurrently with each other; `on_grpc_connection`
+// and `on_rejected`/`on_unidentified_change` run on the event loop and must
+// be quick (they delay every connection of this listener). All must return (a
+// handler that blocks forever blocks Stop()). None runs after Stop() returns.
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <shared_mutex>
 #include <string>
@@ -37,36 +67,22 @@
 #include <utility>
 #include <vector>
 
+#include "api/http/http_message.h"
+#include "api/http/protocol_classifier.h"
 #include "common/status.h"
 
 namespace cairn::http {
 
-// The HTTP/2 connection preface every gRPC client sends first (RFC 9113 3.4).
-inline constexpr std::string_view kHttp2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-using HeaderList = std::vector<std::pair<std::string, std::string>>;
-
-struct HttpRequest {
-  std::string method;  // "GET"
-  std::string target;  // as sent: "/health?exclude=NOSPACE"
-  std::string path;    // "/health" (not percent-decoded)
-  std::string query;   // "exclude=NOSPACE" (raw, without '?')
-  HeaderList headers;  // in arrival order, names as sent
-  std::string body;
-  std::string remote_address;  // "127.0.0.1:53122"
-
-  // The first header named `name` (ASCII case-insensitive), or "" if none.
-  std::string_view Header(std::string_view name) const;
+// Why the listener closed a connection it did not want, as a metric label.
+enum class RejectReason {
+  kPerSourceLimit,     // its source address held max_connections_per_source
+  kTotalLimit,         // the listener held max_connections, or ran out of fds
+  kFirstBytesTimeout,  // not classified within first_bytes_timeout
+  kReadTimeout,        // an HTTP/1.x request not read within read_timeout
 };
-
-struct HttpResponse {
-  int status = 200;
-  std::string content_type = "text/plain; charset=utf-8";
-  std::string body;
-  HeaderList headers;  // extra headers; Content-Length and Connection are set here
-};
-
-using Handler = std::function<HttpResponse(const HttpRequest&)>;
+inline constexpr int kRejectReasonCount = 4;
+// "per_source_limit", "total_limit", "first_bytes_timeout", "read_timeout".
+std::string_view RejectReasonName(RejectReason reason);
 
 class ClientListener {
  public:
@@ -76,34 +92,52 @@ class ClientListener {
     std::string host = "127.0.0.1";
     // 0 picks an ephemeral port; read it back with port(). Default: 2379.
     uint16_t port = 2379;
-    // Connections being classified or served as HTTP/1.x at once; more are
-    // closed right after accept. Handed-off gRPC connections do not count.
-    // Default: 512.
-    size_t max_connections = 512;
+    // Connections the listener holds at once: unidentified plus HTTP/1.x.
+    // Handed-off gRPC connections do not count. Past it the oldest evictable
+    // one is closed (see the top of this file). Default: 4096.
+    size_t max_connections = 4096;
+    // The same, per source IP address. Default: 1024.
+    size_t max_connections_per_source = 1024;
+    // From accept until the protocol is known. Default: 5 s.
+    std::chrono::milliseconds first_bytes_timeout{5000};
     // Request line plus headers. Default: 1 MiB (Go's DefaultMaxHeaderBytes).
     size_t max_header_bytes = 1 << 20;
     // Request body; larger requests get 413. Default: 2 MiB (etcd's 1.5 MiB
     // --max-request-bytes plus its 512 KiB gRPC overhead).
     size_t max_body_bytes = 2 << 20;
-    // Bound on the whole read of one request, from the moment the listener
-    // starts waiting for it (so it also bounds keep-alive idle time and the
-    // protocol sniff). Default: 30 s.
+    // Bound on the whole read of one HTTP/1.x request, from the moment the
+    // listener starts waiting for it (so it also bounds keep-alive idle time).
+    // Default: 30 s.
     std::chrono::milliseconds read_timeout{30000};
     // Bound on writing one response. Default: 30 s.
     std::chrono::milliseconds write_timeout{30000};
+    // Threads running HTTP handlers. Default: 2.
+    size_t handler_threads = 2;
     // For --listen-metrics-urls: serve only HTTP/1.x and close any connection
     // that opens with the HTTP/2 preface. Default: false.
     bool http_only = false;
     // Receives each HTTP/2 connection, preface unread. The fd is non-blocking,
     // close-on-exec, TCP_NODELAY; the callback takes ownership of it (the
     // server passes it to grpc::AddInsecureChannelFromFd). If empty, HTTP/2
-    // connections are closed. Called on a listener thread.
+    // connections are closed. Called on the event loop.
     std::function<void(int fd)> on_grpc_connection;
+    // Metrics hooks, called on the event loop; may be empty.
+    // Each connection closed for `reason`.
+    std::function<void(RejectReason reason)> on_rejected;
+    // +1 when a connection starts waiting for classification, -1 when it is
+    // classified or closed (a gauge: connections awaiting classification).
+    std::function<void(int delta)> on_unidentified_change;
     // Added to every HTTP response, including 404s (etcd adds CORS headers on
     // its client URL). Default: none.
     HeaderList default_headers;
 
     Status Validate() const;
+  };
+
+  struct Stats {
+    size_t unidentified = 0;     // awaiting classification
+    size_t http1 = 0;            // HTTP/1.x connections held
+    uint64_t rejected[kRejectReasonCount] = {};  // by RejectReason
   };
 
   explicit ClientListener(Options options);
@@ -121,7 +155,7 @@ class ClientListener {
   // Responses are buffered whole; streaming bodies are not supported.
   void Handle(std::string method, std::string path, Handler handler);
 
-  // Binds (SO_REUSEADDR), listens and starts the accept thread.
+  // Binds (SO_REUSEADDR), listens and starts the threads.
   // REQUIRES: called at most once.
   Status Start();
 
@@ -130,48 +164,51 @@ class ClientListener {
 
   // Connections being classified or served as HTTP/1.x right now.
   size_t active_connections() const;
+  Stats stats() const;
 
-  // Closes the listening socket, ends idle HTTP/1.x connections (a request
-  // being handled finishes and gets its response first) and joins every
-  // thread. Idempotent.
+  // Closes the listening socket and every connection that is not inside a
+  // handler or writing; those get their response first (bounded by
+  // write_timeout), then close. Joins every thread. Idempotent.
   void Stop();
 
  private:
-  enum class Protocol { kHttp1, kHttp2, kClosed };
   struct Route {
     std::map<std::string, Handler> by_method;
   };
-  struct Connection {
-    int fd = -1;  // -1 once closed or handed off: Stop() must not touch it
-    std::thread thread;
-  };
+  struct Connection;
+  class EventLoop;
 
-  void AcceptLoop();
-  void ReapFinished();
-  void ServeConnection(uint64_t id, int fd, std::string remote_address);
-  Protocol DetectProtocol(int fd);
-  void ServeHttp1(int fd, const std::string& remote_address);
+  void RunHandlers();
   HttpResponse Dispatch(const HttpRequest& request);
-  // Drops the connection from the set Stop() shuts down; false if stopping.
-  bool ReleaseConnection(uint64_t id);
-  void FinishConnection(uint64_t id);
+  // Queues a request for the handler threads. Called by the loop.
+  void SubmitRequest(uint64_t id, HttpRequest request, unsigned version, bool keep_alive,
+                     bool head);
 
   const Options options_;
   int listen_fd_ = -1;
-  int wake_fd_ = -1;  // eventfd that ends AcceptLoop's poll
   uint16_t bound_port_ = 0;
-  std::thread accept_thread_;
-  std::atomic<bool> stopping_{false};
   bool started_ = false;  // owner thread only
+  bool stopped_ = false;  // owner thread only
+  std::unique_ptr<EventLoop> loop_;
+  std::thread loop_thread_;
 
   std::shared_mutex routes_mu_;
   std::map<std::string, Route> routes_;  // GUARDED_BY(routes_mu_), key: path
 
-  mutable std::mutex mu_;
-  uint64_t next_connection_id_ = 1;             // GUARDED_BY(mu_)
-  std::map<uint64_t, Connection> connections_;  // GUARDED_BY(mu_)
-  std::vector<uint64_t> finished_;              // GUARDED_BY(mu_), to join
-  size_t live_connections_ = 0;                 // GUARDED_BY(mu_)
+  // Handler work: requests in, serialized responses out (to the loop, which
+  // the handler wakes). Bounded: one entry per HTTP/1.x connection at most.
+  struct Work {
+    uint64_t connection_id;
+    HttpRequest request;
+    unsigned version;
+    bool keep_alive;
+    bool head;
+  };
+  std::mutex work_mu_;
+  std::condition_variable work_cv_;
+  std::deque<Work> work_;            // GUARDED_BY(work_mu_)
+  bool handlers_stopping_ = false;   // GUARDED_BY(work_mu_)
+  std::vector<std::thread> handler_threads_;
 };
 
 }  // namespace cairn::http

@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -21,6 +22,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace cairn::http {
 namespace {
@@ -280,11 +282,19 @@ TEST(ClientListenerTest, PartialPrefaceThenHalfCloseIsClosed) {
 
 TEST(ClientListenerTest, SilentConnectionTimesOut) {
   ClientListener::Options options = TestOptions();
-  options.read_timeout = milliseconds(200);
+  options.first_bytes_timeout = milliseconds(200);
+  std::atomic<int> timeouts{0};
+  options.on_rejected = [&](RejectReason reason) {
+    if (reason == RejectReason::kFirstBytesTimeout) ++timeouts;
+  };
   ClientListener listener(options);
   ASSERT_TRUE(listener.Start().ok());
   int fd = ConnectTo(listener.port());
+  auto start = std::chrono::steady_clock::now();
   EXPECT_TRUE(PeerClosed(fd));
+  EXPECT_GE(std::chrono::steady_clock::now() - start, milliseconds(150));
+  EXPECT_EQ(timeouts.load(), 1);
+  EXPECT_EQ(listener.stats().rejected[static_cast<int>(RejectReason::kFirstBytesTimeout)], 1u);
   ::close(fd);
 }
 
@@ -306,7 +316,8 @@ TEST(ClientListenerTest, HttpOnlyClosesHttp2) {
   ::close(fd);
 }
 
-TEST(ClientListenerTest, TooManyConnectionsAreClosed) {
+// Over the cap the newcomer is served and the oldest idle connection goes.
+TEST(ClientListenerTest, OverTotalLimitClosesOldestIdleConnection) {
   ClientListener::Options options = TestOptions();
   options.max_connections = 1;
   ClientListener listener(options);
@@ -314,9 +325,12 @@ TEST(ClientListenerTest, TooManyConnectionsAreClosed) {
   ASSERT_TRUE(listener.Start().ok());
   int first = ConnectTo(listener.port());
   SendAll(first, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
-  EXPECT_EQ(ReadResponse(first).status, 200);  // now holds the only slot
+  EXPECT_EQ(ReadResponse(first).status, 200);  // now holds the only slot, idle
   int second = ConnectTo(listener.port());
-  EXPECT_TRUE(PeerClosed(second));
+  EXPECT_TRUE(PeerClosed(first));
+  SendAll(second, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(ReadResponse(second).status, 200);
+  EXPECT_EQ(listener.stats().rejected[static_cast<int>(RejectReason::kTotalLimit)], 1u);
   ::close(second);
   ::close(first);
 }
@@ -345,6 +359,278 @@ TEST(ClientListenerTest, BindFailureIsAStatus) {
   Status status = second.Start();
   EXPECT_FALSE(status.ok());
   EXPECT_NE(status.message().find("address already in use"), std::string::npos) << status.message();
+}
+
+size_t Rejected(const ClientListener& listener, RejectReason reason) {
+  return listener.stats().rejected[static_cast<int>(reason)];
+}
+
+// Polls `done` every 5 ms for up to kIoTimeoutMs.
+bool Eventually(const std::function<bool()>& done) {
+  auto deadline = std::chrono::steady_clock::now() + milliseconds(kIoTimeoutMs);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (done()) return true;
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  return done();
+}
+
+// One GET /health on a fresh connection; the status, or 0.
+int HealthOnNewConnection(uint16_t port) {
+  int fd = ConnectTo(port);
+  if (fd < 0) return 0;
+  SendAll(fd, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+  int status = ReadResponse(fd).status;
+  ::close(fd);
+  return status;
+}
+
+// More silent and half-sent connections than the old thread-per-connection
+// design allowed (512) hold no thread: a new client is answered at once, on a
+// listener with a single handler thread.
+TEST(ClientListenerTest, IdleAndPartialConnectionsDoNotBlockNewClients) {
+  // Both ends live in this process: about 1500 descriptors.
+  struct rlimit limit = {};
+  ::getrlimit(RLIMIT_NOFILE, &limit);
+  if (limit.rlim_cur < 4096) {
+    limit.rlim_cur = std::min<rlim_t>(limit.rlim_max, 4096);
+    ::setrlimit(RLIMIT_NOFILE, &limit);
+  }
+  if (limit.rlim_cur < 2048) GTEST_SKIP() << "RLIMIT_NOFILE too low: " << limit.rlim_cur;
+  ClientListener::Options options = TestOptions();
+  options.handler_threads = 1;
+  options.first_bytes_timeout = milliseconds(30000);  // the test ends them, not the timeout
+  options.read_timeout = milliseconds(30000);
+  std::atomic<int> unidentified{0};
+  options.on_unidentified_change = [&](int delta) { unidentified += delta; };
+  ClientListener listener(options);
+  listener.Handle("GET", "/health", Health);
+  ASSERT_TRUE(listener.Start().ok());
+
+  std::vector<int> held;
+  for (int i = 0; i < 600; ++i) held.push_back(ConnectTo(listener.port()));  // silent
+  for (int i = 0; i < 50; ++i) {
+    int fd = ConnectTo(listener.port());
+    SendAll(fd, "GET /health HTTP/1.1\r\nHost:");  // slowloris
+    held.push_back(fd);
+  }
+  for (int i = 0; i < 50; ++i) {
+    int fd = ConnectTo(listener.port());
+    SendAll(fd, kHttp2Preface.substr(0, 20));  // a preface that never ends
+    held.push_back(fd);
+  }
+  for (int i = 0; i < 50; ++i) {  // idle keep-alive after one request
+    int fd = ConnectTo(listener.port());
+    SendAll(fd, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    ASSERT_EQ(ReadResponse(fd).status, 200);
+    held.push_back(fd);
+  }
+  for (int fd : held) ASSERT_GE(fd, 0);
+  ASSERT_TRUE(Eventually([&] { return listener.stats().unidentified == 650; }))
+      << listener.stats().unidentified;
+  EXPECT_EQ(unidentified.load(), 650);
+  EXPECT_EQ(listener.stats().http1, 100u);
+
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_EQ(HealthOnNewConnection(listener.port()), 200);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(1));
+  for (int fd : held) ::close(fd);
+  EXPECT_TRUE(Eventually([&] { return listener.active_connections() == 0; }));
+  EXPECT_EQ(unidentified.load(), 0);
+}
+
+TEST(ClientListenerTest, PerSourceLimitClosesOldestUnidentifiedOfThatSource) {
+  ClientListener::Options options = TestOptions();
+  options.max_connections_per_source = 3;
+  std::atomic<int> per_source{0};
+  options.on_rejected = [&](RejectReason reason) {
+    if (reason == RejectReason::kPerSourceLimit) ++per_source;
+  };
+  ClientListener listener(options);
+  listener.Handle("GET", "/health", Health);
+  ASSERT_TRUE(listener.Start().ok());
+  int silent[3];
+  for (int& fd : silent) fd = ConnectTo(listener.port());
+  ASSERT_TRUE(Eventually([&] { return listener.stats().unidentified == 3; }));
+  // The fourth still gets in and is served; the oldest silent one pays.
+  EXPECT_EQ(HealthOnNewConnection(listener.port()), 200);
+  EXPECT_TRUE(PeerClosed(silent[0]));
+  EXPECT_EQ(per_source.load(), 1);
+  EXPECT_EQ(Rejected(listener, RejectReason::kPerSourceLimit), 1u);
+  EXPECT_EQ(listener.stats().unidentified, 2u);
+  for (int fd : silent) ::close(fd);
+}
+
+TEST(ClientListenerTest, TotalLimitEvictsUnidentifiedBeforeIdleHttp) {
+  ClientListener::Options options = TestOptions();
+  options.max_connections = 2;
+  ClientListener listener(options);
+  listener.Handle("GET", "/health", Health);
+  ASSERT_TRUE(listener.Start().ok());
+  int idle_http = ConnectTo(listener.port());
+  SendAll(idle_http, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_EQ(ReadResponse(idle_http).status, 200);
+  int silent = ConnectTo(listener.port());
+  ASSERT_TRUE(Eventually([&] { return listener.stats().unidentified == 1; }));
+  int newcomer = ConnectTo(listener.port());
+  EXPECT_TRUE(PeerClosed(silent));
+  SendAll(newcomer, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(ReadResponse(newcomer).status, 200);
+  // The older keep-alive connection survived.
+  SendAll(idle_http, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(ReadResponse(idle_http).status, 200);
+  EXPECT_EQ(Rejected(listener, RejectReason::kTotalLimit), 1u);
+  ::close(newcomer);
+  ::close(silent);
+  ::close(idle_http);
+}
+
+// A connection inside a handler is never evicted; with nothing evictable the
+// newcomer is the one refused.
+TEST(ClientListenerTest, TotalLimitRefusesNewcomerWhenNothingIsEvictable) {
+  ClientListener::Options options = TestOptions();
+  options.max_connections = 1;
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  std::promise<void> entered;
+  ClientListener listener(options);
+  listener.Handle("GET", "/slow", [&](const HttpRequest& r) {
+    entered.set_value();
+    released.wait();
+    return Health(r);
+  });
+  ASSERT_TRUE(listener.Start().ok());
+  int busy = ConnectTo(listener.port());
+  SendAll(busy, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_EQ(entered.get_future().wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  int refused = ConnectTo(listener.port());
+  EXPECT_TRUE(PeerClosed(refused));
+  EXPECT_EQ(Rejected(listener, RejectReason::kTotalLimit), 1u);
+  release.set_value();
+  EXPECT_EQ(ReadResponse(busy).status, 200);
+  ::close(refused);
+  ::close(busy);
+}
+
+TEST(ClientListenerTest, PartialPrefaceTimesOut) {
+  std::atomic<bool> called{false};
+  ClientListener::Options options = TestOptions();
+  options.first_bytes_timeout = milliseconds(200);
+  options.on_grpc_connection = [&](int fd) {
+    called = true;
+    ::close(fd);
+  };
+  ClientListener listener(options);
+  ASSERT_TRUE(listener.Start().ok());
+  int fd = ConnectTo(listener.port());
+  SendAll(fd, kHttp2Preface.substr(0, 23));
+  EXPECT_TRUE(PeerClosed(fd));
+  EXPECT_FALSE(called.load());
+  EXPECT_EQ(Rejected(listener, RejectReason::kFirstBytesTimeout), 1u);
+  ::close(fd);
+}
+
+// A preface sent one byte at a time, within the timeout, is classified and
+// arrives whole and unread.
+TEST(ClientListenerTest, DribbledPrefaceIsHandedOffUnread) {
+  std::promise<int> handed;
+  ClientListener::Options options = TestOptions();
+  options.on_grpc_connection = [&](int fd) { handed.set_value(fd); };
+  ClientListener listener(options);
+  ASSERT_TRUE(listener.Start().ok());
+  int fd = ConnectTo(listener.port());
+  for (char c : kHttp2Preface) {
+    SendAll(fd, std::string_view(&c, 1));
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  auto future = handed.get_future();
+  ASSERT_EQ(future.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  int server_fd = future.get();
+  EXPECT_EQ(ReadExactly(server_fd, kHttp2Preface.size()), std::string(kHttp2Preface));
+  EXPECT_EQ(listener.stats().unidentified, 0u);
+  ::close(server_fd);
+  ::close(fd);
+}
+
+// Slowloris: a request whose headers trickle in is cut at read_timeout.
+TEST(ClientListenerTest, TricklingRequestHitsReadTimeout) {
+  ClientListener::Options options = TestOptions();
+  options.read_timeout = milliseconds(300);
+  ClientListener listener(options);
+  listener.Handle("GET", "/health", Health);
+  ASSERT_TRUE(listener.Start().ok());
+  int fd = ConnectTo(listener.port());
+  SendAll(fd, "GET /health HTTP/1.1\r\n");
+  auto start = std::chrono::steady_clock::now();
+  bool closed = false;
+  while (!closed && std::chrono::steady_clock::now() - start < std::chrono::seconds(5)) {
+    if (::send(fd, "X", 1, MSG_NOSIGNAL) != 1) {
+      closed = true;
+      break;
+    }
+    struct pollfd pfd = {fd, POLLIN, 0};
+    if (::poll(&pfd, 1, 50) > 0) closed = true;  // EOF (or RST) from the listener
+  }
+  EXPECT_TRUE(closed);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+  EXPECT_EQ(Rejected(listener, RejectReason::kReadTimeout), 1u);
+  ::close(fd);
+}
+
+TEST(ClientListenerTest, IdleKeepAliveClosesQuietlyAtReadTimeout) {
+  ClientListener::Options options = TestOptions();
+  options.read_timeout = milliseconds(200);
+  ClientListener listener(options);
+  listener.Handle("GET", "/health", Health);
+  ASSERT_TRUE(listener.Start().ok());
+  int fd = ConnectTo(listener.port());
+  SendAll(fd, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(ReadResponse(fd).status, 200);
+  EXPECT_TRUE(PeerClosed(fd));
+  EXPECT_EQ(Rejected(listener, RejectReason::kReadTimeout), 0u);  // idle is not an offence
+  ::close(fd);
+}
+
+TEST(ClientListenerTest, PipelinedRequestsAreAnsweredInOrder) {
+  ClientListener listener(TestOptions());
+  listener.Handle("GET", "/a", [](const HttpRequest&) { return HttpResponse{200, "", "A", {}}; });
+  listener.Handle("GET", "/b", [](const HttpRequest&) { return HttpResponse{200, "", "B", {}}; });
+  ASSERT_TRUE(listener.Start().ok());
+  int fd = ConnectTo(listener.port());
+  SendAll(fd, "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n");
+  // Both responses may arrive in one segment (ReadResponse would drop the second).
+  std::string data;
+  while (data.find("\r\n\r\nB") == std::string::npos) {
+    std::string chunk = ReadSome(fd);
+    if (chunk.empty()) break;
+    data += chunk;
+  }
+  size_t a = data.find("\r\n\r\nA");
+  size_t b = data.find("\r\n\r\nB");
+  ASSERT_NE(a, std::string::npos) << data;
+  ASSERT_NE(b, std::string::npos) << data;
+  EXPECT_LT(a, b);
+  ::close(fd);
+}
+
+// A request being handled when Stop() begins still gets its response.
+TEST(ClientListenerTest, StopLetsARunningHandlerAnswer) {
+  auto listener = std::make_unique<ClientListener>(TestOptions());
+  std::promise<void> entered;
+  listener->Handle("GET", "/slow", [&](const HttpRequest& r) {
+    entered.set_value();
+    std::this_thread::sleep_for(milliseconds(200));
+    return Health(r);
+  });
+  ASSERT_TRUE(listener->Start().ok());
+  int fd = ConnectTo(listener->port());
+  SendAll(fd, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_EQ(entered.get_future().wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  listener->Stop();
+  RawResponse response = ReadResponse(fd);
+  EXPECT_EQ(response.status, 200);
+  EXPECT_NE(response.head.find("Connection: close"), std::string::npos) << response.head;
+  ::close(fd);
 }
 
 // A real gRPC server that has no port of its own, fed through the listener,
