@@ -75,6 +75,10 @@ class Server:
         self._log = None
         self._channel = None
         self.starts = 0
+        # Set by ReplicatedCluster: "name=url,..." and the token of a
+        # multi-member cluster (None: this member alone).
+        self.initial_cluster = None
+        self.cluster_token = None
 
     # ---------------------------------------------------------------- info
     @property
@@ -113,7 +117,9 @@ class Server:
         peer = "http://127.0.0.1:%d" % self.peer_port
         cmd += ["--listen-peer-urls", peer,
                 "--initial-advertise-peer-urls", peer,
-                "--initial-cluster", "%s=%s" % (self.name, peer)]
+                "--initial-cluster", self.initial_cluster or "%s=%s" % (self.name, peer)]
+        if self.cluster_token:
+            cmd += ["--initial-cluster-token", self.cluster_token]
         if self.kind == "etcd":
             # etcd 3.4 defaults to the deprecated capnslog logger.
             cmd += ["--logger", "zap", "--log-outputs", "stderr"]
@@ -140,7 +146,9 @@ class Server:
                 self.starts = 0
                 shutil.rmtree(self.data_dir, ignore_errors=True)
 
-    def _start_once(self, timeout):
+    def launch(self):
+        """Start the process without waiting for it to be ready (members of
+        a cluster become ready only together)."""
         assert not self.alive(), "already running"
         cmd = self.command()
         self._log = open(self.log_path, "ab")
@@ -151,6 +159,10 @@ class Server:
                                      start_new_session=True)
         self.starts += 1
         _LIVE.add(self)
+        return self
+
+    def _start_once(self, timeout):
+        self.launch()
         try:
             self.wait_ready(timeout)
         except BaseException:
@@ -300,6 +312,72 @@ class Server:
 
 
 _CHILDREN = set()
+
+
+class ReplicatedCluster:
+    """N members of one new cluster (cairn or etcd) on loopback ports, each
+    a Server.  start() launches them all, then waits for each to be ready;
+    a member restarted alone (members[i].restart()) rejoins with the same
+    flags."""
+
+    def __init__(self, kind, base_dir, size=3, token="cairn-test", extra_args=()):
+        self.kind = kind
+        self.members = [Server(kind, os.path.join(str(base_dir), "m%d" % (i + 1)),
+                               name="m%d" % (i + 1), extra_args=extra_args)
+                        for i in range(size)]
+        initial = ",".join("%s=http://127.0.0.1:%d" % (m.name, m.peer_port)
+                           for m in self.members)
+        for m in self.members:
+            m.initial_cluster = initial
+            m.cluster_token = token
+
+    def start(self, timeout=READY_TIMEOUT):
+        for m in self.members:
+            m.launch()
+        try:
+            for m in self.members:
+                m.wait_ready(timeout)
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def endpoints(self):
+        return ",".join(m.host_port for m in self.members)
+
+    def statuses(self, timeout=5):
+        out = []
+        for m in self.members:
+            if not m.alive():
+                out.append(None)
+                continue
+            try:
+                out.append(m.maint.Status(rpc_pb2.StatusRequest(), timeout=timeout))
+            except grpc.RpcError:
+                out.append(None)
+        return out
+
+    def leader(self, timeout=READY_TIMEOUT, exclude=None):
+        """The member that leads, as a quorum of live members reports it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ids = [st.leader for st in self.statuses() if st is not None]
+            for m in self.members:
+                if m is exclude or not m.alive():
+                    continue
+                try:
+                    mine = m.maint.Status(rpc_pb2.StatusRequest(), timeout=5).header.member_id
+                except grpc.RpcError:
+                    continue
+                if ids.count(mine) * 2 > len(self.members):
+                    return m
+            time.sleep(0.1)
+        raise ServerError("no leader after %.0fs:\n%s" % (
+            timeout, "\n".join(m.log_tail(1500) for m in self.members)))
+
+    def cleanup(self):
+        for m in self.members:
+            m.kill9()
 
 
 def stop_child(p):

@@ -204,6 +204,7 @@ Status EtcdServer::StartPeerServer() {
   h.propose_forwarded = [this](std::string data) {
     node_->raft()->Propose(server::RaftHost::Proposal{0, std::move(data), /*forwarded=*/true});
   };
+  h.renew_lease = [this](int64_t id) { (void)node_->lessor()->Renew(id); };
   peer_service_ = std::make_unique<peer::PeerService>(std::move(h));
   grpc::ServerBuilder builder;
   for (const auto& url : config_.listen_peer_urls) {

@@ -28,7 +28,7 @@ class KeepAliveReactor final
     }
     LeaseKeepAliveResponse resp;
     resp.set_id(request_.id());
-    auto ttl = ctx_->node->lessor()->Renew(request_.id());
+    auto ttl = ctx_->node->RenewLease(request_.id());
     if (ttl.ok()) ctx_->metrics->lease().renewed_total->Increment();
     resp.set_ttl(ttl.ok() ? *ttl : 0);
     ctx_->FillHeader(resp.mutable_header());

@@ -67,6 +67,15 @@ Result<int64_t> Lessor::Renew(int64_t id) {
   return it->second.ttl_seconds;
 }
 
+void Lessor::Promote(int64_t extend_ms) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t now = clock_->NowMs();
+  for (auto& [id, e] : leases_) {
+    e.deadline_ms = now + extend_ms + e.ttl_seconds * 1000;
+    e.reported_ms = -1;
+  }
+}
+
 Result<LeaseInfo> Lessor::Get(int64_t id) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = leases_.find(id);

@@ -53,6 +53,11 @@ class Lessor {
   Result<int64_t> Renew(int64_t id);
   Result<LeaseInfo> Get(int64_t id) const;
   std::vector<int64_t> List() const;
+  // This member became the leader (etcd's Promote): every lease expires no
+  // sooner than its full TTL plus `extend_ms` from now, so a lease kept alive
+  // through the previous leader is not expired before its holder can reach
+  // this one.
+  void Promote(int64_t extend_ms);
   // Leases whose deadline passed, at most `max`. Each is reported again after
   // `retry_ms` if still present (its revocation may have been lost).
   std::vector<int64_t> Expired(size_t max, int64_t retry_ms = 3000);

@@ -53,6 +53,7 @@ class PeerService::Reactor final : public grpc::ServerReadReactor<cairnpb::PeerB
       handlers_->step(std::move(*m));
     }
     for (auto& p : *batch_.mutable_proposals()) handlers_->propose_forwarded(std::move(p));
+    for (int64_t id : batch_.lease_renewals()) handlers_->renew_lease(id);
     batch_.Clear();
     StartRead(&batch_);
   }

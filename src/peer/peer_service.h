@@ -27,6 +27,8 @@ struct PeerServiceHandlers {
   std::function<void(raft::Message)> step;
   // A serialized InternalRequest a follower forwarded to this member.
   std::function<void(std::string)> propose_forwarded;
+  // A lease keep-alive a follower received.
+  std::function<void(int64_t lease_id)> renew_lease;
   // Bytes received from `from` (for etcd's peer metrics).
   std::function<void(uint64_t from, size_t bytes)> on_received;
 };

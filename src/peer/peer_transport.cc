@@ -156,11 +156,27 @@ void PeerTransport::Forward(raft::NodeId to, std::vector<std::string> proposals)
   peer->cv.notify_one();
 }
 
+void PeerTransport::ForwardLeaseRenewals(raft::NodeId to, std::vector<int64_t> lease_ids) {
+  auto peer = Find(to);
+  if (!peer) return;
+  {
+    std::lock_guard<std::mutex> lock(peer->mu);
+    for (int64_t id : lease_ids) {
+      if (peer->renewals.size() >= options_.max_queued_per_peer) break;
+      peer->renewals.push_back(id);
+    }
+  }
+  peer->cv.notify_one();
+}
+
 bool PeerTransport::TakeBatch(Peer* peer, cairnpb::PeerBatch* batch) {
   std::unique_lock<std::mutex> lock(peer->mu);
-  peer->cv.wait_for(lock, std::chrono::seconds(1),
-                    [&] { return peer->stopping || !peer->messages.empty() || !peer->proposals.empty(); });
+  peer->cv.wait_for(lock, std::chrono::seconds(1), [&] {
+    return peer->stopping || !peer->messages.empty() || !peer->proposals.empty() || !peer->renewals.empty();
+  });
   if (peer->stopping) return false;
+  for (int64_t id : peer->renewals) batch->add_lease_renewals(id);
+  peer->renewals.clear();
   size_t bytes = 0;
   while (!peer->proposals.empty() && (bytes == 0 || bytes + peer->proposals.front().size() <= options_.max_batch_bytes)) {
     bytes += peer->proposals.front().size();
@@ -220,7 +236,7 @@ void PeerTransport::Run(Peer* peer) {
   while (true) {
     cairnpb::PeerBatch batch;
     if (!TakeBatch(peer, &batch)) break;
-    if (batch.messages_size() == 0 && batch.proposals_size() == 0) continue;
+    if (batch.messages_size() == 0 && batch.proposals_size() == 0 && batch.lease_renewals_size() == 0) continue;
     batch.set_cluster_id(cluster_id_.load());
     batch.set_from(member_id_.load());
     batch.set_to(peer->id);

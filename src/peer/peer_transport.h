@@ -66,6 +66,7 @@ class PeerTransport final : public server::Transport {
 
   void Send(std::vector<raft::Message> messages) override;
   void Forward(raft::NodeId to, std::vector<std::string> proposals) override;
+  void ForwardLeaseRenewals(raft::NodeId to, std::vector<int64_t> lease_ids) override;
 
  private:
   struct Peer {
@@ -75,6 +76,7 @@ class PeerTransport final : public server::Transport {
     std::condition_variable cv;
     std::deque<raft::Message> messages;   // GUARDED_BY(mu)
     std::deque<std::string> proposals;    // GUARDED_BY(mu)
+    std::vector<int64_t> renewals;        // GUARDED_BY(mu), bounded like the rest
     size_t queued_bytes = 0;              // GUARDED_BY(mu)
     bool stopping = false;                // GUARDED_BY(mu)
     grpc::ClientContext* active = nullptr;  // GUARDED_BY(mu): to cancel a stuck write

@@ -49,6 +49,7 @@ class Node::NoPeers final : public Transport {
     for (const auto& m : messages) CAIRN_LOG(kWarn) << "raft: no transport for " << m.ToString();
   }
   void Forward(raft::NodeId, std::vector<std::string>) override {}
+  void ForwardLeaseRenewals(raft::NodeId, std::vector<int64_t>) override {}
 };
 
 Node::Node(NodeOptions options) : options_(std::move(options)) {}
@@ -363,7 +364,10 @@ Status Node::StartRaft() {
   rh.refused = [this](uint64_t id, const Status& s) { waiters_.Fail(id, s); };
   rh.on_tick = [this](int64_t now) { waiters_.ExpireBefore(now); };
   rh.on_log_sync = hooks_.on_log_sync;
-  rh.on_leader_change = hooks_.on_leader_change;
+  rh.on_leader_change = [this](raft::NodeId leader, uint64_t term) {
+    if (leader == ids_.member_id) lessor_->Promote(options_.election_timeout_ms);
+    if (hooks_.on_leader_change) hooks_.on_leader_change(leader, term);
+  };
   ro.request_timeout_ms = kRequestTimeoutBaseMs + 2 * options_.election_timeout_ms;
   rh.on_read_index = [this](uint64_t index, std::vector<RaftHost::ReadCallback> reads) {
     apply_->WhenApplied(index, std::move(reads));
@@ -527,6 +531,13 @@ void Node::LinearizableRead(std::function<void(const Status&)> done) {
     std::function<void()> run = [shared] { (*shared)(Status::Ok()); };
     if (!read_queue_.TryPush(run)) (*shared)(stopping_.load() ? errors::Stopped() : errors::TooManyRequests());
   });
+}
+
+Result<int64_t> Node::RenewLease(int64_t id) {
+  auto ttl = lessor_->Renew(id);
+  const raft::NodeId leader = raft_ ? raft_->leader() : 0;
+  if (ttl.ok() && leader != 0 && leader != ids_.member_id) transport_->ForwardLeaseRenewals(leader, {id});
+  return ttl;
 }
 
 void Node::CheckDisk() {

@@ -135,6 +135,10 @@ class Node {
   // thread of the node.
   void LinearizableRead(std::function<void(const Status&)> done);
 
+  // A keep-alive: renews the lease here and, on a follower, on the leader
+  // (whose deadlines alone decide expiry). Returns the TTL or LeaseNotFound.
+  Result<int64_t> RenewLease(int64_t id);
+
   mvcc::KvStore* kv() const { return kv_.get(); }
   // The raft host, for the peer transport's incoming messages.
   RaftHost* raft() const { return raft_.get(); }

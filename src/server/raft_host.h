@@ -55,6 +55,8 @@ class Transport {
   virtual void Send(std::vector<raft::Message> messages) = 0;
   // Proposals (serialized InternalRequests) for the leader `to`.
   virtual void Forward(raft::NodeId to, std::vector<std::string> proposals) = 0;
+  // Lease keep-alives for the leader `to`.
+  virtual void ForwardLeaseRenewals(raft::NodeId to, std::vector<int64_t> lease_ids) = 0;
 };
 
 struct RaftHostOptions {
