@@ -77,3 +77,65 @@ def test_config_file(tmp_path):
         proc.terminate()
         proc.wait(timeout=20)
     assert os.path.isdir(tmp_path / "data" / "cairn.db")
+
+
+def test_bootstrap_flag_errors_are_etcds(tmp_path):
+    port = cluster.free_port()
+    base = ["--data-dir", str(tmp_path / "d"), "--listen-client-urls", "http://127.0.0.1:%d" % port,
+            "--advertise-client-urls", "http://127.0.0.1:%d" % port]
+    cases = [
+        (["--name", "a", "--initial-cluster", "b=http://127.0.0.1:1"],
+         'couldn\'t find local name "a" in the initial cluster configuration'),
+        (["--name", "a", "--initial-advertise-peer-urls", "http://127.0.0.1:1",
+          "--initial-cluster", "a=http://127.0.0.1:1,b=http://127.0.0.1:1"],
+         "has duplicate url"),
+        (["--name", "a", "--initial-advertise-peer-urls", "http://127.0.0.1:2",
+          "--initial-cluster", "a=http://127.0.0.1:1"],
+         "--initial-cluster has a=http://127.0.0.1:1 but missing from "
+         "--initial-advertise-peer-urls=http://127.0.0.1:2"),
+        (["--initial-cluster-state", "old"], 'unexpected clusterState "old"'),
+        (["--heartbeat-interval", "0"], "--heartbeat-interval must be >0 (set to 0ms)"),
+        (["--heartbeat-interval", "100", "--election-timeout", "300"],
+         "--election-timeout[300ms] should be at least as 5 times as --heartbeat-interval[100ms]"),
+    ]
+    for extra, message in cases:
+        p = run_cairn(*base, *extra)
+        assert p.returncode != 0, extra
+        assert message in p.stderr, (extra, p.stderr)
+    assert not (tmp_path / "d").exists()
+
+
+def test_flags_from_etcd_environment_variables(tmp_path):
+    """Debian's etcd.service configures etcd with ETCD_* variables (and
+    /etc/default/etcd); cairn reads them as etcd does, refuses a variable
+    shadowed by a flag with etcd's message, and tells systemd it is ready."""
+    import socket
+    port = cluster.free_port()
+    env = dict(os.environ, ETCD_NAME="from-env", ETCD_DATA_DIR=str(tmp_path / "env-data"),
+               ETCD_LISTEN_CLIENT_URLS="http://127.0.0.1:%d" % port,
+               ETCD_ADVERTISE_CLIENT_URLS="http://127.0.0.1:%d" % port,
+               ETCD_LISTEN_PEER_URLS="http://127.0.0.1:%d" % cluster.free_port())
+    p = subprocess.run([cluster.cairn_binary(), "--name", "flag"], env=env, capture_output=True,
+                       text=True, timeout=20)
+    assert p.returncode != 0
+    assert 'conflicting environment variable "ETCD_NAME" is shadowed by corresponding ' \
+           "command-line flag (either unset environment variable or disable flag)" in p.stderr
+    notify = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(notify))
+    sock.settimeout(20)
+    env["NOTIFY_SOCKET"] = str(notify)
+    proc = subprocess.Popen([cluster.cairn_binary()], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert sock.recv(64) == b"READY=1"
+        out = subprocess.run([cluster.ETCDCTL_BIN, "--endpoints", "127.0.0.1:%d" % port,
+                              "member", "list"], env=cluster.etcdctl_env(), capture_output=True,
+                             text=True, timeout=20)
+        assert out.returncode == 0, out.stderr
+        assert ", started, from-env, " in out.stdout
+        assert (tmp_path / "env-data" / "cairn.db").exists()
+    finally:
+        proc.kill()
+        proc.wait(20)
+        sock.close()

@@ -4,7 +4,17 @@
 #include <absl/synchronization/mutex.h>
 #include <yaml-cpp/yaml.h>
 
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <atomic>
+#include <cctype>
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+#include <set>
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
@@ -73,6 +83,64 @@ bool LoadConfigFile(const std::string& path, cairn::api::ServerConfig* c) {
   return true;
 }
 
+// etcd reads every flag --foo-bar also from ETCD_FOO_BAR (pkg/flags), which
+// is how Debian's etcd.service and /etc/default/etcd configure it. Returns the
+// arguments with a --flag=value added for each variable whose flag is not on
+// the command line; false (after printing etcd's message) when both are set.
+bool AddFlagsFromEnvironment(const CLI::App& app, std::vector<std::string>* args) {
+  std::set<std::string> known;
+  for (const CLI::Option* opt : app.get_options()) {
+    for (const std::string& name : opt->get_lnames()) {
+      std::string env = "ETCD_" + name;
+      for (char& c : env) c = c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      known.insert(env);
+      const char* value = std::getenv(env.c_str());
+      if (value == nullptr) continue;
+      bool on_command_line = false;
+      for (const std::string& a : *args) {
+        if (a == "--" + name || a.starts_with("--" + name + "=")) on_command_line = true;
+      }
+      if (on_command_line) {
+        std::cerr << "cairn: conflicting environment variable \"" << env
+                  << "\" is shadowed by corresponding command-line flag (either unset environment variable or "
+                     "disable flag)"
+                  << std::endl;
+        return false;
+      }
+      args->push_back("--" + name + "=" + value);
+    }
+  }
+  for (char** e = environ; *e != nullptr; e++) {
+    std::string kv(*e);
+    if (!kv.starts_with("ETCD_")) continue;
+    if (!known.count(kv.substr(0, kv.find('=')))) {
+      CAIRN_LOG(kWarn) << "unrecognized environment variable " << kv;
+    }
+  }
+  return true;
+}
+
+// Tells systemd the member serves (Type=notify, as Debian's etcd.service
+// declares): one "READY=1" datagram to $NOTIFY_SOCKET, if set.
+void NotifySystemdReady() {
+  const char* path = std::getenv("NOTIFY_SOCKET");
+  if (path == nullptr || path[0] == '\0') return;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const size_t len = std::strlen(path);
+  if (len >= sizeof(addr.sun_path)) return;
+  std::memcpy(addr.sun_path, path, len);
+  if (addr.sun_path[0] == '@') addr.sun_path[0] = '\0';  // abstract namespace
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;
+  const char msg[] = "READY=1";
+  if (sendto(fd, msg, sizeof(msg) - 1, 0, reinterpret_cast<sockaddr*>(&addr),
+             static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + len)) < 0) {
+    CAIRN_LOG(kWarn) << "cannot notify systemd at " << path << ": " << std::strerror(errno);
+  }
+  close(fd);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -120,7 +188,14 @@ int main(int argc, char** argv) {
   for (const char* f : {"--logger", "--snapshot-count"}) {
     app.add_option(f, ignored, "accepted for etcd compatibility; not used yet");
   }
-  CLI11_PARSE(app, argc, argv);
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (!AddFlagsFromEnvironment(app, &args)) return 1;
+  std::reverse(args.begin(), args.end());  // CLI11 takes them last-first
+  try {
+    app.parse(args);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
   // gRPC's absl::Mutex checks lock order in every acquisition by default,
   // through one global graph; that is a debugging aid, not for serving.
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
@@ -172,6 +247,7 @@ int main(int argc, char** argv) {
   }
   started = true;
   g_server = &server;
+  NotifySystemdReady();
   server.Wait();
   waiter.join();
   server.Stop();
