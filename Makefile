@@ -20,6 +20,12 @@ build: setup $(BUILD)/CMakeCache.txt
 build-server: setup $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j$(JOBS) --target cairn cairnctl
 
+# make cluster - three members on this machine (etcd's Procfile ports: clients
+#                2379, 22379, 32379); see scripts/cluster.sh
+.PHONY: cluster
+cluster: build-server
+	./scripts/cluster.sh
+
 run: build-server
 	./$(BUILD)/cmd/cairn --name default --data-dir $(DATA_DIR) \
 	  --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379

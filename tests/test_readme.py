@@ -12,10 +12,10 @@ import subprocess
 README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "README.md")
 
 
-def console_steps():
+def console_steps(tag=""):
     text = open(README, encoding="utf-8").read()
-    m = re.search(r"```console\n(.*?)```", text, re.S)
-    assert m, "README has no ```console block"
+    m = re.search(r"```console%s\n(.*?)```" % re.escape(tag and " " + tag), text, re.S)
+    assert m, "README has no ```console%s block" % (tag and " " + tag)
     lines = m.group(1).splitlines()
     steps, i = [], 0
     while i < len(lines):
@@ -51,3 +51,63 @@ def test_readme_console_block(cairn):
         assert p.returncode == 0, "README step failed: %s\nstderr: %s" % (cmd, p.stderr)
         got = p.stdout.splitlines()
         assert got == expected, "README step %r printed %r, README says %r" % (cmd, got, expected)
+
+
+def test_readme_cluster_block(tmp_path):
+    """The README's three-member cluster block, against scripts/cluster.sh
+    (the script `make cluster` runs) on free ports; ports in the commands and
+    the output are rewritten to those, member ids to <id>."""
+    import cluster
+    import signal
+    import time
+    if cluster.TARGET != "cairn":
+        import pytest
+        pytest.skip("runs cairn's own cluster script")
+    default_client, default_peer = [2379, 22379, 32379], [12380, 22380, 32380]
+    client = [cluster.free_port() for _ in range(3)]
+    peer = [cluster.free_port() for _ in range(3)]
+    script = os.path.join(os.path.dirname(README), "scripts", "cluster.sh")
+    env = dict(os.environ, CLUSTER_DIR=str(tmp_path / "c"),
+               CLUSTER_CLIENT_PORTS=" ".join(map(str, client)),
+               CLUSTER_PEER_PORTS=" ".join(map(str, peer)),
+               CAIRN=cluster.cairn_binary())
+    proc = subprocess.Popen(["bash", script], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def rewrite(text):
+        for old, new in zip(default_client + default_peer, client + peer):
+            text = re.sub(r":%d\b" % old, ":%d" % new, text)
+        return re.sub(r"\b[0-9a-f]{16}\b", "<id>", text)
+
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            ready = subprocess.run(
+                [cluster.ETCDCTL_BIN, "--endpoints", ",".join("127.0.0.1:%d" % p for p in client),
+                 "--command-timeout", "2s", "endpoint", "health"],
+                env=cluster.etcdctl_env(), capture_output=True, text=True, timeout=30)
+            if ready.returncode == 0:
+                break
+            assert time.monotonic() < deadline, "cluster not healthy: %s" % ready.stderr
+            time.sleep(0.2)
+        state = ""
+        for cmd, expected in console_steps("cluster"):
+            cmd = rewrite(cmd)
+            # the member to kill is found by its data dir under the test's folder
+            cmd = cmd.replace("'cairn --name infra1 '", "'%s/infra1 '" % env["CLUSTER_DIR"])
+            if cmd.startswith("export "):
+                state += cmd + "\n"
+                continue
+            p = subprocess.run(["bash", "-c", state + cmd], env=cluster.etcdctl_env(),
+                               capture_output=True, text=True, timeout=60)
+            if cmd.startswith("pkill"):
+                time.sleep(0.5)
+                continue
+            assert p.returncode == 0, "README step failed: %s\nstderr: %s" % (cmd, p.stderr)
+            # member list is ordered by id, and ids follow the ports
+            assert sorted(rewrite(p.stdout).splitlines()) == \
+                sorted(rewrite(line) for line in expected), \
+                "README step %r printed %r" % (cmd, p.stdout)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
