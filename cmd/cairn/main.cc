@@ -70,6 +70,7 @@ bool LoadConfigFile(const std::string& path, cairn::api::ServerConfig* c) {
     str("initial-cluster-token", &c->initial_cluster_token);
     num("heartbeat-interval", &c->heartbeat_interval_ms);
     num("election-timeout", &c->election_timeout_ms);
+    num("snapshot-count", &c->snapshot_count);
     num("quota-backend-bytes", &c->quota_backend_bytes);
     num("max-request-bytes", &c->max_request_bytes);
     num("max-txn-ops", &c->max_txn_ops);
@@ -185,7 +186,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--log-level", config.log_level, "debug, info, warn, error")->capture_default_str();
   // etcd flags accepted for compatibility that a single member ignores.
-  for (const char* f : {"--logger", "--snapshot-count"}) {
+  app.add_option("--snapshot-count", config.snapshot_count,
+                 "Log entries kept for followers that fall behind; further behind, they get a snapshot");
+  app.add_option("--experimental-log-segment-bytes", config.log_segment_bytes,
+                 "cairn's own: bytes of one preallocated log segment file (default 64 MiB)");
+  for (const char* f : {"--logger"}) {
     app.add_option(f, ignored, "accepted for etcd compatibility; not used yet");
   }
   std::vector<std::string> args(argv + 1, argv + argc);

@@ -56,6 +56,8 @@ Status EtcdServer::Start() {
   no.initial_members = config_.InitialMembers().value();
   no.heartbeat_interval_ms = config_.heartbeat_interval_ms;
   no.election_timeout_ms = config_.election_timeout_ms;
+  if (config_.snapshot_count > 0) no.log_retention_entries = static_cast<uint64_t>(config_.snapshot_count);
+  if (config_.log_segment_bytes > 0) no.log_segment_bytes = static_cast<uint64_t>(config_.log_segment_bytes);
   if (config_.initial_cluster_state == "existing") no.join_existing = true;
   transport_ = std::make_unique<peer::PeerTransport>(peer::PeerTransportOptions{});
   node_ = std::make_unique<server::Node>(no);
@@ -96,10 +98,24 @@ Status EtcdServer::Start() {
       if (!urls.empty()) transport_->SetPeer(m.id(), urls);
     }
   };
+  hooks.on_snapshot_installed = [this](int64_t revision) {
+    if (auto* hub = hub_ptr_.load()) hub->Restored(revision);
+    for (const auto& m : node_->applier()->Members()) {
+      std::vector<std::string> urls(m.peer_urls().begin(), m.peer_urls().end());
+      if (m.id() != node_->ids().member_id && !urls.empty()) transport_->SetPeer(m.id(), urls);
+    }
+  };
   s = node_->Start(hooks, transport_.get());
   if (!s.ok()) return s;
   transport_->SetIdentity(node_->ids().cluster_id, node_->ids().member_id);
   transport_->SetUnreachableHandler([this](uint64_t id) { node_->raft()->ReportUnreachable(id); });
+  transport_->SetSnapshotHandlers(
+      [this](uint64_t index) -> std::unique_ptr<storage::SnapshotReader> {
+        auto image = node_->SnapshotImage(index);
+        if (!image) return nullptr;
+        return std::make_unique<storage::SnapshotReader>(node_->engine(), std::move(image));
+      },
+      [this](uint64_t id, bool delivered) { node_->raft()->ReportSnapshot(id, delivered); });
   for (const auto& m : node_->applier()->Members()) {
     std::vector<std::string> urls(m.peer_urls().begin(), m.peer_urls().end());
     if (m.id() != node_->ids().member_id && !urls.empty()) transport_->SetPeer(m.id(), urls);
@@ -205,6 +221,7 @@ Status EtcdServer::StartPeerServer() {
     node_->raft()->Propose(server::RaftHost::Proposal{0, std::move(data), /*forwarded=*/true});
   };
   h.renew_lease = [this](int64_t id) { (void)node_->lessor()->Renew(id); };
+  h.snapshot_dir = node_->snapshot_dir();
   peer_service_ = std::make_unique<peer::PeerService>(std::move(h));
   grpc::ServerBuilder builder;
   for (const auto& url : config_.listen_peer_urls) {

@@ -24,6 +24,12 @@ struct ServerConfig {
   std::string initial_cluster;
   std::string initial_cluster_state = "new";  // "new" or "existing"
   std::string initial_cluster_token = "etcd-cluster";
+  // Log entries kept behind the applied index for followers that fall
+  // behind; one further behind gets a snapshot of the database. (etcd:
+  // entries between snapshots.) 0: cairn's default (10,000).
+  int64_t snapshot_count = 0;
+  // cairn's own: bytes of one log segment file (0: 64 MiB).
+  int64_t log_segment_bytes = 0;
   int64_t heartbeat_interval_ms = 100;
   int64_t election_timeout_ms = 1000;
   // 0 means etcd's default of 2 GiB.

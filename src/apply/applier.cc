@@ -56,9 +56,15 @@ Status Applier::Open() {
     if (!stored.ParseFromString(v)) return Status(Code::kDataLoss, "apply: malformed alarms");
     std::lock_guard<std::mutex> lock(alarms_mu_);
     alarms_.assign(stored.alarms().begin(), stored.alarms().end());
+  } else {
+    std::lock_guard<std::mutex> lock(alarms_mu_);
+    alarms_.clear();
   }
   auto it = engine_->NewIterator(Column::kMeta);
   std::lock_guard<std::mutex> lock(members_mu_);
+  // Open runs again after a snapshot from the leader replaced the database.
+  members_.clear();
+  removed_.clear();
   for (it->Seek(kMemberPrefix); it->Valid() && it->key().starts_with(kMemberPrefix); it->Next()) {
     cairnpb::Member m;
     if (!m.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {

@@ -337,6 +337,19 @@ Status KvStore::Open() {
   return Status::Ok();
 }
 
+Status KvStore::ReplaceContents(const std::function<Status()>& replace) {
+  std::unique_lock<std::shared_mutex> lock(commit_mu_);
+  Status s = replace();
+  if (!s.ok()) return s;
+  auto cur = ReadMeta(engine_, kMetaCurrentRev, 1);
+  if (!cur.ok()) return cur.status();
+  auto compact = ReadMeta(engine_, kMetaCompactRev, -1);
+  if (!compact.ok()) return compact.status();
+  current_rev_ = *cur;
+  compact_rev_ = *compact;
+  return Status::Ok();
+}
+
 std::unique_ptr<ReadTxn> KvStore::Read() const {
   auto txn = std::unique_ptr<ReadTxn>(new ReadTxn());
   txn->store_ = this;

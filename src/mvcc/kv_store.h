@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <functional>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
@@ -122,6 +123,12 @@ class KvStore {
   int64_t CompactRevision() const { return compact_rev_.load(); }
 
   std::unique_ptr<ReadTxn> Read() const;
+
+  // Runs `replace` (which rewrites the whole engine, e.g. installing a
+  // snapshot from the leader) with no reader taking a snapshot meanwhile,
+  // then reloads the revisions (as Open). Readers that started before keep
+  // their consistent view of the old contents.
+  Status ReplaceContents(const std::function<Status()>& replace);
 
   // Writes `batch` (which holds zero or more WriteTxns' changes and whatever
   // else the applier added) atomically and makes `new_rev` the current

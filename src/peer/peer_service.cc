@@ -1,10 +1,17 @@
 #include "peer/peer_service.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <memory>
 
 #include "common/logging.h"
 #include "peer/raft_codec.h"
+#include "storage/snapshot_stream.h"
 
 namespace cairn::peer {
 
@@ -23,6 +30,28 @@ std::atomic<int64_t> last_removed_log_ms{-100000};
 std::atomic<int64_t> last_malformed_log_ms{-100000};
 }  // namespace
 
+// Whether a batch from a peer may be used (see the header).
+grpc::Status CheckSender(const PeerServiceHandlers& h, const cairnpb::PeerBatch& batch,
+                         grpc::CallbackServerContext* context) {
+  if (batch.cluster_id() != h.cluster_id) {
+    if (ShouldLog(&last_mismatch_log_ms)) {
+      CAIRN_LOG(kError) << "refused a peer of another cluster (" << context->peer() << ": cluster " << std::hex
+                        << batch.cluster_id() << ", member " << batch.from() << "; ours " << h.cluster_id << ")";
+    }
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "cluster ID mismatch");
+  }
+  if (batch.to() != h.member_id) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "member ID mismatch");
+  }
+  if (h.is_removed(batch.from())) {
+    if (ShouldLog(&last_removed_log_ms)) {
+      CAIRN_LOG(kWarn) << "refused removed member " << std::hex << batch.from() << " (" << context->peer() << ")";
+    }
+    return grpc::Status(grpc::StatusCode::NOT_FOUND, "the member has been permanently removed from the cluster");
+  }
+  return grpc::Status::OK;
+}
+
 class PeerService::Reactor final : public grpc::ServerReadReactor<cairnpb::PeerBatch> {
  public:
   Reactor(const PeerServiceHandlers* handlers, grpc::CallbackServerContext* context)
@@ -35,7 +64,7 @@ class PeerService::Reactor final : public grpc::ServerReadReactor<cairnpb::PeerB
       Finish(grpc::Status::OK);
       return;
     }
-    grpc::Status refusal = Check();
+    grpc::Status refusal = CheckSender(*handlers_, batch_, context_);
     if (!refusal.ok()) {
       Finish(refusal);
       return;
@@ -43,7 +72,9 @@ class PeerService::Reactor final : public grpc::ServerReadReactor<cairnpb::PeerB
     if (handlers_->on_received) handlers_->on_received(batch_.from(), batch_.ByteSizeLong());
     for (const auto& pm : batch_.messages()) {
       auto m = FromProto(pm);
-      if (!m.ok() || m->from != batch_.from() || m->to != handlers_->member_id) {
+      // Snapshots come only through InstallSnapshot, with their image.
+      if (!m.ok() || m->from != batch_.from() || m->to != handlers_->member_id ||
+          m->type == raft::MessageType::kSnapshot) {
         if (ShouldLog(&last_malformed_log_ms)) {
           CAIRN_LOG(kWarn) << "peer " << context_->peer() << ": dropped a malformed raft message"
                            << (m.ok() ? "" : ": " + m.status().message());
@@ -61,32 +92,116 @@ class PeerService::Reactor final : public grpc::ServerReadReactor<cairnpb::PeerB
   void OnDone() override { delete this; }
 
  private:
-  grpc::Status Check() {
-    if (batch_.cluster_id() != handlers_->cluster_id) {
-      if (ShouldLog(&last_mismatch_log_ms)) {
-        CAIRN_LOG(kError) << "refused a peer of another cluster (" << context_->peer() << ": cluster "
-                          << std::hex << batch_.cluster_id() << ", member " << batch_.from() << "; ours "
-                          << handlers_->cluster_id << ")";
-      }
-      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "cluster ID mismatch");
-    }
-    if (batch_.to() != handlers_->member_id) {
-      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "member ID mismatch");
-    }
-    if (handlers_->is_removed(batch_.from())) {
-      if (ShouldLog(&last_removed_log_ms)) {
-        CAIRN_LOG(kWarn) << "refused removed member " << std::hex << batch_.from() << " (" << context_->peer()
-                         << ")";
-      }
-      return grpc::Status(grpc::StatusCode::NOT_FOUND, "the member has been permanently removed from the cluster");
-    }
-    return grpc::Status::OK;
-  }
-
   const PeerServiceHandlers* handlers_;
   grpc::CallbackServerContext* context_;
   cairnpb::PeerBatch batch_;
 };
+
+class PeerService::SnapshotReactor final : public grpc::ServerReadReactor<cairnpb::SnapshotChunk> {
+ public:
+  SnapshotReactor(const PeerServiceHandlers* handlers, grpc::CallbackServerContext* context)
+      : handlers_(handlers), context_(context) {
+    StartRead(&chunk_);
+  }
+
+  void OnReadDone(bool ok) override {
+    grpc::Status st = ok ? Take() : Complete();
+    if (!st.ok() || !ok) {
+      if (!st.ok()) Discard();
+      Finish(st);
+      return;
+    }
+    chunk_.Clear();
+    StartRead(&chunk_);
+  }
+
+  void OnDone() override {
+    Discard();
+    delete this;
+  }
+
+ private:
+  grpc::Status Take() {
+    if (!message_) {
+      grpc::Status refusal = CheckSender(*handlers_, chunk_.header(), context_);
+      if (!refusal.ok()) return refusal;
+      if (chunk_.header().messages_size() != 1) {
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "snapshot stream without its message");
+      }
+      auto m = FromProto(chunk_.header().messages(0));
+      if (!m.ok() || m->type != raft::MessageType::kSnapshot || m->from != chunk_.header().from() ||
+          m->to != handlers_->member_id) {
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "snapshot stream with a malformed message");
+      }
+      message_ = std::make_unique<raft::Message>(std::move(*m));
+      std::error_code ec;
+      std::filesystem::create_directories(handlers_->snapshot_dir, ec);
+      path_ = handlers_->snapshot_dir + "/incoming-" + std::to_string(message_->from) + "-" +
+              std::to_string(message_->snapshot->metadata.index) + ".snap";
+      out_.open(path_, std::ios::binary | std::ios::trunc);
+      if (!out_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "cannot store the snapshot at " + path_);
+    }
+    bytes_ += chunk_.data().size();
+    if (bytes_ > handlers_->max_snapshot_bytes) {
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "snapshot larger than this member accepts");
+    }
+    out_.write(chunk_.data().data(), static_cast<std::streamsize>(chunk_.data().size()));
+    if (!out_) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "cannot write the snapshot to " + path_);
+    return grpc::Status::OK;
+  }
+
+  grpc::Status Complete() {
+    if (!message_) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "empty snapshot stream");
+    out_.flush();
+    out_.close();
+    // Durable before the install refers to it (a crash mid-install finishes
+    // from this file).
+    int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    const bool synced = fd >= 0 && ::fsync(fd) == 0;
+    if (fd >= 0) ::close(fd);
+    if (!synced) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "cannot sync the snapshot at " + path_);
+    Status v = storage::VerifySnapshotFile(path_);
+    if (!v.ok()) {
+      CAIRN_LOG(kWarn) << "peer " << std::hex << message_->from << std::dec << ": refused a snapshot: " << v.message();
+      return grpc::Status(grpc::StatusCode::DATA_LOSS, v.message());
+    }
+    const std::string final_path = handlers_->snapshot_dir + "/received-" +
+                                   std::to_string(message_->snapshot->metadata.index) + ".snap";
+    std::error_code ec;
+    std::filesystem::rename(path_, final_path, ec);
+    if (ec) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "cannot keep the snapshot: " + ec.message());
+    path_.clear();
+    auto snap = std::make_shared<raft::Snapshot>(*message_->snapshot);
+    snap->data = final_path;
+    message_->snapshot = std::move(snap);
+    CAIRN_LOG(kInfo) << "received a snapshot at index " << message_->snapshot->metadata.index << " (" << bytes_
+                     << " bytes) from " << std::hex << message_->from;
+    handlers_->step(std::move(*message_));
+    return grpc::Status::OK;
+  }
+
+  // Removes a partly received image.
+  void Discard() {
+    if (path_.empty()) return;
+    if (out_.is_open()) out_.close();
+    std::error_code ec;
+    std::filesystem::remove(path_, ec);
+    path_.clear();
+  }
+
+  const PeerServiceHandlers* handlers_;
+  grpc::CallbackServerContext* context_;
+  cairnpb::SnapshotChunk chunk_;
+  std::unique_ptr<raft::Message> message_;
+  std::string path_;
+  std::ofstream out_;
+  uint64_t bytes_ = 0;
+};
+
+grpc::ServerReadReactor<cairnpb::SnapshotChunk>* PeerService::InstallSnapshot(grpc::CallbackServerContext* context,
+                                                                             cairnpb::PeerStreamEnd*) {
+  return new SnapshotReactor(&handlers_, context);
+}
 
 grpc::ServerReadReactor<cairnpb::PeerBatch>* PeerService::Stream(grpc::CallbackServerContext* context,
                                                                 cairnpb::PeerStreamEnd*) {

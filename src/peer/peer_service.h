@@ -29,6 +29,10 @@ struct PeerServiceHandlers {
   std::function<void(std::string)> propose_forwarded;
   // A lease keep-alive a follower received.
   std::function<void(int64_t lease_id)> renew_lease;
+  // Where received snapshot images are written, and the most bytes one may
+  // have.
+  std::string snapshot_dir;
+  uint64_t max_snapshot_bytes = 64ULL << 30;
   // Bytes received from `from` (for etcd's peer metrics).
   std::function<void(uint64_t from, size_t bytes)> on_received;
 };
@@ -39,9 +43,14 @@ class PeerService final : public cairnpb::Peer::CallbackService {
 
   grpc::ServerReadReactor<cairnpb::PeerBatch>* Stream(grpc::CallbackServerContext* context,
                                                      cairnpb::PeerStreamEnd* end) override;
+  // Stores the image, verifies its checksum, then steps the snapshot
+  // message (its data naming the stored file) into the Raft core.
+  grpc::ServerReadReactor<cairnpb::SnapshotChunk>* InstallSnapshot(grpc::CallbackServerContext* context,
+                                                                  cairnpb::PeerStreamEnd* end) override;
 
  private:
   class Reactor;
+  class SnapshotReactor;
   PeerServiceHandlers handlers_;
 };
 

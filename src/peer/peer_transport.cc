@@ -41,9 +41,19 @@ void PeerTransport::SetUnreachableHandler(std::function<void(raft::NodeId)> hand
   unreachable_ = std::move(handler);
 }
 
-void PeerTransport::Unreachable(raft::NodeId id) {
+void PeerTransport::SetSnapshotHandlers(SnapshotOpener open, std::function<void(raft::NodeId, bool)> report) {
   std::lock_guard<std::mutex> lock(handler_mu_);
-  if (unreachable_) unreachable_(id);
+  open_snapshot_ = std::move(open);
+  report_snapshot_ = std::move(report);
+}
+
+void PeerTransport::Unreachable(raft::NodeId id) {
+  std::function<void(raft::NodeId)> handler;
+  {
+    std::lock_guard<std::mutex> lock(handler_mu_);
+    handler = unreachable_;
+  }
+  if (handler) handler(id);
 }
 
 void PeerTransport::SetPeer(raft::NodeId id, const std::vector<std::string>& peer_urls) {
@@ -91,13 +101,108 @@ void PeerTransport::RemovePeer(raft::NodeId id) {
 }
 
 void PeerTransport::StopPeer(const std::shared_ptr<Peer>& peer) {
+  std::thread snapshot;
   {
     std::lock_guard<std::mutex> lock(peer->mu);
     peer->stopping = true;
     if (peer->active) peer->active->TryCancel();
+    if (peer->snapshot_ctx) peer->snapshot_ctx->TryCancel();
+    snapshot = std::move(peer->snapshot_thread);
   }
   peer->cv.notify_all();
   if (peer->thread.joinable()) peer->thread.join();
+  if (snapshot.joinable()) snapshot.join();
+}
+
+void PeerTransport::StartSnapshot(const std::shared_ptr<Peer>& peer, raft::Message message) {
+  std::thread previous;
+  {
+    std::lock_guard<std::mutex> lock(peer->mu);
+    if (peer->stopping) return;
+    if (peer->snapshot_running) {
+      // The core waits for the report of the one in flight; a second one
+      // means it gave up on it: it gets its report when that one ends.
+      return;
+    }
+    previous = std::move(peer->snapshot_thread);
+    peer->snapshot_running = true;
+  }
+  if (previous.joinable()) previous.join();  // finished: it cleared snapshot_running
+  Peer* raw = peer.get();
+  std::lock_guard<std::mutex> lock(peer->mu);
+  peer->snapshot_thread = std::thread([this, raw, message = std::move(message)] {
+    const bool ok = SendSnapshot(raw, message);
+    std::function<void(raft::NodeId, bool)> report;
+    {
+      std::lock_guard<std::mutex> l(handler_mu_);
+      report = report_snapshot_;
+    }
+    if (report) report(raw->id, ok);
+    std::lock_guard<std::mutex> l(raw->mu);
+    raw->snapshot_running = false;
+  });
+}
+
+bool PeerTransport::SendSnapshot(Peer* peer, const raft::Message& message) {
+  std::unique_ptr<storage::SnapshotReader> reader;
+  {
+    std::lock_guard<std::mutex> lock(handler_mu_);
+    if (open_snapshot_) reader = open_snapshot_(message.snapshot->metadata.index);
+  }
+  if (!reader) {
+    CAIRN_LOG(kWarn) << "raft: snapshot image at index " << message.snapshot->metadata.index
+                     << " is gone; the leader takes another";
+    return false;
+  }
+  grpc::ChannelArguments args;
+  args.SetMaxSendMessageSize(-1);
+  auto stub = cairnpb::Peer::NewStub(grpc::CreateCustomChannel(peer->target, grpc::InsecureChannelCredentials(), args));
+  grpc::ClientContext ctx;
+  {
+    std::lock_guard<std::mutex> lock(peer->mu);
+    if (peer->stopping) return false;
+    peer->snapshot_ctx = &ctx;
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  cairnpb::PeerStreamEnd end;
+  auto writer = stub->InstallSnapshot(&ctx, &end);
+  cairnpb::SnapshotChunk chunk;
+  auto* header = chunk.mutable_header();
+  header->set_cluster_id(cluster_id_.load());
+  header->set_from(member_id_.load());
+  header->set_to(peer->id);
+  ToProto(message, header->add_messages());
+  bool ok = writer->Write(chunk);
+  size_t bytes = 0;
+  while (ok) {
+    chunk.Clear();
+    auto more = reader->NextChunk(chunk.mutable_data(), 1 << 20);
+    if (!more.ok()) {
+      CAIRN_LOG(kError) << "raft: reading the snapshot image failed: " << more.status().message();
+      ok = false;
+      break;
+    }
+    if (!chunk.data().empty()) {
+      bytes += chunk.data().size();
+      ok = writer->Write(chunk);
+    }
+    if (!*more) break;
+  }
+  if (ok) ok = writer->WritesDone();
+  grpc::Status st = writer->Finish();
+  {
+    std::lock_guard<std::mutex> lock(peer->mu);
+    peer->snapshot_ctx = nullptr;
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (ok && st.ok()) {
+    CAIRN_LOG(kInfo) << "raft: sent the snapshot at index " << message.snapshot->metadata.index << " ("
+                     << bytes << " bytes) to " << std::hex << peer->id << std::dec << " in " << seconds << " s";
+    return true;
+  }
+  CAIRN_LOG(kWarn) << "raft: sending the snapshot at index " << message.snapshot->metadata.index << " to "
+                   << std::hex << peer->id << std::dec << " failed: " << st.error_message();
+  return false;
 }
 
 void PeerTransport::Stop() {
@@ -118,11 +223,13 @@ std::shared_ptr<PeerTransport::Peer> PeerTransport::Find(raft::NodeId id) {
 
 void PeerTransport::Send(std::vector<raft::Message> messages) {
   for (auto& m : messages) {
+    auto peer = Find(m.to);
     if (m.type == raft::MessageType::kSnapshot) {
-      CAIRN_LOG(kWarn) << "raft: snapshot messages are not sent yet; dropped one for " << std::hex << m.to;
+      // (An unknown peer cannot be sent to; it is known once its
+      // membership entry is applied, and the leader asks again.)
+      if (peer && m.snapshot) StartSnapshot(peer, std::move(m));
       continue;
     }
-    auto peer = Find(m.to);
     bool dropped = true;
     if (peer) {
       std::lock_guard<std::mutex> lock(peer->mu);

@@ -35,6 +35,7 @@
 
 #include "cairnpb/peer.grpc.pb.h"
 #include "server/raft_host.h"
+#include "storage/snapshot_stream.h"
 
 namespace cairn::peer {
 
@@ -58,6 +59,10 @@ class PeerTransport final : public server::Transport {
   // Called when a peer cannot be reached (a dropped message, a broken
   // stream). Set before the node starts.
   void SetUnreachableHandler(std::function<void(raft::NodeId)> handler);
+  // Snapshot messages: `open` gives the image for a snapshot index (null if
+  // it is gone), `report` is told whether the follower got it.
+  using SnapshotOpener = std::function<std::unique_ptr<storage::SnapshotReader>(uint64_t index)>;
+  void SetSnapshotHandlers(SnapshotOpener open, std::function<void(raft::NodeId, bool)> report);
   // Adds or updates a peer (its peer URLs: the first is used).
   void SetPeer(raft::NodeId id, const std::vector<std::string>& peer_urls);
   void RemovePeer(raft::NodeId id);
@@ -81,8 +86,16 @@ class PeerTransport final : public server::Transport {
     bool stopping = false;                // GUARDED_BY(mu)
     grpc::ClientContext* active = nullptr;  // GUARDED_BY(mu): to cancel a stuck write
     std::thread thread;
+    // One snapshot at a time (the leader sends the next only after the
+    // report of this one).
+    std::thread snapshot_thread;               // GUARDED_BY(mu)
+    bool snapshot_running = false;             // GUARDED_BY(mu)
+    grpc::ClientContext* snapshot_ctx = nullptr;  // GUARDED_BY(mu)
   };
   void Run(Peer* peer);
+  void StartSnapshot(const std::shared_ptr<Peer>& peer, raft::Message message);
+  // Streams one snapshot; true if the follower answered OK.
+  bool SendSnapshot(Peer* peer, const raft::Message& message);
   // Moves what is queued (up to the batch size) into `batch`; false when
   // the peer is stopping.
   bool TakeBatch(Peer* peer, cairnpb::PeerBatch* batch);
@@ -95,6 +108,8 @@ class PeerTransport final : public server::Transport {
   std::atomic<uint64_t> member_id_{0};
   std::mutex handler_mu_;
   std::function<void(raft::NodeId)> unreachable_;  // GUARDED_BY(handler_mu_)
+  SnapshotOpener open_snapshot_;                    // GUARDED_BY(handler_mu_)
+  std::function<void(raft::NodeId, bool)> report_snapshot_;  // GUARDED_BY(handler_mu_)
   std::mutex mu_;
   std::map<raft::NodeId, std::shared_ptr<Peer>> peers_;  // GUARDED_BY(mu_)
   bool stopped_ = false;                                  // GUARDED_BY(mu_)

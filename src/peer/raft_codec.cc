@@ -23,11 +23,17 @@ void ToProto(const raft::Message& m, cairnpb::RaftMessage* out) {
   out->set_read_round(m.read_round);
   out->set_leader_transfer(m.leader_transfer);
   out->set_context(m.context);
+  if (m.snapshot) {
+    const raft::SnapshotMetadata& meta = m.snapshot->metadata;
+    out->set_snapshot_index(meta.index);
+    out->set_snapshot_term(meta.term);
+    for (auto id : meta.conf_state.voters) out->add_snapshot_voters(id);
+    for (auto id : meta.conf_state.learners) out->add_snapshot_learners(id);
+  }
 }
 
 Result<raft::Message> FromProto(const cairnpb::RaftMessage& m) {
-  if (m.type() > static_cast<uint32_t>(raft::MessageType::kReadIndexResponse) ||
-      m.type() == static_cast<uint32_t>(raft::MessageType::kSnapshot)) {
+  if (m.type() > static_cast<uint32_t>(raft::MessageType::kReadIndexResponse)) {
     return Status(Code::kInvalidArgument, "unknown raft message type " + std::to_string(m.type()));
   }
   raft::Message r;
@@ -55,6 +61,17 @@ Result<raft::Message> FromProto(const cairnpb::RaftMessage& m) {
   r.read_round = m.read_round();
   r.leader_transfer = m.leader_transfer();
   r.context = m.context();
+  if (r.type == raft::MessageType::kSnapshot) {
+    if (m.snapshot_index() == 0 || m.snapshot_voters_size() == 0) {
+      return Status(Code::kInvalidArgument, "snapshot message without metadata");
+    }
+    auto snap = std::make_shared<raft::Snapshot>();
+    snap->metadata.index = m.snapshot_index();
+    snap->metadata.term = m.snapshot_term();
+    snap->metadata.conf_state.voters.assign(m.snapshot_voters().begin(), m.snapshot_voters().end());
+    snap->metadata.conf_state.learners.assign(m.snapshot_learners().begin(), m.snapshot_learners().end());
+    r.snapshot = std::move(snap);
+  }
   return r;
 }
 

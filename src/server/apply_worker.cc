@@ -1,6 +1,7 @@
 #include "server/apply_worker.h"
 
 #include <chrono>
+#include <thread>
 
 #include "common/check.h"
 
@@ -42,6 +43,7 @@ ApplyWorker::~ApplyWorker() { Stop(); }
 void ApplyWorker::Start() { thread_ = std::thread([this] { Loop(); }); }
 
 void ApplyWorker::Stop() {
+  stopping_ = true;
   queue_.Close();
   if (thread_.joinable()) thread_.join();
   std::multimap<uint64_t, ReadCallback> waiting;
@@ -78,7 +80,11 @@ void ApplyWorker::RunApplied() {
   for (auto& done : ready) done(Status::Ok());
 }
 
-bool ApplyWorker::Push(std::vector<raft::Entry> entries) { return queue_.Push(std::move(entries)); }
+bool ApplyWorker::Push(std::vector<raft::Entry> entries) {
+  if (!queue_.Push(std::move(entries))) return false;
+  pushed_batches_++;
+  return true;
+}
 
 void ApplyWorker::Loop() {
   std::vector<std::vector<raft::Entry>> batches;
@@ -88,8 +94,22 @@ void ApplyWorker::Loop() {
     for (auto& entries : batches) {
       ApplyEntries(entries);
       RunApplied();
+      applied_batches_++;
     }
   }
+}
+
+bool ApplyWorker::WaitIdle() {
+  while (applied_batches_.load() < pushed_batches_.load()) {
+    if (stopping_.load()) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+void ApplyWorker::SetApplied(uint64_t index) {
+  applied_index_ = index;
+  RunApplied();
 }
 
 void ApplyWorker::ApplyEntries(std::vector<raft::Entry>& entries) {

@@ -58,6 +58,13 @@ class ApplyWorker {
 
   uint64_t applied_index() const { return applied_index_.load(); }
 
+  // Returns once every batch pushed so far is applied (the raft thread,
+  // before it replaces the state machine with a snapshot; it is the only
+  // producer, so nothing new arrives meanwhile). False if the worker stops.
+  bool WaitIdle();
+  // The state machine was replaced by a snapshot at `index`.
+  void SetApplied(uint64_t index);
+
   // Runs each of `callbacks` with OK once `index` is applied (at once if it
   // is), on the apply thread or the caller's; with "server stopped" if the
   // worker stops first.
@@ -74,6 +81,9 @@ class ApplyWorker {
   ApplyWorkerHooks hooks_;
   BoundedQueue<std::vector<raft::Entry>> queue_;
   std::atomic<uint64_t> applied_index_{0};
+  std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> pushed_batches_{0};   // by Push
+  std::atomic<uint64_t> applied_batches_{0};  // by the apply thread
   std::mutex waiting_mu_;
   std::multimap<uint64_t, ReadCallback> waiting_;  // GUARDED_BY(waiting_mu_)
   bool stopped_ = false;                            // GUARDED_BY(waiting_mu_)

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "common/check.h"
+#include "common/logging.h"
 #include "raft/errors.h"
 #include "raft/membership.h"
 
@@ -90,9 +91,13 @@ Status LogStore::Load() {
                                        std::to_string(base_.index) + ": entries in between are missing");
   }
   if (wal_->last_index() < base_.index) {
-    return Status(Code::kDataLoss, "the log in " + wal_->dir() + " ends at index " +
-                                       std::to_string(wal_->last_index()) + " before its base, index " +
-                                       std::to_string(base_.index) + ": the log lost entries");
+    // A snapshot was installed (the database holds everything up to the
+    // base, saved with it) and the member stopped before the log started
+    // over. Whether anything applied after it is missing, the host checks
+    // against the applied index.
+    Status s = wal_->Reset(base_.index + 1);
+    if (!s.ok()) return s;
+    CAIRN_LOG(kInfo) << "log: starting over after the installed snapshot at index " << base_.index;
   }
   uint64_t next = base_.index + 1;
   while (next <= wal_->last_index()) {
@@ -239,6 +244,31 @@ Result<uint64_t> LogStore::Term(uint64_t index) const {
   return terms_[index - base_.index];
 }
 
-Result<raft::Snapshot> LogStore::GetSnapshot() const { return raft::errors::Unavailable(); }
+Result<raft::Snapshot> LogStore::GetSnapshot() const {
+  if (!snapshot_source_) return raft::errors::Unavailable();
+  auto index = snapshot_source_();
+  if (!index.ok()) return raft::errors::Unavailable();
+  // The image is of the applied state, which is never behind the base
+  // (entries leave the log only once applied) nor past the log.
+  if (*index < base_.index || *index > LastIndex()) return raft::errors::Unavailable();
+  raft::Snapshot snap;
+  snap.metadata.index = *index;
+  snap.metadata.term = terms_[*index - base_.index];
+  snap.metadata.conf_state = ConfStateAt(*index);
+  snap.data = std::to_string(*index);
+  return snap;
+}
+
+Status LogStore::ResetToSnapshot(const LogBase& base) {
+  Status s = wal_->Reset(base.index + 1);
+  if (!s.ok()) return s;
+  base_ = base;
+  terms_.clear();
+  terms_.push_back(base_.term);
+  conf_changes_.clear();
+  cache_.clear();
+  cache_used_bytes_ = 0;
+  return Status::Ok();
+}
 
 }  // namespace cairn::server

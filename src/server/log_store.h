@@ -51,12 +51,18 @@ class LogStore final : public raft::Storage {
  public:
   // Persists a new base durably (a synced database write).
   using SaveBase = std::function<Status(const LogBase&)>;
+  // Takes an image of the state machine (the database at its applied
+  // index) for a follower that is behind the log; returns that index. The
+  // image is the host's (data names it); the store fills in term and
+  // membership.
+  using SnapshotSource = std::function<Result<uint64_t>()>;
 
   // Reads the kept entries' terms and memberships, and fills the cache.
   // `wal` is not owned and must outlive the store. DataLoss if the log does
   // not reach the base or starts after it.
   static Result<std::unique_ptr<LogStore>> Open(wal::Wal* wal, LogBase base, SaveBase save_base,
                                                 uint64_t cache_bytes = 64ULL << 20);
+  void SetSnapshotSource(SnapshotSource source) { snapshot_source_ = std::move(source); }
 
   // --- Host side ---
 
@@ -74,6 +80,9 @@ class LogStore final : public raft::Storage {
   Status CompactBefore(uint64_t index);
   // Whether CompactBefore(index) would release a segment.
   bool CanCompactBefore(uint64_t index) const { return wal_->CanReleaseBefore(index); }
+  // A snapshot from the leader was installed in the database (which saved
+  // `base` with it): the log starts over right after it.
+  Status ResetToSnapshot(const LogBase& base);
   // The membership after the last entry in the log.
   const raft::ConfState& LastConfState() const;
   const LogBase& base() const { return base_; }
@@ -84,7 +93,8 @@ class LogStore final : public raft::Storage {
   Result<uint64_t> Term(uint64_t index) const override;
   uint64_t FirstIndex() const override { return base_.index + 1; }
   uint64_t LastIndex() const override { return base_.index + terms_.size() - 1; }
-  // Snapshots are not sent yet (no peers); kUnavailable.
+  // The database now, at its applied index (through the SnapshotSource);
+  // kUnavailable without a source.
   Result<raft::Snapshot> GetSnapshot() const override;
 
  private:
@@ -99,6 +109,7 @@ class LogStore final : public raft::Storage {
   wal::Wal* const wal_;
   LogBase base_;
   SaveBase save_base_;
+  SnapshotSource snapshot_source_;
   const uint64_t cache_bytes_;
   // terms_[i] is the term of entry base_.index + i (terms_[0] = base term).
   std::deque<uint64_t> terms_;

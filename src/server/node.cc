@@ -11,6 +11,7 @@
 #include "common/check.h"
 #include "common/logging.h"
 #include "server/member_id.h"
+#include "storage/snapshot_stream.h"
 
 namespace cairn::server {
 
@@ -25,6 +26,11 @@ constexpr std::string_view kMetaMemberId = "member_id";
 // The Raft log's base (LogBase::Encode): absent in data dirs of the
 // single-member version, whose log entries are plain requests.
 constexpr std::string_view kMetaLogBase = "raft_log_base";
+// Set while a snapshot from the leader is being written into the database:
+// the image file and the log base it ends at. Cleared in the install's last
+// (synced) write; found at start-up, the install is done again.
+constexpr std::string_view kMetaInstalling = "installing_snapshot";
+constexpr std::string_view kMetaAppliedIndex = "applied_index";
 // etcd's request timeout: 5 s plus two election timeouts.
 constexpr int64_t kRequestTimeoutBaseMs = 5000;
 
@@ -137,8 +143,10 @@ Status Node::OpenStorage() {
       ids_.member_id = storage::DecodeFixed64BE(member);
     }
   }
+  Status s = FinishInterruptedInstall();
+  if (!s.ok()) return s;
   kv_ = std::make_unique<mvcc::KvStore>(engine_.get());
-  Status s = kv_->Open();
+  s = kv_->Open();
   if (!s.ok()) return s;
   lessor_ = std::make_unique<lease::Lessor>(engine_.get(), &clock_, options_.lessor);
   s = lessor_->Open();
@@ -222,6 +230,7 @@ Status Node::OpenLog() {
   });
   if (!store.ok()) return store.status();
   log_store_ = std::move(*store);
+  log_store_->SetSnapshotSource([this] { return TakeSnapshotImage(); });
   const uint64_t applied = applier_->applied_index();
   if (log_store_->LastIndex() < applied) {
     return Status(Code::kDataLoss, "the log in " + dir + " ends at index " +
@@ -338,6 +347,91 @@ Status Node::ConvertPreRaftLog(LogBase* base) {
   return s;
 }
 
+std::string Node::snapshot_dir() const { return (fs::path(options_.data_dir) / "snap").string(); }
+
+Result<uint64_t> Node::TakeSnapshotImage() {
+  auto snap = engine_->GetSnapshot();
+  std::string v;
+  auto found = engine_->Get(Column::kMeta, kMetaAppliedIndex, &v, snap.get());
+  if (!found.ok()) return found.status();
+  const uint64_t index = *found ? storage::DecodeFixed64BE(v) : 0;
+  std::lock_guard<std::mutex> lock(image_mu_);
+  image_index_ = index;
+  image_ = std::move(snap);
+  return index;
+}
+
+std::shared_ptr<const storage::Snapshot> Node::SnapshotImage(uint64_t index) const {
+  std::lock_guard<std::mutex> lock(image_mu_);
+  return image_index_ == index ? image_ : nullptr;
+}
+
+namespace {
+// What an image from another member may not overwrite: this member's own
+// identity and Raft log state.
+bool IsLocalMeta(std::string_view key) {
+  return key == kMetaFormat || key == kMetaClusterId || key == kMetaMemberId || key == kMetaLogBase ||
+         key == kMetaInstalling;
+}
+}  // namespace
+
+Status Node::ReplaceDatabase(const std::string& image_path, const LogBase& base) {
+  auto local = [](Column c, std::string_view key) { return c == Column::kMeta && IsLocalMeta(key); };
+  Status s = storage::ReplaceWithSnapshot(engine_.get(), image_path, local);
+  if (!s.ok()) return s;
+  storage::WriteBatch done(engine_.get());
+  done.Put(Column::kMeta, kMetaLogBase, base.Encode());
+  done.Delete(Column::kMeta, kMetaInstalling);
+  return engine_->Write(done, /*sync=*/true);
+}
+
+Status Node::FinishInterruptedInstall() {
+  std::string v;
+  auto found = engine_->Get(Column::kMeta, kMetaInstalling, &v);
+  if (!found.ok()) return found.status();
+  if (!*found) return Status::Ok();
+  const size_t nl = v.find('\n');
+  auto base = LogBase::Decode(nl == std::string::npos ? "" : v.substr(nl + 1));
+  if (!base.ok()) return base.status();
+  const std::string path = v.substr(0, nl);
+  std::error_code ec;
+  if (!fs::exists(path, ec)) {
+    return Status(Code::kDataLoss, "an interrupted snapshot install left the database incomplete and its image " +
+                                       path + " is gone; remove the data dir and add the member again");
+  }
+  CAIRN_LOG(kInfo) << "finishing the snapshot install interrupted at the last stop, from " << path;
+  Status s = ReplaceDatabase(path, *base);
+  if (s.ok()) fs::remove(path, ec);
+  return s;
+}
+
+Status Node::InstallSnapshot(const raft::Snapshot& snapshot) {
+  const std::string& path = snapshot.data;
+  LogBase base{snapshot.metadata.index, snapshot.metadata.term, snapshot.metadata.conf_state};
+  // Everything committed before the snapshot is applied first; the image
+  // holds it anyway, but the apply thread must not write meanwhile.
+  if (!apply_->WaitIdle()) return errors::Stopped();
+  const auto t0 = std::chrono::steady_clock::now();
+  storage::WriteBatch marker(engine_.get());
+  marker.Put(Column::kMeta, kMetaInstalling, path + "\n" + base.Encode());
+  Status s = engine_->Write(marker, /*sync=*/true);
+  if (!s.ok()) return s;
+  s = kv_->ReplaceContents([&] { return ReplaceDatabase(path, base); });
+  if (!s.ok()) return s;
+  s = lessor_->Open();
+  if (s.ok()) s = applier_->Open();
+  if (s.ok()) s = log_store_->ResetToSnapshot(base);
+  if (!s.ok()) return s;
+  apply_->SetApplied(base.index);
+  std::error_code ec;
+  fs::remove(path, ec);
+  CAIRN_LOG(kInfo) << "installed the leader's snapshot at index " << base.index << " (revision "
+                   << kv_->CurrentRevision() << ") in "
+                   << std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() << " s";
+  if (hooks_.on_snapshot_installed) hooks_.on_snapshot_installed(kv_->CurrentRevision());
+  return Status::Ok();
+}
+
 Status Node::StartRaft() {
   ApplyWorkerHooks ah;
   ah.on_events = hooks_.on_events;
@@ -369,6 +463,7 @@ Status Node::StartRaft() {
     if (hooks_.on_leader_change) hooks_.on_leader_change(leader, term);
   };
   ro.request_timeout_ms = kRequestTimeoutBaseMs + 2 * options_.election_timeout_ms;
+  rh.install_snapshot = [this](const raft::Snapshot& snap) { return InstallSnapshot(snap); };
   rh.on_read_index = [this](uint64_t index, std::vector<RaftHost::ReadCallback> reads) {
     apply_->WhenApplied(index, std::move(reads));
   };

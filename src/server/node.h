@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -99,6 +100,9 @@ struct NodeHooks {
   std::function<void(uint64_t leader, uint64_t term)> on_leader_change;
   // A membership change entry was applied (apply thread).
   std::function<void(const cairnpb::MemberChange& change)> on_member_change;
+  // A snapshot from the leader replaced the state (raft thread): the store
+  // jumped to `revision`, the member table may have changed.
+  std::function<void(int64_t revision)> on_snapshot_installed;
 };
 
 class Node {
@@ -134,6 +138,16 @@ class Node {
   // `done` runs at once on the caller's thread. Otherwise it runs on a read
   // thread of the node.
   void LinearizableRead(std::function<void(const Status&)> done);
+
+  // Snapshots for followers behind the log. TakeSnapshotImage (raft
+  // thread, through the LogStore) pins the database as it is now and returns
+  // its applied index; SnapshotImage(index) hands that image to the peer
+  // transport to stream (nullptr if a newer one replaced it: the leader asks
+  // again).
+  Result<uint64_t> TakeSnapshotImage();
+  std::shared_ptr<const storage::Snapshot> SnapshotImage(uint64_t index) const;
+  // Where received snapshot images are stored until installed.
+  std::string snapshot_dir() const;
 
   // A keep-alive: renews the lease here and, on a follower, on the leader
   // (whose deadlines alone decide expiry). Returns the TTL or LeaseNotFound.
@@ -180,6 +194,12 @@ class Node {
   Status Bootstrap(LogBase* base);
   std::vector<std::pair<std::string, std::vector<std::string>>> FoundingMembers() const;
   Status StartRaft();
+  // Replaces the state machine with a received image (Ready::snapshot).
+  Status InstallSnapshot(const raft::Snapshot& snapshot);
+  // Rewrites the database from the image file and saves `base` with it.
+  Status ReplaceDatabase(const std::string& image_path, const LogBase& base);
+  // An install interrupted by a crash is finished from its image.
+  Status FinishInterruptedInstall();
   void LeaseLoop();
   void CheckDisk();
 
@@ -206,6 +226,9 @@ class Node {
   std::atomic<uint64_t> db_size_bytes_{0};
   std::atomic<bool> stopping_{false};
   std::vector<std::thread> periodic_threads_;
+  mutable std::mutex image_mu_;
+  uint64_t image_index_ = 0;                            // GUARDED_BY(image_mu_)
+  std::shared_ptr<const storage::Snapshot> image_;      // GUARDED_BY(image_mu_)
   // Continuations of confirmed linearizable reads (they read the store).
   BoundedQueue<std::function<void()>> read_queue_{4096};
   std::vector<std::thread> read_threads_;

@@ -72,6 +72,12 @@ void RaftHost::ReportUnreachable(raft::NodeId id) {
   inbox_.TryPush(in);
 }
 
+void RaftHost::ReportSnapshot(raft::NodeId id, bool delivered) {
+  Input in(SnapshotReport{id, delivered});
+  // Must not be lost (the leader would wait for it): wait for room.
+  inbox_.Push(std::move(in));
+}
+
 void RaftHost::ReadIndex(ReadCallback done) {
   Input in(ReadRequest{std::move(done)});
   if (stopping_.load() || !inbox_.TryPush(in)) {
@@ -87,6 +93,8 @@ void RaftHost::Take(Input& in) {
     if (!s.ok()) CAIRN_LOG(kDebug) << "raft: message dropped: " << s.message();
   } else if (auto* u = std::get_if<Unreachable>(&in)) {
     node_->ReportUnreachable(u->id);
+  } else if (auto* sr = std::get_if<SnapshotReport>(&in)) {
+    node_->ReportSnapshot(sr->id, sr->delivered ? raft::SnapshotStatus::kFinished : raft::SnapshotStatus::kFailed);
   } else if (auto* r = std::get_if<ReadRequest>(&in)) {
     if (unasked_reads_.empty()) unasked_since_ms_ = clock_->NowMs();
     unasked_reads_.push_back(std::move(r->done));
@@ -228,9 +236,15 @@ void RaftHost::ProposeParked() {
 }
 
 void RaftHost::Persist(const raft::Ready& rd) {
-  CHECK(!rd.snapshot) << "raft: installing a snapshot from the leader is not supported yet";
-  if (rd.entries.empty() && !rd.hard_state) return;
   const auto t0 = std::chrono::steady_clock::now();
+  if (rd.snapshot) {
+    // Before the entries that follow it in this Ready.
+    Status s = hooks_.install_snapshot(*rd.snapshot);
+    CHECK(s.ok()) << "installing the snapshot at index " << rd.snapshot->metadata.index
+                  << " failed: " << s.ToString();
+    commit_index_ = std::max(commit_index_.load(), rd.snapshot->metadata.index);
+  }
+  if (rd.entries.empty() && !rd.hard_state) return;
   while (true) {
     Status s = store_->Append(rd.entries);
     if (s.ok() && rd.hard_state) s = store_->SetHardState(*rd.hard_state);

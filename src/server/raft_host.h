@@ -96,6 +96,11 @@ struct RaftHostHooks {
   std::function<void(raft::NodeId leader, uint64_t term)> on_leader_change;
   // The log could not take entries (disk full); the host retries.
   std::function<void(const Status&)> on_log_full;
+  // A snapshot from the leader to install (Ready::snapshot): replace the
+  // state machine with the image `snapshot.data` names, at its index, and
+  // start the log over after it. The host waits for it. Must succeed (a
+  // failure stops the member; recovery finishes the install).
+  std::function<Status(const raft::Snapshot& snapshot)> install_snapshot;
   // A linearizable read round was confirmed at `index`: run each of `reads`
   // once this member has applied `index`.
   std::function<void(uint64_t index, std::vector<std::function<void(const Status&)>> reads)> on_read_index;
@@ -131,6 +136,9 @@ class RaftHost {
   void Step(raft::Message message);
   // The transport could not deliver to `id`.
   void ReportUnreachable(raft::NodeId id);
+  // The outcome of sending a snapshot to `id` (the leader waits for it
+  // before it sends another).
+  void ReportSnapshot(raft::NodeId id, bool delivered);
   // A linearizable read: `done` runs with OK once the leader confirmed its
   // commit index and this member applied it (through on_read_index), or with
   // an error (timed out, stopping, inbox full). Reads waiting in the same turn
@@ -152,7 +160,11 @@ class RaftHost {
   struct ReadRequest {
     ReadCallback done;
   };
-  using Input = std::variant<Proposal, raft::Message, Unreachable, ReadRequest>;
+  struct SnapshotReport {
+    raft::NodeId id;
+    bool delivered;
+  };
+  using Input = std::variant<Proposal, raft::Message, Unreachable, ReadRequest, SnapshotReport>;
   struct ReadRound {
     std::vector<ReadCallback> reads;
     int64_t first_asked_ms = 0;  // when the oldest read arrived

@@ -167,4 +167,82 @@ Status RestoreRecords(const std::string& data, size_t pos, size_t body_end,
 }
 }  // namespace
 
+namespace {
+// The whole file, once its size, magic and SHA-256 trailer check out.
+Result<std::string> ReadVerified(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status(Code::kNotFound, "snapshot: cannot open " + path);
+  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (data.size() < kMagicLen + 1 + kHashLen || data.size() % kAlign != kHashLen ||
+      data.compare(0, kMagicLen, kMagic) != 0) {
+    return Status(Code::kDataLoss, "snapshot: " + path + " is not a whole cairn snapshot (" +
+                                       std::to_string(data.size()) + " bytes)");
+  }
+  const size_t hashed_end = data.size() - kHashLen;
+  unsigned char md[32];
+  unsigned int len = 0;
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  EVP_DigestUpdate(ctx, data.data(), hashed_end);
+  EVP_DigestFinal_ex(ctx, md, &len);
+  EVP_MD_CTX_free(ctx);
+  if (std::memcmp(md, data.data() + hashed_end, kHashLen) != 0) {
+    return Status(Code::kDataLoss, "snapshot: " + path + " is corrupt: checksum mismatch");
+  }
+  return data;
+}
+}  // namespace
+
+Status VerifySnapshotFile(const std::string& snapshot_path) {
+  auto data = ReadVerified(snapshot_path);
+  return data.ok() ? Status::Ok() : data.status();
+}
+
+Status ReplaceWithSnapshot(Engine* engine, const std::string& snapshot_path, const RestoreFilter& local) {
+  auto data = ReadVerified(snapshot_path);
+  if (!data.ok()) return data.status();
+  const size_t body_end = data->size() - kHashLen;
+  WriteBatch batch(engine);
+  for (int c = 0; c < static_cast<int>(Column::kCount); c++) {
+    const Column column = static_cast<Column>(c);
+    auto it = engine->NewIterator(column);
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      if (!local(column, it->key())) batch.Delete(column, it->key());
+      if (batch.ByteSize() > (16 << 20)) {
+        Status s = engine->Write(batch, false);
+        if (!s.ok()) return s;
+        batch.Clear();
+      }
+    }
+    if (!it->status().ok()) return it->status();
+  }
+  size_t pos = kMagicLen;
+  while (true) {
+    if (pos >= body_end) return Status(Code::kDataLoss, "snapshot: no end marker");
+    const int column = static_cast<uint8_t>((*data)[pos++]);
+    if (column == kEndMarker) break;
+    if (column >= static_cast<int>(Column::kCount) || body_end - pos < 8) {
+      return Status(Code::kDataLoss, "snapshot: malformed record");
+    }
+    const size_t klen = GetU32(&(*data)[pos]);
+    pos += 4;
+    if (body_end - pos < klen + 4) return Status(Code::kDataLoss, "snapshot: malformed record");
+    std::string_view key(&(*data)[pos], klen);
+    pos += klen;
+    const size_t vlen = GetU32(&(*data)[pos]);
+    pos += 4;
+    if (body_end - pos < vlen) return Status(Code::kDataLoss, "snapshot: malformed record");
+    std::string_view value(&(*data)[pos], vlen);
+    pos += vlen;
+    if (local(static_cast<Column>(column), key)) continue;
+    batch.Put(static_cast<Column>(column), key, value);
+    if (batch.ByteSize() > (16 << 20)) {
+      Status s = engine->Write(batch, false);
+      if (!s.ok()) return s;
+      batch.Clear();
+    }
+  }
+  return engine->Write(batch, false);
+}
+
 }  // namespace cairn::storage

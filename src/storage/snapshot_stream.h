@@ -53,4 +53,16 @@ using RestoreFilter = std::function<bool(Column column, std::string_view key)>;
 Status RestoreSnapshot(const std::string& snapshot_path, const std::string& db_path,
                        const RestoreFilter& keep = nullptr);
 
+// Whether `snapshot_path` is a whole cairn snapshot with a matching
+// checksum (DataLoss otherwise).
+Status VerifySnapshotFile(const std::string& snapshot_path);
+
+// Verifies `snapshot_path` and then makes the contents of the live `engine`
+// the snapshot's: every record is deleted except those `local` says to keep,
+// and the snapshot's records are written, except those `local` names (the
+// engine's own keep their value). Not atomic: the caller marks the install
+// (and finishes it after a crash), keeps readers out, and syncs at the end.
+// Nothing is changed if the file does not verify.
+Status ReplaceWithSnapshot(Engine* engine, const std::string& snapshot_path, const RestoreFilter& local);
+
 }  // namespace cairn::storage

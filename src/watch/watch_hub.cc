@@ -284,6 +284,17 @@ void WatchHub::SendStreamProgress(WatchStream* s, ReadyList* ready) {
 
 // ------------------------------------------------------------ live delivery
 
+void WatchHub::Restored(int64_t rev) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (rev <= published_rev_) return;
+  std::vector<Watcher*> synced;
+  for (auto& [id, w] : watchers_) {
+    if (w->state == Watcher::State::kSynced) synced.push_back(w.get());
+  }
+  for (Watcher* w : synced) MakeUnsynced(w, std::max(w->next_rev, published_rev_ + 1));
+  published_rev_ = rev;
+}
+
 void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
   ReadyList ready;
   {

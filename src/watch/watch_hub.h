@@ -267,6 +267,12 @@ class WatchHub {
   // restored snapshot) sends every synced watcher to storage for them.
   void Publish(int64_t rev, const std::vector<mvccpb::Event>& events);
 
+  // The store jumped to revision `rev` without Publish (a snapshot from the
+  // leader replaced it): every synced watcher reads the revisions it has not
+  // seen from storage, in order, as after a Publish that skips revisions.
+  // From the apply side (no Publish concurrently).
+  void Restored(int64_t rev);
+
   // Catch-up work: reads at most `max_events` events (whole revisions) from
   // storage for up to max_watchers_per_sync unsynced watchers whose streams
   // have room, queues them, moves watchers that caught up to synced and
