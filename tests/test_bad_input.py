@@ -7,10 +7,13 @@ import grpc
 import pytest
 from etcd3.etcdrpc import rpc_pb2 as pb
 
+from cluster import WatchStream
+
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 OUT_OF_RANGE = grpc.StatusCode.OUT_OF_RANGE
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 NOSPACE_MSG = "etcdserver: mvcc: database space exceeded"
+PUT = 0  # mvccpb.Event.PUT
 
 
 def rpc_error(fn, *args, **kw):
@@ -245,3 +248,41 @@ def test_watch_request_that_is_not_a_message(cairn):
     assert e.value.details().startswith("grpc: failed to unmarshal the received message")
     cairn.kv.Put(pb.PutRequest(key=b"after", value=b"ok"), timeout=10)
     assert cairn.kv.Range(pb.RangeRequest(key=b"after"), timeout=10).kvs[0].value == b"ok"
+
+
+def test_watch_from_the_compacted_revision(cairn):
+    """etcd cancels a watch only when it starts below the compacted revision
+    (mvcc watcherGroup.chooseAll: minRev < compactRev). From the compacted
+    revision itself it is served, with that revision's puts (their versions
+    survive the compaction) but not its deletes."""
+    kv = cairn.kv
+    kv.Put(pb.PutRequest(key=b"/w/a", value=b"1"), timeout=10)       # rev 2
+    kv.DeleteRange(pb.DeleteRangeRequest(key=b"/w/a"), timeout=10)   # rev 3
+    kv.Put(pb.PutRequest(key=b"/w/b", value=b"2"), timeout=10)       # rev 4
+    kv.Compact(pb.CompactionRequest(revision=4), timeout=10)
+    prefix = dict(key=b"/w/", range_end=b"/w0")
+
+    below = WatchStream(cairn, pb.WatchCreateRequest(start_revision=3, **prefix), timeout=30)
+    assert below.next_response().created
+    r = below.next_response()
+    assert r.canceled and r.compact_revision == 4 and not r.events
+    below.close()
+
+    at = WatchStream(cairn, pb.WatchCreateRequest(start_revision=4, **prefix), timeout=30)
+    assert at.next_response().created
+    kv.Put(pb.PutRequest(key=b"/w/c", value=b"3"), timeout=10)       # rev 5
+    events = at.collect_events(lambda ev: ev.kv.key == b"/w/c", timeout=10)
+    assert [(ev.type, ev.kv.key, ev.kv.mod_revision) for ev in events] == \
+        [(PUT, b"/w/b", 4), (PUT, b"/w/c", 5)]
+    assert not any(r.canceled for r in at.responses)
+    at.close()
+
+    # The same after a compaction at a delete: nothing of that revision, no cancel.
+    kv.DeleteRange(pb.DeleteRangeRequest(key=b"/w/c"), timeout=10)   # rev 6
+    kv.Compact(pb.CompactionRequest(revision=6), timeout=10)
+    at_delete = WatchStream(cairn, pb.WatchCreateRequest(start_revision=6, **prefix), timeout=30)
+    assert at_delete.next_response().created
+    kv.Put(pb.PutRequest(key=b"/w/d", value=b"4"), timeout=10)       # rev 7
+    events = at_delete.collect_events(lambda ev: ev.kv.key == b"/w/d", timeout=10)
+    assert [(ev.kv.key, ev.kv.mod_revision) for ev in events] == [(b"/w/d", 7)]
+    at_delete.close()
