@@ -286,3 +286,49 @@ def test_watch_from_the_compacted_revision(cairn):
     events = at_delete.collect_events(lambda ev: ev.kv.key == b"/w/d", timeout=10)
     assert [(ev.kv.key, ev.kv.mod_revision) for ev in events] == [(b"/w/d", 7)]
     at_delete.close()
+
+
+# Unary methods of etcd 3.4 with the name of their request message.
+UNARY_METHODS = [
+    "KV/Range", "KV/Put", "KV/DeleteRange", "KV/Txn", "KV/Compact",
+    "Lease/LeaseGrant", "Lease/LeaseRevoke", "Lease/LeaseTimeToLive", "Lease/LeaseLeases",
+    "Maintenance/Alarm", "Maintenance/Status", "Maintenance/Defragment", "Maintenance/Hash",
+    "Maintenance/HashKV", "Cluster/MemberList", "Auth/Authenticate", "Auth/AuthDisable",
+]
+
+
+def test_unary_request_that_is_not_a_message(cairn):
+    """Bytes that are not the method's message: etcd (grpc-go) answers
+    INTERNAL "grpc: error unmarshalling request: <decoder's reason>"; the
+    reason is Go's and is not compared."""
+    ch = cairn.channel()
+    for method in UNARY_METHODS:
+        call = ch.unary_unary("/etcdserverpb." + method)
+        for garbage in (b"\xff" * 8, b"\x0a\x64\x0a"):
+            code, details = rpc_error(call, garbage, timeout=10)
+            assert code == grpc.StatusCode.INTERNAL, (method, code, details)
+            assert details.startswith("grpc: error unmarshalling request: "), (method, details)
+    # A server stream's request: grpc-go's stream wording.
+    with pytest.raises(grpc.RpcError) as e:
+        for _ in ch.unary_stream("/etcdserverpb.Maintenance/Snapshot")(b"\xff" * 8, timeout=10):
+            pass
+    assert e.value.code() == grpc.StatusCode.INTERNAL
+    assert e.value.details().startswith("grpc: failed to unmarshal the received message")
+    assert cairn.revision() == 1
+    cairn.kv.Put(pb.PutRequest(key=b"after", value=b"ok"), timeout=10)
+    assert cairn.kv.Range(pb.RangeRequest(key=b"after"), timeout=10).kvs[0].value == b"ok"
+
+
+def test_unknown_method_and_service(cairn):
+    ch = cairn.channel()
+    assert rpc_error(ch.unary_unary("/etcdserverpb.KV/Nope"), b"", timeout=10) == \
+        (grpc.StatusCode.UNIMPLEMENTED, "unknown method Nope for service etcdserverpb.KV")
+    assert rpc_error(ch.unary_unary("/foo.Bar/Baz"), b"", timeout=10) == \
+        (grpc.StatusCode.UNIMPLEMENTED, "unknown service foo.Bar")
+    stream = ch.stream_stream("/etcdserverpb.Watch/Nope")(iter([b""]), timeout=10)
+    with pytest.raises(grpc.RpcError) as e:
+        for _ in stream:
+            pass
+    assert (e.value.code(), e.value.details()) == \
+        (grpc.StatusCode.UNIMPLEMENTED, "unknown method Nope for service etcdserverpb.Watch")
+

@@ -4,6 +4,16 @@
 
 namespace cairn::api {
 
+KvService::KvService(const ApiContext* ctx)
+    : ParsesRequests("etcdserverpb.KV", /*recursion_limit=*/100), ctx_(ctx) {
+  ParseRequest("Range", &KvService::Range);
+  ParseRequest("Put", &KvService::Put);
+  ParseRequest("DeleteRange", &KvService::DeleteRange);
+  ParseRequest("Txn", &KvService::Txn);
+  ParseRequest("Compact", &KvService::Compact);
+  ParseRemainingRequests();
+}
+
 grpc::ServerUnaryReactor* KvService::Range(grpc::CallbackServerContext* context,
                                            const etcdserverpb::RangeRequest* request,
                                            etcdserverpb::RangeResponse* response) {

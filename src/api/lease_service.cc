@@ -118,6 +118,15 @@ grpc::ServerUnaryReactor* LeaseService::LeaseRevoke(grpc::CallbackServerContext*
                       });
 }
 
+LeaseService::LeaseService(const ApiContext* ctx)
+    : ParsesRequests("etcdserverpb.Lease", /*recursion_limit=*/100), ctx_(ctx) {
+  ParseRequest("LeaseGrant", &LeaseService::LeaseGrant);
+  ParseRequest("LeaseRevoke", &LeaseService::LeaseRevoke);
+  ParseRequest("LeaseTimeToLive", &LeaseService::LeaseTimeToLive);
+  ParseRequest("LeaseLeases", &LeaseService::LeaseLeases);
+  ParseRemainingRequests();
+}
+
 grpc::ServerBidiReactor<LeaseKeepAliveRequest, LeaseKeepAliveResponse>* LeaseService::LeaseKeepAlive(
     grpc::CallbackServerContext* context) {
   return new KeepAliveReactor(ctx_);

@@ -4,13 +4,14 @@
 #pragma once
 
 #include "api/api_context.h"
+#include "api/parsed_request.h"
 #include "etcdserverpb/rpc.grpc.pb.h"
 
 namespace cairn::api {
 
-class LeaseService final : public etcdserverpb::Lease::CallbackService {
+class LeaseService final : public ParsesRequests<etcdserverpb::Lease::CallbackService> {
  public:
-  explicit LeaseService(const ApiContext* ctx) : ctx_(ctx) {}
+  explicit LeaseService(const ApiContext* ctx);
 
   grpc::ServerUnaryReactor* LeaseGrant(grpc::CallbackServerContext* context,
                                        const etcdserverpb::LeaseGrantRequest* request,

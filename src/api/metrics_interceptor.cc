@@ -4,6 +4,8 @@
 
 #include <string>
 
+#include "api/parsed_request.h"
+
 namespace cairn::api {
 
 namespace {
@@ -24,8 +26,9 @@ class MetricsInterceptor final : public grpc::experimental::Interceptor {
       default: type_ = kGrpcBidiStream; break;
     }
     unary_ = info->type() == grpc::experimental::ServerRpcInfo::Type::UNARY;
-    // Methods registered raw (WatchService) receive grpc::ByteBuffers, not
-    // protobuf messages.
+    // Calls without a client stream receive a ParsedRequest
+    // (api/parsed_request.h); Watch, registered raw, grpc::ByteBuffers.
+    parsed_ = unary_ || info->type() == grpc::experimental::ServerRpcInfo::Type::SERVER_STREAMING;
     raw_ = full == "/etcdserverpb.Watch/Watch";
     method_ = &metrics_->GrpcMethod(service, method, type_);
     method_->started->Increment();
@@ -35,8 +38,10 @@ class MetricsInterceptor final : public grpc::experimental::Interceptor {
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_MESSAGE)) {
       method_->msg_received->Increment();
       if (const void* msg = methods->GetRecvMessage(); msg != nullptr) {
-        const size_t bytes = raw_ ? static_cast<const grpc::ByteBuffer*>(msg)->Length()
-                                  : static_cast<const google::protobuf::Message*>(msg)->ByteSizeLong();
+        const size_t bytes =
+            parsed_ ? static_cast<const ParsedRequest*>(msg)->wire_bytes()
+            : raw_  ? static_cast<const grpc::ByteBuffer*>(msg)->Length()
+                    : static_cast<const google::protobuf::Message*>(msg)->ByteSizeLong();
         metrics_->network().client_grpc_received_bytes_total->Increment(static_cast<double>(bytes));
       }
     }
@@ -63,6 +68,7 @@ class MetricsInterceptor final : public grpc::experimental::Interceptor {
   GrpcMethodMetrics* method_ = nullptr;
   std::string_view type_;
   bool unary_ = false;
+  bool parsed_ = false;
   bool raw_ = false;
   int sent_ = 0;
 };
