@@ -332,3 +332,30 @@ def test_unknown_method_and_service(cairn):
     assert (e.value.code(), e.value.details()) == \
         (grpc.StatusCode.UNIMPLEMENTED, "unknown method Nope for service etcdserverpb.Watch")
 
+
+def _nested_txn(depth, key=b"deep"):
+    t = pb.TxnRequest(success=[put_op(key, b"%d" % depth)])
+    for _ in range(depth - 1):
+        t = pb.TxnRequest(success=[pb.RequestOp(request_txn=t)])
+    return t
+
+
+def test_deeply_nested_txn(cairn):
+    """etcd has no nesting limit of its own: a txn nested up to --max-txn-ops
+    (128) levels applies; one level more is too many operations (each level
+    uses one op of what the outer level left over), however deep."""
+    # The response nests as deep as the request, beyond what python's
+    # protobuf parses: read it raw.
+    txn = cairn.channel().unary_unary(
+        "/etcdserverpb.KV/Txn", request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=lambda b: b)
+    for depth in (50, 51, 100, 128):
+        assert txn(_nested_txn(depth), timeout=30)
+        kv = cairn.kv.Range(pb.RangeRequest(key=b"deep"), timeout=10).kvs[0]
+        assert kv.value == b"%d" % depth
+    rev = cairn.revision()
+    msg = (INVALID, "etcdserver: too many operations in txn request")
+    for depth in (129, 200, 1000):
+        assert rpc_error(txn, _nested_txn(depth)) == msg, depth
+    assert cairn.revision() == rev
+

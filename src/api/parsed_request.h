@@ -27,6 +27,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,6 +38,7 @@ namespace cairn::api {
 // Why a request did not parse.
 struct ParseError {
   std::string reason;
+  bool too_deep = false;  // well-formed as far as read, but nested deeper than allowed
 };
 
 // The request of a unary call, as gRPC received it. Lives until the call is
@@ -102,10 +104,14 @@ class ParsesRequests : public Base {
   }
 
   // Registers `method` (the service's typed handler for the method `name`).
+  // A request nested deeper than the recursion limit is answered with
+  // `too_deep` if given (etcd refuses it for another reason), else as one
+  // that does not parse.
   template <class Self, class Request, class Response>
   void ParseRequest(const char* name,
                     grpc::ServerUnaryReactor* (Self::*method)(grpc::CallbackServerContext*,
-                                                              const Request*, Response*)) {
+                                                              const Request*, Response*),
+                    std::optional<grpc::Status> too_deep = std::nullopt) {
     const google::protobuf::MethodDescriptor* m = FindUnary(name);
     CHECK(m->input_type() == Request::descriptor()) << m->full_name() << " takes another request";
     CHECK(m->output_type() == Response::descriptor()) << m->full_name() << " gives another response";
@@ -113,13 +119,14 @@ class ParsesRequests : public Base {
     const int limit = recursion_limit_;
     this->MarkMethodCallback(
         m->index(), new grpc::internal::CallbackUnaryHandler<ParsedRequest, Response>(
-                        [self, method, limit](grpc::CallbackServerContext* context,
-                                              const ParsedRequest* in, Response* response) {
+                        [self, method, limit, too_deep](grpc::CallbackServerContext* context,
+                                                        const ParsedRequest* in, Response* response) {
                           ParseError error;
                           const Request* request = in->Parse<Request>(limit, &error);
                           if (request == nullptr) {
                             auto* reactor = context->DefaultReactor();
-                            reactor->Finish(UnmarshalError(error.reason));
+                            reactor->Finish(error.too_deep && too_deep ? *too_deep
+                                                                       : UnmarshalError(error.reason));
                             return reactor;
                           }
                           return (self->*method)(context, request, response);
