@@ -359,3 +359,25 @@ def test_deeply_nested_txn(cairn):
         assert rpc_error(txn, _nested_txn(depth)) == msg, depth
     assert cairn.revision() == rev
 
+
+def test_lease_keepalive_request_that_is_not_a_message(cairn):
+    """A keep-alive stream that receives bytes that are not a
+    LeaseKeepAliveRequest ends with INTERNAL and grpc-go's stream message,
+    after answering the requests before them."""
+    lease_id = cairn.lease.LeaseGrant(pb.LeaseGrantRequest(TTL=60), timeout=10).ID
+    call = cairn.channel().stream_stream(
+        "/etcdserverpb.Lease/LeaseKeepAlive",
+        request_serializer=lambda b: b, response_deserializer=pb.LeaseKeepAliveResponse.FromString)
+    good = pb.LeaseKeepAliveRequest(ID=lease_id).SerializeToString()
+    stream = call(iter([good, b"\x0a\x64\x0a"]), timeout=10)
+    answers = []
+    with pytest.raises(grpc.RpcError) as e:
+        for r in stream:
+            answers.append(r)
+    assert [(r.ID, r.TTL > 0) for r in answers] == [(lease_id, True)]
+    assert e.value.code() == grpc.StatusCode.INTERNAL
+    assert e.value.details().startswith("grpc: failed to unmarshal the received message"), \
+        e.value.details()
+    # the lease and the server are fine
+    ttl = cairn.lease.LeaseTimeToLive(pb.LeaseTimeToLiveRequest(ID=lease_id), timeout=10)
+    assert ttl.TTL > 0

@@ -9,6 +9,9 @@
 
 namespace cairn::api {
 
+// LeaseKeepAlive is registered with raw requests so that one that does not
+// parse ends the stream with INTERNAL, as etcd does (a typed gRPC C++ stream
+// only sees a failed read, like the client's end of the stream).
 class LeaseService final : public ParsesRequests<etcdserverpb::Lease::CallbackService> {
  public:
   explicit LeaseService(const ApiContext* ctx);
@@ -19,8 +22,6 @@ class LeaseService final : public ParsesRequests<etcdserverpb::Lease::CallbackSe
   grpc::ServerUnaryReactor* LeaseRevoke(grpc::CallbackServerContext* context,
                                         const etcdserverpb::LeaseRevokeRequest* request,
                                         etcdserverpb::LeaseRevokeResponse* response) override;
-  grpc::ServerBidiReactor<etcdserverpb::LeaseKeepAliveRequest, etcdserverpb::LeaseKeepAliveResponse>*
-  LeaseKeepAlive(grpc::CallbackServerContext* context) override;
   grpc::ServerUnaryReactor* LeaseTimeToLive(grpc::CallbackServerContext* context,
                                             const etcdserverpb::LeaseTimeToLiveRequest* request,
                                             etcdserverpb::LeaseTimeToLiveResponse* response) override;

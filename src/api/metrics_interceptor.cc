@@ -1,7 +1,5 @@
 #include "api/metrics_interceptor.h"
 
-#include <google/protobuf/message.h>
-
 #include <string>
 
 #include "api/parsed_request.h"
@@ -26,10 +24,10 @@ class MetricsInterceptor final : public grpc::experimental::Interceptor {
       default: type_ = kGrpcBidiStream; break;
     }
     unary_ = info->type() == grpc::experimental::ServerRpcInfo::Type::UNARY;
-    // Calls without a client stream receive a ParsedRequest
-    // (api/parsed_request.h); Watch, registered raw, grpc::ByteBuffers.
+    // No call receives a protobuf message: calls without a client stream
+    // receive a ParsedRequest (api/parsed_request.h), client streams (Watch,
+    // LeaseKeepAlive) and unknown methods raw grpc::ByteBuffers.
     parsed_ = unary_ || info->type() == grpc::experimental::ServerRpcInfo::Type::SERVER_STREAMING;
-    raw_ = full == "/etcdserverpb.Watch/Watch";
     method_ = &metrics_->GrpcMethod(service, method, type_);
     method_->started->Increment();
   }
@@ -38,10 +36,8 @@ class MetricsInterceptor final : public grpc::experimental::Interceptor {
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_MESSAGE)) {
       method_->msg_received->Increment();
       if (const void* msg = methods->GetRecvMessage(); msg != nullptr) {
-        const size_t bytes =
-            parsed_ ? static_cast<const ParsedRequest*>(msg)->wire_bytes()
-            : raw_  ? static_cast<const grpc::ByteBuffer*>(msg)->Length()
-                    : static_cast<const google::protobuf::Message*>(msg)->ByteSizeLong();
+        const size_t bytes = parsed_ ? static_cast<const ParsedRequest*>(msg)->wire_bytes()
+                                     : static_cast<const grpc::ByteBuffer*>(msg)->Length();
         metrics_->network().client_grpc_received_bytes_total->Increment(static_cast<double>(bytes));
       }
     }
@@ -69,7 +65,6 @@ class MetricsInterceptor final : public grpc::experimental::Interceptor {
   std::string_view type_;
   bool unary_ = false;
   bool parsed_ = false;
-  bool raw_ = false;
   int sent_ = 0;
 };
 }  // namespace
