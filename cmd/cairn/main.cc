@@ -10,6 +10,7 @@
 
 #include "api/etcd_server.h"
 #include "common/logging.h"
+#include "memory_trimmer.h"
 
 namespace {
 
@@ -131,6 +132,7 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
+  cairn::MemoryTrimmer trimmer(cairn::MemoryTrimmer::Options{});
   cairn::api::EtcdServer server(config);
   cairn::Status s = server.Start();
   if (!s.ok()) {
