@@ -7,10 +7,13 @@ import grpc
 import pytest
 from etcd3.etcdrpc import rpc_pb2 as pb
 
+from cluster import WatchStream
+
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 OUT_OF_RANGE = grpc.StatusCode.OUT_OF_RANGE
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
 NOSPACE_MSG = "etcdserver: mvcc: database space exceeded"
+PUT = 0  # mvccpb.Event.PUT
 
 
 def rpc_error(fn, *args, **kw):
@@ -245,3 +248,172 @@ def test_watch_request_that_is_not_a_message(cairn):
     assert e.value.details().startswith("grpc: failed to unmarshal the received message")
     cairn.kv.Put(pb.PutRequest(key=b"after", value=b"ok"), timeout=10)
     assert cairn.kv.Range(pb.RangeRequest(key=b"after"), timeout=10).kvs[0].value == b"ok"
+
+
+def test_watch_from_the_compacted_revision(cairn):
+    """etcd cancels a watch only when it starts below the compacted revision
+    (mvcc watcherGroup.chooseAll: minRev < compactRev). From the compacted
+    revision itself it is served, with that revision's puts (their versions
+    survive the compaction) but not its deletes."""
+    kv = cairn.kv
+    kv.Put(pb.PutRequest(key=b"/w/a", value=b"1"), timeout=10)       # rev 2
+    kv.DeleteRange(pb.DeleteRangeRequest(key=b"/w/a"), timeout=10)   # rev 3
+    kv.Put(pb.PutRequest(key=b"/w/b", value=b"2"), timeout=10)       # rev 4
+    kv.Compact(pb.CompactionRequest(revision=4), timeout=10)
+    prefix = dict(key=b"/w/", range_end=b"/w0")
+
+    below = WatchStream(cairn, pb.WatchCreateRequest(start_revision=3, **prefix), timeout=30)
+    assert below.next_response().created
+    r = below.next_response()
+    assert r.canceled and r.compact_revision == 4 and not r.events
+    below.close()
+
+    at = WatchStream(cairn, pb.WatchCreateRequest(start_revision=4, **prefix), timeout=30)
+    assert at.next_response().created
+    kv.Put(pb.PutRequest(key=b"/w/c", value=b"3"), timeout=10)       # rev 5
+    events = at.collect_events(lambda ev: ev.kv.key == b"/w/c", timeout=10)
+    assert [(ev.type, ev.kv.key, ev.kv.mod_revision) for ev in events] == \
+        [(PUT, b"/w/b", 4), (PUT, b"/w/c", 5)]
+    assert not any(r.canceled for r in at.responses)
+    at.close()
+
+    # The same after a compaction at a delete: nothing of that revision, no cancel.
+    kv.DeleteRange(pb.DeleteRangeRequest(key=b"/w/c"), timeout=10)   # rev 6
+    kv.Compact(pb.CompactionRequest(revision=6), timeout=10)
+    at_delete = WatchStream(cairn, pb.WatchCreateRequest(start_revision=6, **prefix), timeout=30)
+    assert at_delete.next_response().created
+    kv.Put(pb.PutRequest(key=b"/w/d", value=b"4"), timeout=10)       # rev 7
+    events = at_delete.collect_events(lambda ev: ev.kv.key == b"/w/d", timeout=10)
+    assert [(ev.kv.key, ev.kv.mod_revision) for ev in events] == [(b"/w/d", 7)]
+    at_delete.close()
+
+
+# Unary methods of etcd 3.4 with the name of their request message.
+UNARY_METHODS = [
+    "KV/Range", "KV/Put", "KV/DeleteRange", "KV/Txn", "KV/Compact",
+    "Lease/LeaseGrant", "Lease/LeaseRevoke", "Lease/LeaseTimeToLive", "Lease/LeaseLeases",
+    "Maintenance/Alarm", "Maintenance/Status", "Maintenance/Defragment", "Maintenance/Hash",
+    "Maintenance/HashKV", "Cluster/MemberList", "Auth/Authenticate", "Auth/AuthDisable",
+]
+
+
+def test_unary_request_that_is_not_a_message(cairn):
+    """Bytes that are not the method's message: etcd (grpc-go) answers
+    INTERNAL "grpc: error unmarshalling request: <decoder's reason>"; the
+    reason is Go's and is not compared."""
+    ch = cairn.channel()
+    for method in UNARY_METHODS:
+        call = ch.unary_unary("/etcdserverpb." + method)
+        for garbage in (b"\xff" * 8, b"\x0a\x64\x0a"):
+            code, details = rpc_error(call, garbage, timeout=10)
+            assert code == grpc.StatusCode.INTERNAL, (method, code, details)
+            assert details.startswith("grpc: error unmarshalling request: "), (method, details)
+    # A server stream's request: grpc-go's stream wording.
+    with pytest.raises(grpc.RpcError) as e:
+        for _ in ch.unary_stream("/etcdserverpb.Maintenance/Snapshot")(b"\xff" * 8, timeout=10):
+            pass
+    assert e.value.code() == grpc.StatusCode.INTERNAL
+    assert e.value.details().startswith("grpc: failed to unmarshal the received message")
+    assert cairn.revision() == 1
+    cairn.kv.Put(pb.PutRequest(key=b"after", value=b"ok"), timeout=10)
+    assert cairn.kv.Range(pb.RangeRequest(key=b"after"), timeout=10).kvs[0].value == b"ok"
+
+
+def test_unknown_method_and_service(cairn):
+    ch = cairn.channel()
+    assert rpc_error(ch.unary_unary("/etcdserverpb.KV/Nope"), b"", timeout=10) == \
+        (grpc.StatusCode.UNIMPLEMENTED, "unknown method Nope for service etcdserverpb.KV")
+    assert rpc_error(ch.unary_unary("/foo.Bar/Baz"), b"", timeout=10) == \
+        (grpc.StatusCode.UNIMPLEMENTED, "unknown service foo.Bar")
+    stream = ch.stream_stream("/etcdserverpb.Watch/Nope")(iter([b""]), timeout=10)
+    with pytest.raises(grpc.RpcError) as e:
+        for _ in stream:
+            pass
+    assert (e.value.code(), e.value.details()) == \
+        (grpc.StatusCode.UNIMPLEMENTED, "unknown method Nope for service etcdserverpb.Watch")
+
+
+def _nested_txn(depth, key=b"deep"):
+    t = pb.TxnRequest(success=[put_op(key, b"%d" % depth)])
+    for _ in range(depth - 1):
+        t = pb.TxnRequest(success=[pb.RequestOp(request_txn=t)])
+    return t
+
+
+def test_deeply_nested_txn(cairn):
+    """etcd has no nesting limit of its own: a txn nested up to --max-txn-ops
+    (128) levels applies; one level more is too many operations (each level
+    uses one op of what the outer level left over), however deep."""
+    # The response nests as deep as the request, beyond what python's
+    # protobuf parses: read it raw.
+    txn = cairn.channel().unary_unary(
+        "/etcdserverpb.KV/Txn", request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=lambda b: b)
+    for depth in (50, 51, 100, 128):
+        assert txn(_nested_txn(depth), timeout=30)
+        kv = cairn.kv.Range(pb.RangeRequest(key=b"deep"), timeout=10).kvs[0]
+        assert kv.value == b"%d" % depth
+    rev = cairn.revision()
+    msg = (INVALID, "etcdserver: too many operations in txn request")
+    for depth in (129, 200, 1000):
+        assert rpc_error(txn, _nested_txn(depth)) == msg, depth
+    assert cairn.revision() == rev
+
+
+def test_lease_keepalive_request_that_is_not_a_message(cairn):
+    """A keep-alive stream that receives bytes that are not a
+    LeaseKeepAliveRequest ends with INTERNAL and grpc-go's stream message,
+    after answering the requests before them."""
+    lease_id = cairn.lease.LeaseGrant(pb.LeaseGrantRequest(TTL=60), timeout=10).ID
+    call = cairn.channel().stream_stream(
+        "/etcdserverpb.Lease/LeaseKeepAlive",
+        request_serializer=lambda b: b, response_deserializer=pb.LeaseKeepAliveResponse.FromString)
+    good = pb.LeaseKeepAliveRequest(ID=lease_id).SerializeToString()
+    stream = call(iter([good, b"\x0a\x64\x0a"]), timeout=10)
+    answers = []
+    with pytest.raises(grpc.RpcError) as e:
+        for r in stream:
+            answers.append(r)
+    assert [(r.ID, r.TTL > 0) for r in answers] == [(lease_id, True)]
+    assert e.value.code() == grpc.StatusCode.INTERNAL
+    assert e.value.details().startswith("grpc: failed to unmarshal the received message"), \
+        e.value.details()
+    # the lease and the server are fine
+    ttl = cairn.lease.LeaseTimeToLive(pb.LeaseTimeToLiveRequest(ID=lease_id), timeout=10)
+    assert ttl.TTL > 0
+
+
+def _rss_bytes(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS for pid %d" % pid)
+
+
+def test_memory_returns_after_rejected_huge_requests(cairn):
+    """Requests far beyond the receive limit are refused by the transport;
+    the memory that held them must not stay with the server (etcd's RSS
+    stays flat; gRPC C++ buffers each one, and glibc kept the freed pages)."""
+    import time
+    ch = grpc.insecure_channel(cairn.host_port, options=[("grpc.max_send_message_length", -1)])
+    put = ch.unary_unary("/etcdserverpb.KV/Put")
+    cairn.kv.Put(pb.PutRequest(key=b"warm", value=b"up"), timeout=10)
+    before = _rss_bytes(cairn.pid)
+    huge = pb.PutRequest(key=b"huge", value=b"x" * (64 << 20)).SerializeToString()
+    for _ in range(5):
+        code, details = rpc_error(put, huge, timeout=60)
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, (code, details)
+    del huge
+    # Each was ~64 MiB of buffers; what is left after a few seconds must be
+    # well below one of them (without the fix 45..110 MiB stayed).
+    bound = 24 << 20
+    deadline = time.monotonic() + 10
+    while True:
+        grown = _rss_bytes(cairn.pid) - before
+        if grown < bound or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    ch.close()
+    assert grown < bound, "RSS grew by %d MiB after 5 rejected 64 MiB requests" % (grown >> 20)
+    assert cairn.kv.Range(pb.RangeRequest(key=b"huge"), timeout=10).count == 0

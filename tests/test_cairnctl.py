@@ -173,12 +173,53 @@ def test_restore_refuses_a_corrupted_snapshot(cairn, tmp_path):
     truncated.write_bytes(bytes(data[:-100]))
     p = cairnctl("snapshot", "restore", truncated, "--data-dir", target)
     assert p.returncode == 1
-    assert "not a cairn snapshot" in p.stderr
+    assert "is truncated or corrupt" in p.stderr, p.stderr
     assert not target.exists()
 
     p = cairnctl("snapshot", "restore", tmp_path / "missing.db", "--data-dir", target)
     assert p.returncode == 1 and "no such file" in p.stderr
     assert not target.exists()
+
+
+def test_status_says_where_a_snapshot_is_truncated(cairn, tmp_path):
+    fill(cairn)
+    snap = save_snapshot(cairn, str(tmp_path / "snap.db"))
+    data = open(snap, "rb").read()
+    size = len(data)
+    cut = tmp_path / "cut.db"
+
+    # Only the checksum trailer lost: the records say how long it should be.
+    cut.write_bytes(data[:-10])
+    p = cairnctl("snapshot", "status", cut)
+    assert p.returncode == 1
+    assert p.stderr.startswith("Error: %s is truncated or corrupt: " % cut), p.stderr
+    assert "should have %d bytes, it has %d" % (size, size - 10) in p.stderr, p.stderr
+
+    # Cut inside the first record (after the 11-byte magic): which record,
+    # and where the file ends.
+    cut.write_bytes(data[:14])
+    p = cairnctl("snapshot", "status", cut)
+    assert p.returncode == 1
+    assert "is truncated or corrupt: the record at byte offset 11 needs " in p.stderr, p.stderr
+    assert "the file ends at byte 14" in p.stderr, p.stderr
+    # Cut in the middle: the size it has is named either way.
+    cut.write_bytes(data[:size // 2])
+    p = cairnctl("snapshot", "status", cut)
+    assert p.returncode == 1
+    assert "is truncated or corrupt: " in p.stderr and str(size // 2) in p.stderr, p.stderr
+
+    # A flipped byte in the middle: corrupt, found by the checksum.
+    bad = bytearray(data)
+    bad[size // 2] ^= 0x40
+    cut.write_bytes(bytes(bad))
+    p = cairnctl("snapshot", "status", cut)
+    assert p.returncode == 1
+    assert "is corrupt: snapshot checksum mismatch" in p.stderr, p.stderr
+
+    # Something else entirely is still "not a cairn snapshot".
+    cut.write_bytes(b"hello world\n" * 100)
+    p = cairnctl("snapshot", "status", cut)
+    assert p.returncode == 1 and "is not a cairn snapshot" in p.stderr, p.stderr
 
 
 def test_restore_never_writes_over_data(cairn, tmp_path):

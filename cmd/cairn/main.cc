@@ -22,6 +22,7 @@
 
 #include "api/etcd_server.h"
 #include "common/logging.h"
+#include "memory_trimmer.h"
 
 namespace {
 
@@ -229,6 +230,7 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
+  cairn::MemoryTrimmer trimmer(cairn::MemoryTrimmer::Options{});
   cairn::api::EtcdServer server(config);
   std::atomic<bool> started{false};
   // Waits for the stop signals from the start on: a member waiting for a

@@ -9,6 +9,7 @@
 #include "api/lease_service.h"
 #include "api/maintenance_service.h"
 #include "api/metrics_interceptor.h"
+#include "api/unknown_method_service.h"
 #include "api/watch_service.h"
 #include "common/logging.h"
 #include "peer/peer_service.h"
@@ -161,6 +162,10 @@ Status EtcdServer::Start() {
 
   grpc::ServerBuilder builder;
   for (auto& svc : services_) builder.RegisterService(svc.get());
+  unknown_methods_ = std::make_unique<UnknownMethodService>(std::vector<std::string>{
+      "etcdserverpb.KV", "etcdserverpb.Watch", "etcdserverpb.Lease", "etcdserverpb.Maintenance",
+      "etcdserverpb.Cluster", "etcdserverpb.Auth"});
+  builder.RegisterCallbackGenericService(unknown_methods_.get());
   builder.SetMaxReceiveMessageSize(static_cast<int>(config_.max_request_bytes) + kGrpcOverheadBytes);
   builder.SetMaxSendMessageSize(INT32_MAX);
   // Go clients (etcdctl, clientv3) ping idle connections every 10 s or more;
@@ -337,6 +342,7 @@ void EtcdServer::Stop() {
   peer_server_.reset();
   peer_service_.reset();
   services_.clear();
+  unknown_methods_.reset();
   hub_.reset();
   node_.reset();
   transport_.reset();

@@ -6,6 +6,7 @@
 // listeners' and the node's threads.
 #pragma once
 
+#include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
@@ -62,6 +63,7 @@ class EtcdServer {
   std::atomic<watch::WatchHub*> hub_ptr_{nullptr};  // read by the apply thread
   ApiContext ctx_;
   std::vector<std::unique_ptr<grpc::Service>> services_;
+  std::unique_ptr<grpc::CallbackGenericService> unknown_methods_;  // answers what services_ do not
   class WatchService* watch_service_ = nullptr;  // owned by services_
   std::unique_ptr<grpc::Server> grpc_server_;
   std::vector<std::unique_ptr<http::ClientListener>> listeners_;

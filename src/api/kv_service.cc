@@ -1,8 +1,24 @@
 #include "api/kv_service.h"
 
 #include "apply/kv_ops.h"
+#include "common/proto_parse.h"
 
 namespace cairn::api {
+
+KvService::KvService(const ApiContext* ctx)
+    : ParsesRequests("etcdserverpb.KV", RequestRecursionLimit(ctx->limits.max_txn_ops)), ctx_(ctx) {
+  ParseRequest("Range", &KvService::Range);
+  ParseRequest("Put", &KvService::Put);
+  ParseRequest("DeleteRange", &KvService::DeleteRange);
+  // A txn too deep to parse is too deep for etcd's own check, which would
+  // refuse it, unless the limit was capped below what --max-txn-ops allows.
+  const int limit = RequestRecursionLimit(ctx->limits.max_txn_ops);
+  const bool capped = limit < 2 * ctx->limits.max_txn_ops + 8;
+  ParseRequest("Txn", &KvService::Txn,
+               capped ? std::nullopt : std::optional<grpc::Status>(ToGrpc(errors::TooManyOps())));
+  ParseRequest("Compact", &KvService::Compact);
+  ParseRemainingRequests();
+}
 
 grpc::ServerUnaryReactor* KvService::Range(grpc::CallbackServerContext* context,
                                            const etcdserverpb::RangeRequest* request,

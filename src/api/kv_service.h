@@ -5,13 +5,14 @@
 #pragma once
 
 #include "api/api_context.h"
+#include "api/parsed_request.h"
 #include "etcdserverpb/rpc.grpc.pb.h"
 
 namespace cairn::api {
 
-class KvService final : public etcdserverpb::KV::CallbackService {
+class KvService final : public ParsesRequests<etcdserverpb::KV::CallbackService> {
  public:
-  explicit KvService(const ApiContext* ctx) : ctx_(ctx) {}
+  explicit KvService(const ApiContext* ctx);
 
   grpc::ServerUnaryReactor* Range(grpc::CallbackServerContext* context,
                                   const etcdserverpb::RangeRequest* request,

@@ -14,10 +14,12 @@ namespace {
 
 // One keep-alive stream: answers each request in order, one write in flight,
 // at most kMaxQueued answers waiting; reading pauses while the queue is full.
+// A request that does not parse ends the stream, after the answers before it,
+// with etcd's INTERNAL status.
 class KeepAliveReactor final
-    : public grpc::ServerBidiReactor<LeaseKeepAliveRequest, LeaseKeepAliveResponse> {
+    : public grpc::ServerBidiReactor<grpc::ByteBuffer, LeaseKeepAliveResponse> {
  public:
-  explicit KeepAliveReactor(const ApiContext* ctx) : ctx_(ctx) { StartRead(&request_); }
+  explicit KeepAliveReactor(const ApiContext* ctx) : ctx_(ctx) { StartRead(&bytes_); }
 
   void OnReadDone(bool ok) override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -26,16 +28,27 @@ class KeepAliveReactor final
       MaybeFinishLocked();
       return;
     }
+    LeaseKeepAliveRequest request;
+    const bool parsed = grpc::SerializationTraits<LeaseKeepAliveRequest>::Deserialize(
+                            &bytes_, &request).ok();
+    if (!parsed) {
+      read_closed_ = true;
+      // Protobuf C++ gives no reason, unlike grpc-go's decoder.
+      status_ = StreamUnmarshalError("proto: cannot parse invalid wire-format data as " +
+                                     LeaseKeepAliveRequest::descriptor()->full_name());
+      MaybeFinishLocked();
+      return;
+    }
     LeaseKeepAliveResponse resp;
-    resp.set_id(request_.id());
-    auto ttl = ctx_->node->RenewLease(request_.id());
+    resp.set_id(request.id());
+    auto ttl = ctx_->node->RenewLease(request.id());
     if (ttl.ok()) ctx_->metrics->lease().renewed_total->Increment();
     resp.set_ttl(ttl.ok() ? *ttl : 0);
     ctx_->FillHeader(resp.mutable_header());
     queue_.push_back(std::move(resp));
     if (!writing_) StartNextWriteLocked();
     if (queue_.size() < kMaxQueued) {
-      StartRead(&request_);
+      StartRead(&bytes_);
     } else {
       read_paused_ = true;
     }
@@ -52,7 +65,7 @@ class KeepAliveReactor final
     StartNextWriteLocked();
     if (read_paused_ && queue_.size() < kMaxQueued) {
       read_paused_ = false;
-      StartRead(&request_);
+      StartRead(&bytes_);
     }
     MaybeFinishLocked();
   }
@@ -74,13 +87,14 @@ class KeepAliveReactor final
     if (finished_ || writing_) return;
     if ((read_closed_ && queue_.empty()) || failed_) {
       finished_ = true;
-      Finish(grpc::Status::OK);
+      Finish(status_);
     }
   }
 
   const ApiContext* ctx_;
   std::mutex mu_;
-  LeaseKeepAliveRequest request_;
+  grpc::ByteBuffer bytes_;  // owned by the read in flight
+  grpc::Status status_ = grpc::Status::OK;  // what the stream ends with
   LeaseKeepAliveResponse current_;
   std::deque<LeaseKeepAliveResponse> queue_;
   bool writing_ = false;
@@ -118,9 +132,17 @@ grpc::ServerUnaryReactor* LeaseService::LeaseRevoke(grpc::CallbackServerContext*
                       });
 }
 
-grpc::ServerBidiReactor<LeaseKeepAliveRequest, LeaseKeepAliveResponse>* LeaseService::LeaseKeepAlive(
-    grpc::CallbackServerContext* context) {
-  return new KeepAliveReactor(ctx_);
+LeaseService::LeaseService(const ApiContext* ctx)
+    : ParsesRequests("etcdserverpb.Lease", /*recursion_limit=*/100), ctx_(ctx) {
+  ParseRequest("LeaseGrant", &LeaseService::LeaseGrant);
+  ParseRequest("LeaseRevoke", &LeaseService::LeaseRevoke);
+  ParseRequest("LeaseTimeToLive", &LeaseService::LeaseTimeToLive);
+  ParseRequest("LeaseLeases", &LeaseService::LeaseLeases);
+  MarkMethodCallback(
+      MethodIndex("LeaseKeepAlive"),
+      new grpc::internal::CallbackBidiHandler<grpc::ByteBuffer, LeaseKeepAliveResponse>(
+          [ctx](grpc::CallbackServerContext* /*context*/) { return new KeepAliveReactor(ctx); }));
+  ParseRemainingRequests();
 }
 
 grpc::ServerUnaryReactor* LeaseService::LeaseTimeToLive(

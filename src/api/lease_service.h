@@ -4,13 +4,17 @@
 #pragma once
 
 #include "api/api_context.h"
+#include "api/parsed_request.h"
 #include "etcdserverpb/rpc.grpc.pb.h"
 
 namespace cairn::api {
 
-class LeaseService final : public etcdserverpb::Lease::CallbackService {
+// LeaseKeepAlive is registered with raw requests so that one that does not
+// parse ends the stream with INTERNAL, as etcd does (a typed gRPC C++ stream
+// only sees a failed read, like the client's end of the stream).
+class LeaseService final : public ParsesRequests<etcdserverpb::Lease::CallbackService> {
  public:
-  explicit LeaseService(const ApiContext* ctx) : ctx_(ctx) {}
+  explicit LeaseService(const ApiContext* ctx);
 
   grpc::ServerUnaryReactor* LeaseGrant(grpc::CallbackServerContext* context,
                                        const etcdserverpb::LeaseGrantRequest* request,
@@ -18,8 +22,6 @@ class LeaseService final : public etcdserverpb::Lease::CallbackService {
   grpc::ServerUnaryReactor* LeaseRevoke(grpc::CallbackServerContext* context,
                                         const etcdserverpb::LeaseRevokeRequest* request,
                                         etcdserverpb::LeaseRevokeResponse* response) override;
-  grpc::ServerBidiReactor<etcdserverpb::LeaseKeepAliveRequest, etcdserverpb::LeaseKeepAliveResponse>*
-  LeaseKeepAlive(grpc::CallbackServerContext* context) override;
   grpc::ServerUnaryReactor* LeaseTimeToLive(grpc::CallbackServerContext* context,
                                             const etcdserverpb::LeaseTimeToLiveRequest* request,
                                             etcdserverpb::LeaseTimeToLiveResponse* response) override;

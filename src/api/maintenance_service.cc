@@ -51,6 +51,37 @@ class SnapshotReactor final : public grpc::ServerWriteReactor<etcdserverpb::Snap
   bool finished_ = false;
 };
 
+constexpr int kRecursionLimit = 100;  // protobuf's default: nothing here nests
+
+}  // namespace
+
+MaintenanceService::MaintenanceService(const ApiContext* ctx)
+    : ParsesRequests("etcdserverpb.Maintenance", kRecursionLimit), ctx_(ctx) {
+  ParseRequest("Alarm", &MaintenanceService::Alarm);
+  ParseRequest("Status", &MaintenanceService::Status);
+  ParseRequest("Defragment", &MaintenanceService::Defragment);
+  ParseRequest("Hash", &MaintenanceService::Hash);
+  ParseRequest("HashKV", &MaintenanceService::HashKV);
+  ParseRequest("Snapshot", &MaintenanceService::Snapshot);
+  ParseRemainingRequests();
+}
+
+ClusterService::ClusterService(const ApiContext* ctx)
+    : ParsesRequests("etcdserverpb.Cluster", kRecursionLimit), ctx_(ctx) {
+  ParseRequest("MemberList", &ClusterService::MemberList);
+  ParseRemainingRequests();
+}
+
+AuthService::AuthService(const ApiContext* ctx)
+    : ParsesRequests("etcdserverpb.Auth", kRecursionLimit), ctx_(ctx) {
+  ParseRequest("Authenticate", &AuthService::Authenticate);
+  ParseRequest("AuthStatus", &AuthService::AuthStatus);
+  ParseRequest("AuthDisable", &AuthService::AuthDisable);
+  ParseRemainingRequests();
+}
+
+namespace {
+
 std::string AlarmName(etcdserverpb::AlarmType t) {
   switch (t) {
     case etcdserverpb::NOSPACE: return "NOSPACE";

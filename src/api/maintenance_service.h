@@ -2,13 +2,15 @@
 #pragma once
 
 #include "api/api_context.h"
+#include "api/parsed_request.h"
 #include "etcdserverpb/rpc.grpc.pb.h"
 
 namespace cairn::api {
 
-class MaintenanceService final : public etcdserverpb::Maintenance::CallbackService {
+class MaintenanceService final
+    : public ParsesRequests<etcdserverpb::Maintenance::CallbackService> {
  public:
-  explicit MaintenanceService(const ApiContext* ctx) : ctx_(ctx) {}
+  explicit MaintenanceService(const ApiContext* ctx);
   grpc::ServerUnaryReactor* Alarm(grpc::CallbackServerContext* context,
                                   const etcdserverpb::AlarmRequest* request,
                                   etcdserverpb::AlarmResponse* response) override;
@@ -31,9 +33,9 @@ class MaintenanceService final : public etcdserverpb::Maintenance::CallbackServi
   const ApiContext* ctx_;
 };
 
-class ClusterService final : public etcdserverpb::Cluster::CallbackService {
+class ClusterService final : public ParsesRequests<etcdserverpb::Cluster::CallbackService> {
  public:
-  explicit ClusterService(const ApiContext* ctx) : ctx_(ctx) {}
+  explicit ClusterService(const ApiContext* ctx);
   grpc::ServerUnaryReactor* MemberList(grpc::CallbackServerContext* context,
                                        const etcdserverpb::MemberListRequest* request,
                                        etcdserverpb::MemberListResponse* response) override;
@@ -42,9 +44,9 @@ class ClusterService final : public etcdserverpb::Cluster::CallbackService {
   const ApiContext* ctx_;
 };
 
-class AuthService final : public etcdserverpb::Auth::CallbackService {
+class AuthService final : public ParsesRequests<etcdserverpb::Auth::CallbackService> {
  public:
-  explicit AuthService(const ApiContext* ctx) : ctx_(ctx) {}
+  explicit AuthService(const ApiContext* ctx);
   grpc::ServerUnaryReactor* Authenticate(grpc::CallbackServerContext* context,
                                          const etcdserverpb::AuthenticateRequest* request,
                                          etcdserverpb::AuthenticateResponse* response) override;

@@ -1,8 +1,8 @@
 #include "api/metrics_interceptor.h"
 
-#include <google/protobuf/message.h>
-
 #include <string>
+
+#include "api/parsed_request.h"
 
 namespace cairn::api {
 
@@ -24,9 +24,10 @@ class MetricsInterceptor final : public grpc::experimental::Interceptor {
       default: type_ = kGrpcBidiStream; break;
     }
     unary_ = info->type() == grpc::experimental::ServerRpcInfo::Type::UNARY;
-    // Methods registered raw (WatchService) receive grpc::ByteBuffers, not
-    // protobuf messages.
-    raw_ = full == "/etcdserverpb.Watch/Watch";
+    // No call receives a protobuf message: calls without a client stream
+    // receive a ParsedRequest (api/parsed_request.h), client streams (Watch,
+    // LeaseKeepAlive) and unknown methods raw grpc::ByteBuffers.
+    parsed_ = unary_ || info->type() == grpc::experimental::ServerRpcInfo::Type::SERVER_STREAMING;
     method_ = &metrics_->GrpcMethod(service, method, type_);
     method_->started->Increment();
   }
@@ -35,8 +36,8 @@ class MetricsInterceptor final : public grpc::experimental::Interceptor {
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_MESSAGE)) {
       method_->msg_received->Increment();
       if (const void* msg = methods->GetRecvMessage(); msg != nullptr) {
-        const size_t bytes = raw_ ? static_cast<const grpc::ByteBuffer*>(msg)->Length()
-                                  : static_cast<const google::protobuf::Message*>(msg)->ByteSizeLong();
+        const size_t bytes = parsed_ ? static_cast<const ParsedRequest*>(msg)->wire_bytes()
+                                     : static_cast<const grpc::ByteBuffer*>(msg)->Length();
         metrics_->network().client_grpc_received_bytes_total->Increment(static_cast<double>(bytes));
       }
     }
@@ -63,7 +64,7 @@ class MetricsInterceptor final : public grpc::experimental::Interceptor {
   GrpcMethodMetrics* method_ = nullptr;
   std::string_view type_;
   bool unary_ = false;
-  bool raw_ = false;
+  bool parsed_ = false;
   int sent_ = 0;
 };
 }  // namespace

@@ -383,22 +383,32 @@ void KvStore::SetCompactRevisionAfterCommit(int64_t rev) {
 }
 
 Status KvStore::CompactPhysical(int64_t rev) {
+  // The change log of `rev` itself keeps the rows whose versions survive
+  // (the newest version <= rev of a key, when it is a put), so a watch may
+  // start at the compacted revision and get what is left of it, as etcd
+  // serves a watch from its compacted revision. Its deletes go with their
+  // tombstones. Chunks are taken from a cursor because kept rows remain.
   const std::string rev_end = RevKey(rev + 1, 0);
+  std::string cursor;
   while (true) {
     // Take a chunk of the change log up to `rev`.
     std::vector<std::string> rows;
+    std::vector<std::string> row_keys;
     std::unordered_set<std::string> keys;
     {
-      auto it = engine_->NewIterator(Column::kRev, nullptr, "", rev_end);
+      auto it = engine_->NewIterator(Column::kRev, nullptr, cursor, rev_end);
       for (it->SeekToFirst(); it->Valid() && rows.size() < kCompactionChunk; it->Next()) {
         rows.emplace_back(it->key());
+        row_keys.emplace_back(it->value().substr(1));
         keys.emplace(it->value().substr(1));
       }
       Status s = it->status();
       if (!s.ok()) return s;
     }
     if (rows.empty()) break;
+    cursor = rows.back() + '\0';
     storage::WriteBatch batch(engine_);
+    std::unordered_set<std::string> surviving;  // version keys of `rev` that stay
     for (const auto& key : keys) {
       // Keep the newest version <= rev unless it is a tombstone; drop all older.
       auto it = engine_->NewIterator(Column::kKey, nullptr, KeyPrefix(key), KeyPrefixEnd(key));
@@ -408,14 +418,24 @@ Status KvStore::CompactPhysical(int64_t rev) {
         std::string_view value = it->value();
         if (first) {
           first = false;
-          if (!value.empty() && value[0] == kLive) continue;
+          if (!value.empty() && value[0] == kLive) {
+            surviving.emplace(it->key());
+            continue;
+          }
         }
         batch.Delete(Column::kKey, it->key());
       }
       Status s = it->status();
       if (!s.ok()) return s;
     }
-    for (const auto& row : rows) batch.Delete(Column::kRev, row);
+    for (size_t i = 0; i < rows.size(); i++) {
+      int64_t main = 0, sub = 0;
+      if (!DecodeRevKey(rows[i], &main, &sub)) {
+        return Status(Code::kDataLoss, "mvcc: malformed revision key");
+      }
+      if (main == rev && surviving.count(VersionKey(row_keys[i], main, sub)) > 0) continue;
+      batch.Delete(Column::kRev, rows[i]);
+    }
     std::unique_lock<std::shared_mutex> lock(commit_mu_);
     Status s = engine_->Write(batch, false);
     if (!s.ok()) return s;

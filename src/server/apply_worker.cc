@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "common/check.h"
+#include "common/proto_parse.h"
 
 namespace cairn::server {
 
@@ -26,7 +27,7 @@ Result<cairnpb::InternalRequest> DecodeEntry(const raft::Entry& entry) {
     mc->mutable_member()->set_id(change->node_id);
     return req;
   }
-  if (!entry.data.empty() && !req.ParseFromString(entry.data)) {
+  if (!entry.data.empty() && !ParseWithRecursionLimit(entry.data, kLogEntryRecursion, &req)) {
     return Status(Code::kDataLoss, "corrupt request in log entry " + std::to_string(entry.index));
   }
   return req;

@@ -9,6 +9,7 @@
 #include <sys/statvfs.h>
 
 #include "common/check.h"
+#include "common/proto_parse.h"
 #include "common/logging.h"
 #include "server/member_id.h"
 #include "storage/snapshot_stream.h"
@@ -171,7 +172,7 @@ Status Node::ReplayLegacyLog() {
       return Status(Code::kDataLoss, "corrupt log entry at index " + std::to_string(index));
     }
     cairnpb::InternalRequest req;
-    if (!req.ParseFromString(entry.data())) {
+    if (!ParseWithRecursionLimit(entry.data(), kLogEntryRecursion, &req)) {
       return Status(Code::kDataLoss, "corrupt request in log entry " + std::to_string(index));
     }
     applier_->Apply(index, req);
@@ -317,7 +318,7 @@ Status Node::ConvertPreRaftLog(LogBase* base) {
       }
       for (const wal::Entry& e : *entries) {
         cairnpb::InternalRequest req;
-        if (!req.ParseFromString(e.data)) {
+        if (!ParseWithRecursionLimit(e.data, kLogEntryRecursion, &req)) {
           return Status(Code::kDataLoss, "corrupt request in log entry " + std::to_string(e.index));
         }
         applier_->Apply(e.index, req);

@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -92,6 +93,47 @@ Result<bool> SnapshotReader::NextChunk(std::string* out, size_t max_bytes) {
 namespace {
 Status RestoreRecords(const std::string& data, size_t pos, size_t body_end,
                       const std::string& db_path, const RestoreFilter& keep);
+
+// Why a file that starts like a cairn snapshot does not have a snapshot's
+// size: walks its records to say where it breaks off. The format has no
+// length field, so the expected size is what the records imply.
+Status DescribeBadSize(const std::string& path, const std::string& data) {
+  const std::string what = "restore: " + path + " is truncated or corrupt: ";
+  const size_t size = data.size();
+  size_t pos = kMagicLen;
+  while (true) {
+    const size_t record = pos;
+    if (pos >= size) {
+      return Status(Code::kDataLoss, what + "the file ends at byte " + std::to_string(size) +
+                                         " before the records' end marker");
+    }
+    const int column = static_cast<uint8_t>(data[pos++]);
+    if (column == kEndMarker) break;
+    if (column >= static_cast<int>(Column::kCount)) {
+      return Status(Code::kDataLoss, what + "no record starts at byte offset " +
+                                         std::to_string(record) + " (column " +
+                                         std::to_string(column) + "), file size " +
+                                         std::to_string(size));
+    }
+    // u32 key length, key, u32 value length, value; size_t arithmetic.
+    size_t need = 4;
+    if (size - pos >= 4) {
+      need += GetU32(&data[pos]);
+      if (size - pos >= need + 4) need += 4 + GetU32(&data[pos + need]);
+      else need += 4;
+    }
+    if (size - pos < need) {
+      return Status(Code::kDataLoss, what + "the record at byte offset " + std::to_string(record) +
+                                         " needs " + std::to_string(need + 1) +
+                                         " bytes, the file ends at byte " + std::to_string(size));
+    }
+    pos += need;
+  }
+  const size_t expected = (pos + kAlign - 1) / kAlign * kAlign + kHashLen;
+  return Status(Code::kDataLoss, what + "its records end at byte " + std::to_string(pos) +
+                                     ", so it should have " + std::to_string(expected) +
+                                     " bytes, it has " + std::to_string(size));
+}
 }  // namespace
 
 Status RestoreSnapshot(const std::string& snapshot_path, const std::string& db_path,
@@ -104,9 +146,12 @@ Status RestoreSnapshot(const std::string& snapshot_path, const std::string& db_p
   std::ifstream in(snapshot_path, std::ios::binary);
   if (!in) return Status(Code::kNotFound, "restore: cannot open " + snapshot_path);
   std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (data.size() < kMagicLen + 1 + kHashLen || data.size() % kAlign != kHashLen ||
-      data.compare(0, kMagicLen, kMagic) != 0) {
+  const size_t magic_seen = std::min(data.size(), kMagicLen);
+  if (data.compare(0, magic_seen, kMagic, magic_seen) != 0 || data.empty()) {
     return Status(Code::kInvalidArgument, "restore: " + snapshot_path + " is not a cairn snapshot");
+  }
+  if (data.size() < kMagicLen + 1 + kHashLen || data.size() % kAlign != kHashLen) {
+    return DescribeBadSize(snapshot_path, data);
   }
   size_t hashed_end = data.size() - kHashLen;
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
@@ -117,7 +162,11 @@ Status RestoreSnapshot(const std::string& snapshot_path, const std::string& db_p
   EVP_DigestFinal_ex(ctx, md, &len);
   EVP_MD_CTX_free(ctx);
   if (std::memcmp(md, data.data() + hashed_end, kHashLen) != 0) {
-    return Status(Code::kDataLoss, "restore: snapshot checksum mismatch");
+    // One hash over the whole file: where it changed cannot be known.
+    return Status(Code::kDataLoss, "restore: " + snapshot_path +
+                                       " is corrupt: snapshot checksum mismatch (the SHA-256 of its "
+                                       "first " + std::to_string(hashed_end) +
+                                       " bytes is not the one in its last 32 bytes)");
   }
   // Nothing is written before the whole file checked out; whatever is
   // written is removed again if the body turns out malformed.

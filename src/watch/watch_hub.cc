@@ -172,7 +172,7 @@ void WatchHub::AddWatcher(std::shared_ptr<Watcher> w, int64_t start, ReadyList* 
   w->stream->unsynced_count_++;
   // Answer a compacted start at once rather than at the next SyncUnsynced.
   const int64_t compact_rev = store_->CompactRevision();
-  if (start <= compact_rev) SendCompacted(w.get(), compact_rev, ready);
+  if (start < compact_rev) SendCompacted(w.get(), compact_rev, ready);
 }
 
 bool WatchHub::CancelWatch(WatchStream* s, int64_t watch_id) {
@@ -400,7 +400,7 @@ size_t WatchHub::SyncUnsynced(size_t max_events) {
     }
     sync_cursor_ = candidates.back()->hub_id;
     for (Watcher* w : candidates) {
-      if (w->next_rev <= compact_rev) {
+      if (w->next_rev < compact_rev) {
         SendCompacted(w, compact_rev, &ready);
         work++;
       } else if (w->next_rev > target) {
@@ -428,7 +428,7 @@ size_t WatchHub::CatchUp(const std::vector<std::shared_ptr<Watcher>>& chosen, in
   int64_t from = std::numeric_limits<int64_t>::max();
   bool with_prev_kv = false;
   for (const auto& w : chosen) {
-    if (w->next_rev <= compact_rev) continue;
+    if (w->next_rev < compact_rev) continue;
     from = std::min(from, w->next_rev);
     with_prev_kv = with_prev_kv || w->prev_kv;
   }
@@ -454,7 +454,7 @@ size_t WatchHub::CatchUp(const std::vector<std::shared_ptr<Watcher>>& chosen, in
   for (const auto& w : chosen) {
     if (w->state == Watcher::State::kRemoved) continue;
     CHECK(w->state == Watcher::State::kUnsynced) << "chosen watcher " << w->hub_id << " synced";
-    if (w->next_rev <= compact_rev) {
+    if (w->next_rev < compact_rev) {
       SendCompacted(w.get(), compact_rev, ready);
       work++;
       continue;

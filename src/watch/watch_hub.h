@@ -31,12 +31,13 @@
 // The move to synced happens under the same lock as Publish, so the first
 // revision Publish gives a newly synced watcher is exactly next_rev.
 //
-// Compaction: a watcher that needs a revision <= the store's compacted
-// revision (at creation, or while unsynced) gets etcd's compacted response
-// (watch_id, compact_revision, canceled=true) and is removed. cairn's
-// compaction at revision C removes the change log of C itself, so the test
-// is next_rev <= C (etcd 3.4 tests next_rev < C and may send a partial
-// revision C). Catch-up checks against the compacted revision of the very
+// Compaction: a watcher that needs a revision < the store's compacted
+// revision C (at creation, or while unsynced) gets etcd's compacted response
+// (watch_id, compact_revision, canceled=true) and is removed. As etcd 3.4
+// (watcherGroup.chooseAll: minRev < compactRev), a watch from C itself is
+// served: compaction keeps the puts of revision C in the change log (their
+// versions survive it) and drops its deletes, so it gets the part of
+// revision C that etcd can still send. Catch-up checks against the compacted revision of the very
 // snapshot it reads, which is sound as long as the applier calls
 // KvStore::SetCompactRevisionAfterCommit before CompactPhysical.
 //
