@@ -35,6 +35,7 @@ Status AuthNotEnabled() {
 Status MemberNotFound() { return {Code::kNotFound, "etcdserver: member not found"}; }
 Status Stopped() { return {Code::kUnavailable, "etcdserver: server stopped"}; }
 Status Timeout() { return {Code::kUnavailable, "etcdserver: request timed out"}; }
+Status ContextDeadlineExceeded() { return {Code::kUnknown, "context deadline exceeded"}; }
 Status LeaderChanged() { return {Code::kUnavailable, "etcdserver: leader changed"}; }
 Status NoLeader() { return {Code::kUnavailable, "etcdserver: no leader"}; }
 Status NotLeader() { return {Code::kFailedPrecondition, "etcdserver: not leader"}; }

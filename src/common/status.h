@@ -89,6 +89,9 @@ Status MemberNotFound();
 Status Stopped();
 Status Timeout();
 Status LeaderChanged();
+// What etcd answers for a proposal that never reached Raft (no leader until
+// the request timeout): grpc-go's context error, code Unknown.
+Status ContextDeadlineExceeded();
 Status NoLeader();
 Status NotLeader();
 Status TooManyRequests();

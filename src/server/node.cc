@@ -457,6 +457,7 @@ Status Node::StartRaft() {
   rh.sync_applied = [this] { return engine_->SyncWal(); };
   rh.accepted = [this](uint64_t id, uint64_t term, uint64_t index) { waiters_.SetPosition(id, term, index); };
   rh.refused = [this](uint64_t id, const Status& s) { waiters_.Fail(id, s); };
+  rh.forwarded = [this](uint64_t id) { waiters_.MarkForwarded(id); };
   rh.on_tick = [this](int64_t now) { waiters_.ExpireBefore(now); };
   rh.on_log_sync = hooks_.on_log_sync;
   rh.on_leader_change = [this](raft::NodeId leader, uint64_t term) {

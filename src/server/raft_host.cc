@@ -216,7 +216,9 @@ void RaftHost::ProposeParked() {
       // drops them). Proposals forwarded to this member are not passed on.
       std::vector<std::string> own;
       for (size_t i = 0; i < n; i++) {
-        if (!parked_[i].forwarded) own.push_back(std::move(parked_[i].data));
+        if (parked_[i].forwarded) continue;
+        own.push_back(std::move(parked_[i].data));
+        if (hooks_.forwarded) hooks_.forwarded(parked_[i].id);
       }
       if (!own.empty()) transport_->Forward(leader, std::move(own));
     } else {

@@ -88,6 +88,7 @@ struct RaftHostHooks {
   // A proposal was placed at (term, index) / refused before reaching the log.
   std::function<void(uint64_t id, uint64_t term, uint64_t index)> accepted;
   std::function<void(uint64_t id, const Status& status)> refused;
+  std::function<void(uint64_t id)> forwarded;
   // Each tick, with the clock's time.
   std::function<void(int64_t now_ms)> on_tick;
   // The log's write+fdatasync of one Ready took `seconds`.

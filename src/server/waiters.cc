@@ -28,7 +28,14 @@ void Waiters::SetPosition(uint64_t id, uint64_t term, uint64_t index) {
   if (it == by_id_.end()) return;  // already answered (applied or timed out)
   it->second.term = term;
   it->second.index = index;
+  it->second.proposed = true;
   by_index_[index] = id;
+}
+
+void Waiters::MarkForwarded(uint64_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = by_id_.find(id);
+  if (it != by_id_.end()) it->second.proposed = true;
 }
 
 Waiters::Callback Waiters::TakeLocked(uint64_t id) {
@@ -82,15 +89,17 @@ void Waiters::Fail(uint64_t id, const Status& status) {
 }
 
 void Waiters::ExpireBefore(int64_t now_ms) {
-  std::vector<Callback> expired;
+  std::vector<std::pair<Callback, bool>> expired;  // (done, proposed)
   {
     std::lock_guard<std::mutex> lock(mu_);
     while (!by_deadline_.empty() && by_deadline_.begin()->first < now_ms) {
-      expired.push_back(TakeLocked(by_deadline_.begin()->second));
+      const uint64_t id = by_deadline_.begin()->second;
+      const bool proposed = by_id_.count(id) && by_id_[id].proposed;
+      expired.emplace_back(TakeLocked(id), proposed);
     }
   }
-  for (auto& done : expired) {
-    if (done) done(ErrorResponse(errors::Timeout()));
+  for (auto& [done, proposed] : expired) {
+    if (done) done(ErrorResponse(proposed ? errors::Timeout() : errors::ContextDeadlineExceeded()));
   }
 }
 

@@ -36,6 +36,8 @@ class Waiters {
   void Add(uint64_t id, int64_t deadline_ms, Callback done);
   // The leader accepted the proposal at (`term`, `index`).
   void SetPosition(uint64_t id, uint64_t term, uint64_t index);
+  // The proposal went to the leader (a follower forwarded it).
+  void MarkForwarded(uint64_t id);
 
   // Ends the waiter of `id` (if any) with `response`.
   void Complete(uint64_t id, const cairnpb::InternalResponse& response);
@@ -57,6 +59,7 @@ class Waiters {
     int64_t deadline_ms = 0;
     uint64_t term = 0;
     uint64_t index = 0;
+    bool proposed = false;  // accepted by the leader here, or forwarded to it
   };
   // Removes `id` and returns its callback (empty if none). REQUIRES: mu_.
   Callback TakeLocked(uint64_t id);
