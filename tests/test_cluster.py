@@ -269,3 +269,22 @@ def test_leaderless_member_answers_as_etcd(tmp_path):
     want = _leaderless_answers("etcd", tmp_path / "etcd")
     got = _leaderless_answers("cairn", tmp_path / "cairn")
     assert got == want
+
+
+def test_hasleader_metadata(three):
+    """clientv3.WithRequireLeader: a call with "hasleader: true" on a member
+    without a leader is answered "etcdserver: no leader" at once."""
+    a, b, c = three.members
+    md = (("hasleader", "true"),)
+    assert a.kv.Range(pb.RangeRequest(key=b"/x", serializable=True), metadata=md, timeout=10)
+    b.kill9()
+    c.kill9()
+    deadline = time.monotonic() + 20
+    while a.maint.Status(pb.StatusRequest(), timeout=10).leader != 0:
+        assert time.monotonic() < deadline, "still sees a leader"
+        time.sleep(0.2)
+    with pytest.raises(grpc.RpcError) as e:
+        a.kv.Range(pb.RangeRequest(key=b"/x", serializable=True), metadata=md, timeout=10)
+    assert (e.value.code(), e.value.details()) == (grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader")
+    # Without the metadata a serializable read is still served.
+    a.kv.Range(pb.RangeRequest(key=b"/x", serializable=True), timeout=10)

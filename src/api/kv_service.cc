@@ -17,6 +17,7 @@ KvService::KvService(const ApiContext* ctx)
   ParseRequest("Txn", &KvService::Txn,
                capped ? std::nullopt : std::optional<grpc::Status>(ToGrpc(errors::TooManyOps())));
   ParseRequest("Compact", &KvService::Compact);
+  SetLeaderCheck([ctx] { return ctx->node->leader_id() != 0; });
   ParseRemainingRequests();
 }
 

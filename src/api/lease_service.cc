@@ -142,6 +142,7 @@ LeaseService::LeaseService(const ApiContext* ctx)
       MethodIndex("LeaseKeepAlive"),
       new grpc::internal::CallbackBidiHandler<grpc::ByteBuffer, LeaseKeepAliveResponse>(
           [ctx](grpc::CallbackServerContext* /*context*/) { return new KeepAliveReactor(ctx); }));
+  SetLeaderCheck([ctx] { return ctx->node->leader_id() != 0; });
   ParseRemainingRequests();
 }
 

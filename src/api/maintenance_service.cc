@@ -63,12 +63,14 @@ MaintenanceService::MaintenanceService(const ApiContext* ctx)
   ParseRequest("Hash", &MaintenanceService::Hash);
   ParseRequest("HashKV", &MaintenanceService::HashKV);
   ParseRequest("Snapshot", &MaintenanceService::Snapshot);
+  SetLeaderCheck([ctx] { return ctx->node->leader_id() != 0; });
   ParseRemainingRequests();
 }
 
 ClusterService::ClusterService(const ApiContext* ctx)
     : ParsesRequests("etcdserverpb.Cluster", kRecursionLimit), ctx_(ctx) {
   ParseRequest("MemberList", &ClusterService::MemberList);
+  SetLeaderCheck([ctx] { return ctx->node->leader_id() != 0; });
   ParseRemainingRequests();
 }
 
@@ -77,6 +79,7 @@ AuthService::AuthService(const ApiContext* ctx)
   ParseRequest("Authenticate", &AuthService::Authenticate);
   ParseRequest("AuthStatus", &AuthService::AuthStatus);
   ParseRequest("AuthDisable", &AuthService::AuthDisable);
+  SetLeaderCheck([ctx] { return ctx->node->leader_id() != 0; });
   ParseRemainingRequests();
 }
 

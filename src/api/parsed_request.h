@@ -26,6 +26,7 @@
 #include <grpcpp/support/proto_buffer_reader.h>
 
 #include <algorithm>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -121,6 +122,11 @@ class ParsesRequests : public Base {
         m->index(), new grpc::internal::CallbackUnaryHandler<ParsedRequest, Response>(
                         [self, method, limit, too_deep](grpc::CallbackServerContext* context,
                                                         const ParsedRequest* in, Response* response) {
+                          if (self->MissingRequiredLeader(context)) {
+                            auto* reactor = context->DefaultReactor();
+                            reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcdserver: no leader"));
+                            return reactor;
+                          }
                           ParseError error;
                           const Request* request = in->Parse<Request>(limit, &error);
                           if (request == nullptr) {
@@ -149,6 +155,10 @@ class ParsesRequests : public Base {
         new grpc::internal::CallbackServerStreamingHandler<ParsedRequest, Response>(
             [self, method, limit](grpc::CallbackServerContext* context,
                                   const ParsedRequest* in) -> grpc::ServerWriteReactor<Response>* {
+              if (self->MissingRequiredLeader(context)) {
+                return new RefusedWriteReactor<Response>(
+                    grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcdserver: no leader"));
+              }
               ParseError error;
               const Request* request = in->Parse<Request>(limit, &error);
               if (request == nullptr) {
@@ -157,6 +167,19 @@ class ParsesRequests : public Base {
               return (self->*method)(context, request);
             }));
     registered_.push_back(m);
+  }
+
+  // etcd's `hasleader` metadata: a call that carries "hasleader: true" is
+  // answered "etcdserver: no leader" while `leader_known` says there is none
+  // (clientv3.WithRequireLeader). Set in the derived constructor.
+  void SetLeaderCheck(std::function<bool()> leader_known) { leader_known_ = std::move(leader_known); }
+  bool MissingRequiredLeader(grpc::CallbackServerContext* context) const {
+    if (!leader_known_ || leader_known_()) return false;
+    auto range = context->client_metadata().equal_range("hasleader");
+    for (auto it = range.first; it != range.second; ++it) {
+      if (it->second == "true") return true;
+    }
+    return false;
   }
 
   // The index of method `name`, for registering client streams by hand.
@@ -197,6 +220,7 @@ class ParsesRequests : public Base {
   const google::protobuf::ServiceDescriptor* const service_;
   const int recursion_limit_;
   std::vector<const google::protobuf::MethodDescriptor*> registered_;
+  std::function<bool()> leader_known_;
 };
 
 }  // namespace cairn::api
