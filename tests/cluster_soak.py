@@ -32,8 +32,10 @@ def main():
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--start", type=int, default=1, help="first seed")
     ap.add_argument("--seed", type=int, help="replay exactly this seed (one run)")
-    ap.add_argument("--nemesis", help="comma list instead of the seed's own mix; "
-                    "one of: " + ",".join(nemesis.NEMESES))
+    ap.add_argument("--nemesis", help="comma list instead of the seed's own mix ('none': "
+                    "no faults); of: " + ",".join(nemesis.NEMESES))
+    ap.add_argument("--sabotage", choices=("rollback",),
+                    help="break the cluster on purpose (the checker must fail)")
     ap.add_argument("--duration", type=float, default=nemesis.DEFAULT_DURATION)
     ap.add_argument("--keep", action="store_true", help="keep data dirs and logs")
     args = ap.parse_args()
@@ -41,11 +43,15 @@ def main():
     failed = []
     base = tempfile.mkdtemp(prefix="cairn-soak-")
     for seed in seeds:
-        mix = args.nemesis.split(",") if args.nemesis else mix_for(seed)
+        if args.nemesis == "none":
+            mix = []
+        else:
+            mix = args.nemesis.split(",") if args.nemesis else mix_for(seed)
         unknown = set(mix) - set(nemesis.NEMESES)
         if unknown:
             ap.error("unknown nemesis %s" % ",".join(sorted(unknown)))
-        r = nemesis.run_seed(args.target, seed, mix, base, duration=args.duration)
+        r = nemesis.run_seed(args.target, seed, mix, base, duration=args.duration,
+                             sabotage=args.sabotage)
         if r.errors:
             failed.append(r)
             print("FAILED " + r.report(), flush=True)

@@ -19,6 +19,7 @@ Range at sample revisions, and HashKV on every member.
 import itertools
 import queue
 import random
+import re
 import threading
 import time
 from collections import Counter
@@ -43,6 +44,10 @@ DEFINITE_FAILURES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PR
                      grpc.StatusCode.NOT_FOUND, grpc.StatusCode.OUT_OF_RANGE,
                      grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.PERMISSION_DENIED,
                      grpc.StatusCode.UNAUTHENTICATED}
+
+# gRPC's own message when no connection to the member exists: the call was
+# failed by the client channel before anything was sent, so it did not happen.
+NOT_CONNECTED = "failed to connect to all addresses"
 
 # Reconnect fast after a member restarts (gRPC's default backoff grows to 120 s).
 CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100),
@@ -155,10 +160,13 @@ class _Client(threading.Thread):
             resp = fn()
         except grpc.RpcError as e:
             op.complete = time.monotonic()
-            code = e.code()
-            op.error = "%s: %s" % (code.name, e.details())
-            op.status = FAIL if code in DEFINITE_FAILURES else UNKNOWN
-            self.w.count_error(op.kind, code, e.details())
+            code, details = e.code(), e.details() or ""
+            op.error = "%s: %s" % (code.name, details)
+            never_sent = code == grpc.StatusCode.UNAVAILABLE and details.startswith(NOT_CONNECTED)
+            op.status = FAIL if code in DEFINITE_FAILURES or never_sent else UNKNOWN
+            self.w.count_error(op.kind, code, re.sub(r"127\.0\.0\.1:\d+", "<member>", details))
+            if never_sent:
+                self.w.stop_event.wait(0.05)   # the member is down: do not spin on it
             return None
         op.complete = time.monotonic()
         op.status = OK

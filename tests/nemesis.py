@@ -35,9 +35,10 @@ NEMESES = ("kill_leader", "kill_follower", "pause", "blackhole", "delay", "drop"
 DEFAULT_DURATION = 15.0
 
 
-def replay_command(kind, seed, nemeses, duration):
+def replay_command(kind, seed, nemeses, duration, sabotage=None):
     return ("/usr/bin/python3 tests/cluster_soak.py --target %s --seed %d --nemesis %s "
-            "--duration %g" % (kind, seed, ",".join(nemeses), duration))
+            "--duration %g%s" % (kind, seed, ",".join(nemeses) or "none", duration,
+                                 " --sabotage " + sabotage if sabotage else ""))
 
 
 def schedule(seed, nemeses, duration):
@@ -77,6 +78,7 @@ class Nemesis:
             if wait > 0:
                 time.sleep(wait)
             getattr(self, name)(length, choice)
+            self.note("leader: %s" % self.c.wait_leader(20).name)
 
     def heal(self):
         """Undo any fault left by an interrupted run (never raises)."""
@@ -161,8 +163,9 @@ class Rollback:
 
 
 class RunResult:
-    def __init__(self, seed, kind, nemeses, duration):
+    def __init__(self, seed, kind, nemeses, duration, sabotage):
         self.seed, self.kind, self.nemeses, self.duration = seed, kind, nemeses, duration
+        self.sabotage = sabotage
         self.errors = []
         self.log = []
         self.summary = ""
@@ -171,11 +174,11 @@ class RunResult:
 
     @property
     def replay(self):
-        return replay_command(self.kind, self.seed, self.nemeses, self.duration)
+        return replay_command(self.kind, self.seed, self.nemeses, self.duration, self.sabotage)
 
     def report(self):
         head = "seed %d (%s, nemesis %s, %.0fs): %s" % (
-            self.seed, self.kind, ",".join(self.nemeses), self.duration,
+            self.seed, self.kind, ",".join(self.nemeses) or "none", self.duration,
             "%d violations" % len(self.errors) if self.errors else "ok")
         return "\n".join([head] + self.errors + ["nemesis log:"] + self.log +
                          [self.summary, "replay: " + self.replay])
@@ -184,9 +187,9 @@ class RunResult:
 def run_seed(kind, seed, nemeses, base_dir, duration=DEFAULT_DURATION, clients=4,
              sabotage=None, out=sys.stdout):
     """One seeded run; returns a RunResult (errors == [] when the history checks out)."""
-    result = RunResult(seed, kind, list(nemeses), duration)
+    result = RunResult(seed, kind, list(nemeses), duration, sabotage)
     print("cluster run: seed=%d kind=%s nemesis=%s duration=%gs\n  replay: %s"
-          % (seed, kind, ",".join(nemeses), duration, result.replay), file=out, flush=True)
+          % (seed, kind, ",".join(nemeses) or "none", duration, result.replay), file=out, flush=True)
     started = time.monotonic()
     rng = random.Random(seed)
     plan = schedule(seed, nemeses, duration)
