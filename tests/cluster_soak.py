@@ -34,7 +34,7 @@ def main():
     ap.add_argument("--seed", type=int, help="replay exactly this seed (one run)")
     ap.add_argument("--nemesis", help="comma list instead of the seed's own mix ('none': "
                     "no faults); of: " + ",".join(nemesis.NEMESES))
-    ap.add_argument("--sabotage", choices=("rollback",),
+    ap.add_argument("--sabotage", choices=("rollback", "stale-reads"),
                     help="break the cluster on purpose (the checker must fail)")
     ap.add_argument("--duration", type=float, default=nemesis.DEFAULT_DURATION)
     ap.add_argument("--keep", action="store_true", help="keep data dirs and logs")

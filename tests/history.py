@@ -79,8 +79,12 @@ def prefix_end(prefix):
 class Workload:
     """The client threads of one run, sharing one History."""
 
-    def __init__(self, members, history, seed, clients=4, think_ms=(2, 8)):
+    def __init__(self, members, history, seed, clients=4, think_ms=(2, 8),
+                 serializable_gets=False):
+        """serializable_gets: the sabotage that sends every "get" serializable
+        while recording it as linearizable, so the checker must see stale reads."""
         self.members = [(m.name, m.host_port) for m in members]
+        self.serializable_gets = serializable_gets
         self.history = history
         self.stop_event = threading.Event()
         self.errors = Counter()           # (op kind, code, details) -> count
@@ -191,7 +195,7 @@ class _Client(threading.Thread):
             self.known[key] = op.read
 
     def get(self):
-        self._get("get", False)
+        self._get("get", self.w.serializable_gets)
 
     def sget(self):
         self._get("sget", True)

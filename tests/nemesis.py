@@ -16,6 +16,8 @@ Nemeses (each heals itself before the next starts):
   drop           reset a member's peer connections for a few seconds
   kill_all       kill -9 every member at once, restart them all
 Sabotage (for showing the checker is not blind; never in random mixes):
+  stale-reads    every "get" is sent serializable but recorded as linearizable:
+                 followers answer from their own, slightly older, state
   rollback       copy every data dir (members paused) early in the run; at the
                  end kill all and restart from the copies: acknowledged writes
                  after the copy are lost on every member
@@ -203,7 +205,8 @@ def run_seed(kind, seed, nemeses, base_dir, duration=DEFAULT_DURATION, clients=4
         h.watches = [w.log for w in watchers]
         for w in watchers:
             w.start()
-        workload = history.Workload(c.members, h, seed, clients=clients)
+        workload = history.Workload(c.members, h, seed, clients=clients,
+                                    serializable_gets=sabotage == "stale-reads")
         nem = Nemesis(c, seed, time.monotonic())
         workload.start()
         rollback = Rollback(c) if sabotage == "rollback" else None

@@ -59,6 +59,15 @@ def test_checker_catches_a_rollback_of_every_member(tmp_path):
     assert lost, "a rollback of every member went unnoticed:\n" + failure(r, "rollback")
 
 
+def test_checker_catches_stale_reads(tmp_path):
+    """Real stale reads: every "get" goes out serializable while the history
+    calls it linearizable; followers lag the leader by a few milliseconds, so
+    some of those reads miss a write acknowledged before they began."""
+    r = nemesis.run_seed(TARGET, 808, [], tmp_path, duration=5, sabotage="stale-reads")
+    stale = [e for e in r.errors if e.startswith(("[stale-read]", "[real-time]"))]
+    assert stale, "serializable reads passed as linearizable:\n" + failure(r, "stale")
+
+
 def test_checker_catches_a_corrupted_real_history(tmp_path):
     """A clean run's history passes; the same history with one recorded fact
     changed (an acked value, a watch response, a read's timing, a member's
