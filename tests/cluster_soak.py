@@ -37,6 +37,7 @@ def main():
     ap.add_argument("--sabotage", choices=("rollback", "stale-reads"),
                     help="break the cluster on purpose (the checker must fail)")
     ap.add_argument("--duration", type=float, default=nemesis.DEFAULT_DURATION)
+    ap.add_argument("--members", type=int, default=3, choices=(3, 5))
     ap.add_argument("--keep", action="store_true", help="keep data dirs and logs")
     args = ap.parse_args()
     seeds = [args.seed] if args.seed is not None else range(args.start, args.start + args.runs)
@@ -51,7 +52,7 @@ def main():
         if unknown:
             ap.error("unknown nemesis %s" % ",".join(sorted(unknown)))
         r = nemesis.run_seed(args.target, seed, mix, base, duration=args.duration,
-                             sabotage=args.sabotage)
+                             sabotage=args.sabotage, size=args.members)
         if r.errors:
             failed.append(r)
             print("FAILED " + r.report(), flush=True)

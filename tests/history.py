@@ -17,7 +17,6 @@ Range at sample revisions, and HashKV on every member.
 """
 
 import itertools
-import queue
 import random
 import re
 import threading
@@ -304,20 +303,10 @@ class Watcher(threading.Thread):
     def _stream(self, start):
         create = rpc_pb2.WatchCreateRequest(key=PREFIX, range_end=prefix_end(PREFIX),
                                             start_revision=start, prev_kv=True)
-        reqs = queue.Queue()
-        reqs.put(rpc_pb2.WatchRequest(create_request=create))
-
-        def requests():
-            while not self.stop_event.is_set():
-                try:
-                    r = reqs.get(timeout=0.5)
-                except queue.Empty:
-                    continue
-                yield r
-
+        ended = threading.Event()
         ch = channel(self.host_port)
         try:
-            call = rpc_pb2_grpc.WatchStub(ch).Watch(requests())
+            call = rpc_pb2_grpc.WatchStub(ch).Watch(_requests(create, ended))
             with self._lock:
                 if self.stop_event.is_set():
                     call.cancel()
@@ -335,9 +324,17 @@ class Watcher(threading.Thread):
             if not self.stop_event.is_set():
                 self.log.errors.append("%s: %s" % (e.code().name, e.details()))
         finally:
+            ended.set()
             with self._lock:
                 self._call = None
             ch.close()
+
+
+def _requests(create, ended):
+    """A watch stream's requests: the create, then nothing until the stream
+    ends (a half-closed stream is not how clients keep watching)."""
+    yield rpc_pb2.WatchRequest(create_request=create)
+    ended.wait(CATCH_UP_TIMEOUT * 10)
 
 
 # ------------------------------------------------------------- final read
@@ -396,9 +393,9 @@ def read_all_events(member, until_revision, timeout=CATCH_UP_TIMEOUT):
         return events
     create = rpc_pb2.WatchCreateRequest(key=PREFIX, range_end=prefix_end(PREFIX),
                                         start_revision=1, prev_kv=True)
+    ended = threading.Event()
     with channel(member.host_port) as ch:
-        call = rpc_pb2_grpc.WatchStub(ch).Watch(
-            iter([rpc_pb2.WatchRequest(create_request=create)]), timeout=timeout)
+        call = rpc_pb2_grpc.WatchStub(ch).Watch(_requests(create, ended), timeout=timeout)
         try:
             for resp in call:
                 for e in resp.events:
@@ -407,6 +404,7 @@ def read_all_events(member, until_revision, timeout=CATCH_UP_TIMEOUT):
                 if events and max(events) >= until_revision:
                     break
         finally:
+            ended.set()
             call.cancel()
     return events
 

@@ -37,10 +37,11 @@ NEMESES = ("kill_leader", "kill_follower", "pause", "blackhole", "delay", "drop"
 DEFAULT_DURATION = 15.0
 
 
-def replay_command(kind, seed, nemeses, duration, sabotage=None):
+def replay_command(kind, seed, nemeses, duration, sabotage=None, size=3):
     return ("/usr/bin/python3 tests/cluster_soak.py --target %s --seed %d --nemesis %s "
-            "--duration %g%s" % (kind, seed, ",".join(nemeses) or "none", duration,
-                                 " --sabotage " + sabotage if sabotage else ""))
+            "--duration %g%s%s" % (kind, seed, ",".join(nemeses) or "none", duration,
+                                   " --sabotage " + sabotage if sabotage else "",
+                                   " --members %d" % size if size != 3 else ""))
 
 
 def schedule(seed, nemeses, duration):
@@ -165,9 +166,9 @@ class Rollback:
 
 
 class RunResult:
-    def __init__(self, seed, kind, nemeses, duration, sabotage):
+    def __init__(self, seed, kind, nemeses, duration, sabotage, size):
         self.seed, self.kind, self.nemeses, self.duration = seed, kind, nemeses, duration
-        self.sabotage = sabotage
+        self.sabotage, self.size = sabotage, size
         self.errors = []
         self.log = []
         self.summary = ""
@@ -176,7 +177,8 @@ class RunResult:
 
     @property
     def replay(self):
-        return replay_command(self.kind, self.seed, self.nemeses, self.duration, self.sabotage)
+        return replay_command(self.kind, self.seed, self.nemeses, self.duration, self.sabotage,
+                              self.size)
 
     def report(self):
         head = "seed %d (%s, nemesis %s, %.0fs): %s" % (
@@ -187,15 +189,15 @@ class RunResult:
 
 
 def run_seed(kind, seed, nemeses, base_dir, duration=DEFAULT_DURATION, clients=4,
-             sabotage=None, out=sys.stdout):
+             sabotage=None, size=3, out=sys.stdout):
     """One seeded run; returns a RunResult (errors == [] when the history checks out)."""
-    result = RunResult(seed, kind, list(nemeses), duration, sabotage)
+    result = RunResult(seed, kind, list(nemeses), duration, sabotage, size)
     print("cluster run: seed=%d kind=%s nemesis=%s duration=%gs\n  replay: %s"
           % (seed, kind, ",".join(nemeses) or "none", duration, result.replay), file=out, flush=True)
     started = time.monotonic()
     rng = random.Random(seed)
     plan = schedule(seed, nemeses, duration)
-    c = Cluster(kind, os.path.join(str(base_dir), "seed%d" % seed))
+    c = Cluster(kind, os.path.join(str(base_dir), "seed%d" % seed), size=size)
     h = history.new_history()
     result.history = h
     watchers, workload, nem = [], None, None
