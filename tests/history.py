@@ -474,7 +474,13 @@ def summary(history, workload):
     """One paragraph for the run log: op counts by kind and outcome, top errors."""
     counts = Counter((op.kind, op.status) for op in history.ops)
     lines = ["ops: " + ", ".join("%s/%s=%d" % (k, s, n) for (k, s), n in sorted(counts.items()))]
-    for (kind, code, details), n in workload.errors.most_common(8):
+    not_connected = sum(n for (_, _, d), n in workload.errors.items()
+                        if d.startswith(NOT_CONNECTED))
+    if not_connected:
+        lines.append("  %5d x (any op) not sent: %s" % (not_connected, NOT_CONNECTED))
+    answered = Counter({k: n for k, n in workload.errors.items()
+                        if not k[2].startswith(NOT_CONNECTED)})
+    for (kind, code, details), n in answered.most_common(10):
         lines.append("  %5d x %s %s: %s" % (n, kind, code, details))
     for w in history.watches:
         lines.append("  watcher on %s: %d streams, last errors %s"

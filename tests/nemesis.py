@@ -172,6 +172,7 @@ class RunResult:
         self.errors = []
         self.log = []
         self.summary = ""
+        self.member_logs = ""    # tails of every member's log, kept when the run failed
         self.seconds = 0.0
         self.history = None
 
@@ -185,7 +186,7 @@ class RunResult:
             self.seed, self.kind, ",".join(self.nemeses) or "none", self.duration,
             "%d violations" % len(self.errors) if self.errors else "ok")
         return "\n".join([head] + self.errors + ["nemesis log:"] + self.log +
-                         [self.summary, "replay: " + self.replay])
+                         [self.summary, self.member_logs, "replay: " + self.replay])
 
 
 def run_seed(kind, seed, nemeses, base_dir, duration=DEFAULT_DURATION, clients=4,
@@ -229,9 +230,11 @@ def run_seed(kind, seed, nemeses, base_dir, duration=DEFAULT_DURATION, clients=4
         for w in watchers:
             w.stop()
         result.errors = history_check.check(h)
-    except Exception as e:   # a harness failure is a failed run too, with the logs
-        result.errors.append("run aborted: %s: %s\n%s" % (type(e).__name__, e, c.log_tails(2000)))
+    except Exception as e:   # a harness failure is a failed run too
+        result.errors.append("run aborted: %s: %s" % (type(e).__name__, e))
     finally:
+        if result.errors:
+            result.member_logs = "member logs (%s):\n%s" % (c.base_dir, c.log_tails(1500))
         if nem:
             nem.heal()
             result.log = nem.log
