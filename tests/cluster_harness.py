@@ -270,9 +270,6 @@ class Cluster:
     def quorum(self):
         return len(self.members) // 2 + 1
 
-    def endpoints(self):
-        return [m.host_port for m in self.members]
-
     # ----------------------------------------------------------- lifecycle
     def start(self, timeout=cluster.READY_TIMEOUT):
         for m in self.members:

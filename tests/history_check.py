@@ -54,9 +54,6 @@ class Replay:
         i = bisect.bisect_right(revs, revision)
         return revs[i - 1] if i else 0
 
-    def keys(self):
-        return list(self.timeline)
-
     def all_at(self, revision):
         out = {}
         for k in self.timeline:
@@ -307,7 +304,8 @@ class Checker:
         prefix = self.h.lease_prefix
         for lease in self.h.leases:
             if lease.alive_at_end:
-                self.report("lease", "lease %x (TTL %ds) still alive at the end" % (lease.id, lease.ttl))
+                self.report("lease", "lease %x (TTL %ds) still alive at the end"
+                            % (lease.id, lease.ttl))
             if lease.revoke == OK:
                 for key in lease.keys:
                     s = self.replay.state_at(key, lease.revoke_revision)

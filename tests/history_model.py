@@ -13,9 +13,9 @@ from typing import Dict, List, Optional, Tuple
 
 KV = Tuple[bytes, int, int, int, int]
 
-# Op kinds.  Writes that name a value of their own (unique per run):
+# Op kinds: put get sget (serializable get) cas delete lease_grant lease_put
+# lease_revoke.  The writes that carry a value of their own (unique per run):
 VALUE_WRITES = ("put", "cas", "lease_put")
-KINDS = ("put", "get", "sget", "cas", "delete", "lease_grant", "lease_put", "lease_revoke")
 
 # Op outcomes.
 OK = "ok"            # the server answered

@@ -194,7 +194,8 @@ def run_seed(kind, seed, nemeses, base_dir, duration=DEFAULT_DURATION, clients=4
     """One seeded run; returns a RunResult (errors == [] when the history checks out)."""
     result = RunResult(seed, kind, list(nemeses), duration, sabotage, size)
     print("cluster run: seed=%d kind=%s nemesis=%s duration=%gs\n  replay: %s"
-          % (seed, kind, ",".join(nemeses) or "none", duration, result.replay), file=out, flush=True)
+          % (seed, kind, ",".join(nemeses) or "none", duration, result.replay),
+          file=out, flush=True)
     started = time.monotonic()
     rng = random.Random(seed)
     plan = schedule(seed, nemeses, duration)

@@ -113,12 +113,15 @@ def assert_caught(h, check, *words):
 def add_write(h, rev, kind, key, value=b"", lease=0):
     """Append a write at revision rev to the final history, the member states
     and the watchers, so only the fault under test is left."""
-    writes = WRITES + [(rev, kind, key, value, lease)]
-    h.final.events = build_events(writes)
-    h.final.revision = rev
-    ev = copy.deepcopy(h.final.events[rev])
+    add_writes(h, [(rev, kind, key, value, lease)])
+
+
+def add_writes(h, writes):
+    h.final.events = build_events(WRITES + writes)
+    rev = h.final.revision = writes[-1][0]
     for w in h.watches:
-        w.responses.append(WatchResponse(9.0, rev, ev))
+        for r, *_ in writes:
+            w.responses.append(WatchResponse(9.0, r, copy.deepcopy(h.final.events[r])))
     state = history_check.Replay(h.final.events).all_at(rev)
     h.final.states = {m: dict(state) for m in h.final.states}
     h.final.hashes = {m: (rev, 99, 0) for m in h.final.hashes}
@@ -175,10 +178,10 @@ def test_duplicate_value():
 
 def test_unknown_write_applied_twice():
     h = correct_history()
-    add_write(h, 9, "PUT", b"h/k2", b"lost-in-flight")
-    w = WRITES + [(9, "PUT", b"h/k2", b"lost-in-flight", 0), (10, "PUT", b"h/k2", b"lost-in-flight", 0)]
-    h.final.events = build_events(w)
-    assert_caught(h, "duplicate", "lost-in-flight")
+    add_writes(h, [(9, "PUT", b"h/k2", b"lost-in-flight", 0),
+                   (10, "PUT", b"h/k2", b"lost-in-flight", 0)])
+    errors = assert_caught(h, "duplicate", "lost-in-flight", "[9, 10]")
+    assert len(errors) == 1, errors
 
 
 def test_stale_linearizable_read():
