@@ -54,3 +54,11 @@ bench: setup
 raft-soak: $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j$(JOBS) --target raft-soak
 	./$(BUILD)/src/raft-soak --profile=$(or $(PROFILE),mixed) $(if $(SEED),--seed=$(SEED) $(if $(TRACE),--trace),--seeds=$(or $(SEEDS),10000) --start=$(or $(START),1))
+
+# make cluster-soak RUNS=20 [TARGET=etcd|cairn] [START=1] - seeded 3-member cluster runs
+#   with random nemesis mixes, each checked by tests/history_check.py; continues after a
+#   failure and prints every failing seed with the command that replays it
+.PHONY: cluster-soak
+cluster-soak:
+	CAIRN_BUILD=$(abspath $(BUILD)) /usr/bin/python3 tests/cluster_soak.py \
+	  --target $(or $(TARGET),cairn) --runs $(or $(RUNS),10) --start $(or $(START),1)

@@ -1,0 +1,254 @@
+"""Seeded fault runs: one seed -> one nemesis schedule over a workload, then the checker.
+
+run_seed() starts a fresh cluster, the watchers and the workload, plays the
+schedule in real time from the main thread, heals everything, collects the
+final state and returns the checker's verdict.  The seed fixes every choice
+(schedule, fault targets among leader/followers, fault lengths, client ops);
+thread timing is real, so a replay reproduces the run's shape, not its exact
+interleaving.
+
+Nemeses (each heals itself before the next starts):
+  kill_leader    kill -9 the leader, restart it on its data dir after a pause
+  kill_follower  the same for a follower
+  pause          SIGSTOP a member (leader or not) for a few seconds, then SIGCONT
+  blackhole      blackhole a member's peer proxy for a few seconds
+  delay          delay a member's peer traffic by 50-150 ms for a few seconds
+  drop           reset a member's peer connections for a few seconds
+  kill_all       kill -9 every member at once, restart them all
+Sabotage (for showing the checker is not blind; never in random mixes):
+  stale-reads    every "get" is sent serializable but recorded as linearizable:
+                 followers answer from their own, slightly older, state
+  rollback       copy every data dir (members paused) early in the run; at the
+                 end kill all and restart from the copies: acknowledged writes
+                 after the copy are lost on every member
+"""
+
+import os
+import random
+import shutil
+import sys
+import time
+
+import history
+import history_check
+from cluster_harness import Cluster
+
+NEMESES = ("kill_leader", "kill_follower", "pause", "blackhole", "delay", "drop", "kill_all")
+DEFAULT_DURATION = 15.0
+
+
+def replay_command(kind, seed, nemeses, duration, sabotage=None, size=3):
+    return ("/usr/bin/python3 tests/cluster_soak.py --target %s --seed %d --nemesis %s "
+            "--duration %g%s%s" % (kind, seed, ",".join(nemeses) or "none", duration,
+                                   " --sabotage " + sabotage if sabotage else "",
+                                   " --members %d" % size if size != 3 else ""))
+
+
+def schedule(seed, nemeses, duration):
+    """[(start offset s, nemesis, fault length s, target choice in [0,1))]: faults
+    from ~2 s in, each followed by 2-4 s of quiet so the cluster recovers."""
+    rng = random.Random(seed)
+    out, t = [], rng.uniform(1.5, 3.0)
+    while nemeses and t < duration - 3.0:
+        length = rng.uniform(1.5, 3.5)
+        out.append((t, rng.choice(nemeses), length, rng.random()))
+        t += length + rng.uniform(2.0, 4.0)
+    return out
+
+
+class Nemesis:
+    """Plays a schedule against a cluster; log lines say what happened when."""
+
+    def __init__(self, cluster, seed, t0):
+        self.c = cluster
+        self.rng = random.Random(seed ^ 0x5eed)
+        self.t0 = t0
+        self.log = []
+
+    def note(self, msg):
+        self.log.append("%7.3f %s" % (time.monotonic() - self.t0, msg))
+
+    def _target(self, choice, leader_bias=0.5):
+        lead = self.c.wait_leader(15)
+        if choice < leader_bias:
+            return lead
+        others = self.c.followers(lead)
+        return others[int((choice - leader_bias) / (1 - leader_bias) * len(others)) % len(others)]
+
+    def play(self, plan):
+        for at, name, length, choice in plan:
+            wait = self.t0 + at - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            getattr(self, name)(length, choice)
+            self.note("leader: %s" % self.c.wait_leader(20).name)
+
+    def heal(self):
+        """Undo any fault left by an interrupted run (never raises)."""
+        for m in self.c.members:
+            m.proxy.set_mode("pass")
+            if m.paused:
+                m.resume()
+
+    # ----------------------------------------------------------- nemeses
+    def kill_leader(self, length, choice):
+        self._kill(self.c.wait_leader(15), length, "leader")
+
+    def kill_follower(self, length, choice):
+        self._kill(self._target(choice, leader_bias=0.0), length, "follower")
+
+    def _kill(self, m, length, role):
+        self.note("kill -9 %s %s" % (role, m.name))
+        self.c.kill9(m)
+        time.sleep(length)
+        self.c.restart(m)
+        self.note("restarted %s" % m.name)
+
+    def pause(self, length, choice):
+        m = self._target(choice)
+        self.note("SIGSTOP %s for %.1fs" % (m.name, length))
+        self.c.pause_for(m, length)
+        self.note("SIGCONT %s" % m.name)
+
+    def _proxy_fault(self, mode, length, choice, delay_ms=0):
+        m = self._target(choice)
+        self.note("proxy of %s: %s%s for %.1fs" % (
+            m.name, mode, " %dms" % delay_ms if delay_ms else "", length))
+        m.proxy.set_mode(mode, delay_ms)
+        try:
+            time.sleep(length)
+        finally:
+            m.proxy.set_mode("pass")
+        self.note("proxy of %s: pass" % m.name)
+
+    def blackhole(self, length, choice):
+        self._proxy_fault("blackhole", length, choice)
+
+    def drop(self, length, choice):
+        self._proxy_fault("drop", length, choice)
+
+    def delay(self, length, choice):
+        self._proxy_fault("delay", length, choice, delay_ms=self.rng.randint(50, 150))
+
+    def kill_all(self, length, choice):
+        self.note("kill -9 all")
+        self.c.kill_all()
+        time.sleep(min(length, 1.5))
+        self.c.restart_all()
+        self.note("all restarted")
+
+
+class Rollback:
+    """The sabotage: snapshot every data dir now, restore them at the end."""
+
+    def __init__(self, cluster):
+        self.c = cluster
+        self.copies = {}
+
+    def snapshot(self):
+        for m in self.c.members:
+            m.pause()
+        try:
+            for m in self.c.members:
+                dst = m.data_dir + ".rollback"
+                shutil.copytree(m.data_dir, dst)
+                self.copies[m] = dst
+        finally:
+            for m in self.c.members:
+                m.resume()
+
+    def restore(self):
+        self.c.kill_all()
+        for m, src in self.copies.items():
+            shutil.rmtree(m.data_dir)
+            shutil.copytree(src, m.data_dir)
+        self.c.restart_all()
+
+
+class RunResult:
+    def __init__(self, seed, kind, nemeses, duration, sabotage, size):
+        self.seed, self.kind, self.nemeses, self.duration = seed, kind, nemeses, duration
+        self.sabotage, self.size = sabotage, size
+        self.errors = []
+        self.log = []
+        self.summary = ""
+        self.member_logs = ""    # tails of every member's log, kept when the run failed
+        self.seconds = 0.0
+        self.history = None
+
+    @property
+    def replay(self):
+        return replay_command(self.kind, self.seed, self.nemeses, self.duration, self.sabotage,
+                              self.size)
+
+    def report(self):
+        head = "seed %d (%s, nemesis %s, %.0fs): %s" % (
+            self.seed, self.kind, ",".join(self.nemeses) or "none", self.duration,
+            "%d violations" % len(self.errors) if self.errors else "ok")
+        return "\n".join([head] + self.errors + ["nemesis log:"] + self.log +
+                         [self.summary, self.member_logs, "replay: " + self.replay])
+
+
+def run_seed(kind, seed, nemeses, base_dir, duration=DEFAULT_DURATION, clients=4,
+             sabotage=None, size=3, out=sys.stdout):
+    """One seeded run; returns a RunResult (errors == [] when the history checks out)."""
+    result = RunResult(seed, kind, list(nemeses), duration, sabotage, size)
+    print("cluster run: seed=%d kind=%s nemesis=%s duration=%gs\n  replay: %s"
+          % (seed, kind, ",".join(nemeses) or "none", duration, result.replay),
+          file=out, flush=True)
+    started = time.monotonic()
+    rng = random.Random(seed)
+    plan = schedule(seed, nemeses, duration)
+    c = Cluster(kind, os.path.join(str(base_dir), "seed%d" % seed), size=size)
+    h = history.new_history()
+    result.history = h
+    watchers, workload, nem = [], None, None
+    try:
+        c.start()
+        watchers = [history.Watcher(m.name, m.host_port) for m in c.members]
+        h.watches = [w.log for w in watchers]
+        for w in watchers:
+            w.start()
+        workload = history.Workload(c.members, h, seed, clients=clients,
+                                    serializable_gets=sabotage == "stale-reads")
+        nem = Nemesis(c, seed, time.monotonic())
+        workload.start()
+        rollback = Rollback(c) if sabotage == "rollback" else None
+        if rollback:
+            time.sleep(2.0)
+            nem.note("sabotage: snapshot of every data dir")
+            rollback.snapshot()
+        nem.play(plan)
+        time.sleep(max(0.0, nem.t0 + duration - time.monotonic()))
+        workload.stop()
+        nem.heal()
+        c.wait_all_ready()
+        if rollback:
+            nem.note("sabotage: kill all, restore the snapshot")
+            rollback.restore()
+        nem.note("workload stopped; collecting")
+        history.collect_final(c, h, watchers, rng)
+        for w in watchers:
+            w.stop()
+        result.errors = history_check.check(h)
+    except Exception as e:   # a harness failure is a failed run too
+        result.errors.append("run aborted: %s: %s" % (type(e).__name__, e))
+    finally:
+        if result.errors:
+            result.member_logs = "member logs (%s):\n%s" % (c.base_dir, c.log_tails(1500))
+        if nem:
+            nem.heal()
+            result.log = nem.log
+        for w in watchers:
+            w.stop()
+        if workload:
+            try:
+                workload.stop()
+            except RuntimeError as e:
+                result.errors.append(str(e))
+            result.summary = history.summary(h, workload)
+        c.stop()
+    result.seconds = time.monotonic() - started
+    print("  %s in %.1fs\n%s\n%s" % ("ok" if not result.errors else "FAILED", result.seconds,
+                                     "\n".join(result.log), result.summary), file=out, flush=True)
+    return result
