@@ -190,7 +190,7 @@ class RunResult:
 
 
 def run_seed(kind, seed, nemeses, base_dir, duration=DEFAULT_DURATION, clients=4,
-             sabotage=None, size=3, out=sys.stdout):
+             sabotage=None, size=3, out=sys.stdout, extra_args=()):
     """One seeded run; returns a RunResult (errors == [] when the history checks out)."""
     result = RunResult(seed, kind, list(nemeses), duration, sabotage, size)
     print("cluster run: seed=%d kind=%s nemesis=%s duration=%gs\n  replay: %s"
@@ -199,7 +199,8 @@ def run_seed(kind, seed, nemeses, base_dir, duration=DEFAULT_DURATION, clients=4
     started = time.monotonic()
     rng = random.Random(seed)
     plan = schedule(seed, nemeses, duration)
-    c = Cluster(kind, os.path.join(str(base_dir), "seed%d" % seed), size=size)
+    c = Cluster(kind, os.path.join(str(base_dir), "seed%d" % seed), size=size,
+                extra_args=extra_args)
     h = history.new_history()
     result.history = h
     watchers, workload, nem = [], None, None
