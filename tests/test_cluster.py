@@ -288,3 +288,57 @@ def test_hasleader_metadata(three):
     assert (e.value.code(), e.value.details()) == (grpc.StatusCode.UNAVAILABLE, "etcdserver: no leader")
     # Without the metadata a serializable read is still served.
     a.kv.Range(pb.RangeRequest(key=b"/x", serializable=True), timeout=10)
+
+
+def _varint(n):
+    out = b""
+    while True:
+        b = n & 0x7f
+        n >>= 7
+        out += bytes([b | (0x80 if n else 0)])
+        if not n:
+            return out
+
+
+def test_peer_port_refuses_strangers(three):
+    """Garbage on the peer port, a peer of another cluster and a batch for
+    another member are refused (and logged), never a crash; the cluster goes
+    on serving."""
+    import socket
+    if cluster.TARGET != "cairn":
+        pytest.skip("cairn's own peer protocol")
+    a, b, c = three.members
+    # Bytes that are not HTTP/2 at all.
+    with socket.create_connection(("127.0.0.1", a.peer_port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + bytes(range(256)) * 16)
+        s.settimeout(5)
+        try:
+            s.recv(1024)
+        except OSError:
+            pass
+    st = a.maint.Status(pb.StatusRequest(), timeout=10)
+    ch = grpc.insecure_channel("127.0.0.1:%d" % a.peer_port)
+    stream = ch.stream_unary("/cairnpb.Peer/Stream", request_serializer=lambda x: x,
+                             response_deserializer=lambda x: x)
+    # PeerBatch{cluster_id: 12345, from: 7, to: a's id}: another cluster.
+    other_cluster = b"\x08" + _varint(12345) + b"\x10\x07\x18" + _varint(st.header.member_id)
+    with pytest.raises(grpc.RpcError) as e:
+        stream(iter([other_cluster]), timeout=10)
+    assert (e.value.code(), e.value.details()) == (grpc.StatusCode.FAILED_PRECONDITION,
+                                                   "cluster ID mismatch")
+    # The right cluster, but addressed to a member that is not this one.
+    wrong_member = b"\x08" + _varint(st.header.cluster_id) + b"\x10\x07\x18\x09"
+    with pytest.raises(grpc.RpcError) as e:
+        stream(iter([wrong_member]), timeout=10)
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    # Bytes that are not a PeerBatch end the stream (gRPC C++ reports a
+    # message that does not parse as the end of the client's stream).
+    try:
+        stream(iter([b"\xff" * 16]), timeout=10)
+    except grpc.RpcError:
+        pass
+    ch.close()
+    assert "refused a peer of another cluster" in a.log_tail(100000) or a.kind != "cairn"
+    put(a, b"/after-strangers", b"ok")
+    assert get(c, b"/after-strangers") == b"ok"
+    assert a.alive() and b.alive() and c.alive()

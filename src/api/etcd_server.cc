@@ -2,6 +2,7 @@
 
 #include <grpcpp/server_posix.h>
 
+#include <cstdio>
 #include <deque>
 
 #include "api/http/client_listener.h"
@@ -21,6 +22,13 @@ namespace cairn::api {
 namespace {
 constexpr int64_t kDefaultQuotaBytes = 2LL << 30;
 constexpr int kGrpcOverheadBytes = 512 * 1024;
+
+// A member id as etcd's peer metrics label it (16 hex digits).
+std::string HexId(uint64_t id) {
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(id));
+  return buf;
+}
 
 // The listener's closures and its unidentified connections, summed over all
 // listeners, as cairn_listener_* metrics.
@@ -110,6 +118,15 @@ Status EtcdServer::Start() {
   if (!s.ok()) return s;
   transport_->SetIdentity(node_->ids().cluster_id, node_->ids().member_id);
   transport_->SetUnreachableHandler([this](uint64_t id) { node_->raft()->ReportUnreachable(id); });
+  peer::PeerTransport::Stats stats;
+  stats.sent = [this](uint64_t to, size_t bytes) {
+    metrics_->network().peer_sent_bytes_total->Add({{"To", HexId(to)}}).Increment(static_cast<double>(bytes));
+  };
+  stats.send_failed = [this](uint64_t to) {
+    metrics_->network().peer_sent_failures_total->Add({{"To", HexId(to)}}).Increment();
+  };
+  stats.heartbeat_dropped = [this] { metrics_->server().heartbeat_send_failures_total->Increment(); };
+  transport_->SetStats(std::move(stats));
   transport_->SetSnapshotHandlers(
       [this](uint64_t index) -> std::unique_ptr<storage::SnapshotReader> {
         auto image = node_->SnapshotImage(index);
@@ -227,6 +244,9 @@ Status EtcdServer::StartPeerServer() {
   };
   h.renew_lease = [this](int64_t id) { (void)node_->lessor()->Renew(id); };
   h.snapshot_dir = node_->snapshot_dir();
+  h.on_received = [this](uint64_t from, size_t bytes) {
+    metrics_->network().peer_received_bytes_total->Add({{"From", HexId(from)}}).Increment(static_cast<double>(bytes));
+  };
   peer_service_ = std::make_unique<peer::PeerService>(std::move(h));
   grpc::ServerBuilder builder;
   for (const auto& url : config_.listen_peer_urls) {

@@ -41,6 +41,8 @@ void PeerTransport::SetUnreachableHandler(std::function<void(raft::NodeId)> hand
   unreachable_ = std::move(handler);
 }
 
+void PeerTransport::SetStats(Stats stats) { stats_ = std::move(stats); }
+
 void PeerTransport::SetSnapshotHandlers(SnapshotOpener open, std::function<void(raft::NodeId, bool)> report) {
   std::lock_guard<std::mutex> lock(handler_mu_);
   open_snapshot_ = std::move(open);
@@ -242,7 +244,11 @@ void PeerTransport::Send(std::vector<raft::Message> messages) {
       }
     }
     if (peer && !dropped) peer->cv.notify_one();
-    if (dropped) Unreachable(m.to);
+    if (dropped) {
+      if (m.type == raft::MessageType::kHeartbeat && stats_.heartbeat_dropped) stats_.heartbeat_dropped();
+      if (stats_.send_failed) stats_.send_failed(m.to);
+      Unreachable(m.to);
+    }
   }
 }
 
@@ -357,10 +363,12 @@ void PeerTransport::Run(Peer* peer) {
       writer = stub->Stream(ctx.get(), &end);
     }
     if (writer->Write(batch)) {
+      if (stats_.sent) stats_.sent(peer->id, batch.ByteSizeLong());
       backoff_ms = 100;
       last_error.clear();
       continue;
     }
+    if (stats_.send_failed) stats_.send_failed(peer->id);
     // The stream broke: what it carried is lost (Raft retransmits).
     close_stream();
     Unreachable(peer->id);

@@ -63,6 +63,15 @@ class PeerTransport final : public server::Transport {
   // it is gone), `report` is told whether the follower got it.
   using SnapshotOpener = std::function<std::unique_ptr<storage::SnapshotReader>(uint64_t index)>;
   void SetSnapshotHandlers(SnapshotOpener open, std::function<void(raft::NodeId, bool)> report);
+  // For etcd's peer metrics: bytes written to a peer's stream, a write or
+  // stream that failed, a heartbeat that could not be queued. Set before the
+  // node starts; called on sender threads (or the raft thread for drops).
+  struct Stats {
+    std::function<void(raft::NodeId to, size_t bytes)> sent;
+    std::function<void(raft::NodeId to)> send_failed;
+    std::function<void()> heartbeat_dropped;
+  };
+  void SetStats(Stats stats);
   // Adds or updates a peer (its peer URLs: the first is used).
   void SetPeer(raft::NodeId id, const std::vector<std::string>& peer_urls);
   void RemovePeer(raft::NodeId id);
@@ -109,6 +118,7 @@ class PeerTransport final : public server::Transport {
   std::mutex handler_mu_;
   std::function<void(raft::NodeId)> unreachable_;  // GUARDED_BY(handler_mu_)
   SnapshotOpener open_snapshot_;                    // GUARDED_BY(handler_mu_)
+  Stats stats_;                                     // set before the node starts
   std::function<void(raft::NodeId, bool)> report_snapshot_;  // GUARDED_BY(handler_mu_)
   std::mutex mu_;
   std::map<raft::NodeId, std::shared_ptr<Peer>> peers_;  // GUARDED_BY(mu_)
