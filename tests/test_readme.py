@@ -100,7 +100,7 @@ def test_readme_cluster_block(tmp_path):
                 continue
             p = subprocess.run(["bash", "-c", state + cmd], env=cluster.etcdctl_env(),
                                capture_output=True, text=True, timeout=60)
-            if cmd.startswith("pkill"):
+            if cmd.startswith("pkill") or cmd.startswith("sleep"):
                 time.sleep(0.5)
                 continue
             assert p.returncode == 0, "README step failed: %s\nstderr: %s" % (cmd, p.stderr)
