@@ -42,7 +42,9 @@ clean:
 	rm -rf $(BUILD)
 
 # make bench - cairn against etcd 3.4 on this machine, same workloads, one table
-#              and docs/img/bench-latency-vs-throughput.png (BENCH_SCALE=0.1: quick)
+#              and docs/img/bench-latency-vs-throughput.png (BENCH_SCALE=0.1: quick),
+#              then 3-member clusters of each, their own table (BENCH_CLUSTER=0 or
+#              1: only the single members or only the clusters)
 .PHONY: bench
 bench: setup
 	JOBS=$(JOBS) ./scripts/bench-vs-etcd.sh

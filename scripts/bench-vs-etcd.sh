@@ -4,8 +4,17 @@
 # two; prints one table (etcd, cairn, cairn/etcd) and draws the latency /
 # throughput plot with gnuplot. `make bench` runs it.
 #
-# Both servers are single-node, fsync every commit (their defaults: neither is
-# given an unsafe flag) and keep their data dirs in one temp dir on one disk.
+# Two sections, each with its own table: single members (one etcd, one cairn:
+# every workload, the plot, memory/disk/restart), then 3-member clusters (three
+# etcd and three cairn members on loopback: put with 1 and 64 clients, range
+# linearizable and serializable with 64 clients; CPU per op is the sum of the
+# three members' CPU). In a cluster run the clients are given all three client
+# URLs, leader first: one connection (put, 1 client) goes to the leader, eight
+# are spread over the members round-robin (3 on the leader, 3 and 2 on the
+# followers), as a client with all endpoints would.
+#
+# All servers fsync every commit (their defaults: none is given an unsafe
+# flag) and keep their data dirs in one temp dir on one disk.
 # Every process started here is stopped on exit (trap), and the temp dir is
 # removed unless BENCH_KEEP=1.
 #
@@ -20,6 +29,8 @@
 #   BENCH_PLOT=docs/img/bench-latency-vs-throughput.png   the plot ("" = none)
 #   BENCH_OUT=<temp dir>/results   where the JSON results and table.md go
 #   BENCH_KEEP=0         1: keep the temp dir (data, logs, results)
+#   BENCH_CLUSTER=       empty: both sections; 0: single members only;
+#                        1: 3-member clusters only
 #   JOBS=2               build parallelism
 #   ETCD=/usr/bin/etcd
 set -euo pipefail
@@ -34,6 +45,12 @@ TMP_BASE=${BENCH_TMP:-/var/tmp}
 PLOT=${BENCH_PLOT-$ROOT/docs/img/bench-latency-vs-throughput.png}
 ETCD=${ETCD:-/usr/bin/etcd}
 JOBS=${JOBS:-2}
+case "${BENCH_CLUSTER:-}" in
+  "") RUN_SINGLE=1 RUN_CLUSTER=1 ;;
+  0) RUN_SINGLE=1 RUN_CLUSTER=0 ;;
+  1) RUN_SINGLE=0 RUN_CLUSTER=1 ;;
+  *) echo "bench-vs-etcd.sh: BENCH_CLUSTER must be empty, 0 or 1" >&2; exit 2 ;;
+esac
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -44,7 +61,9 @@ LOAD_KEYS=$(awk -v s="$SCALE" -v k="$LOAD_KEYS_FULL" 'BEGIN { v = int(s * k); if
 
 # ------------------------------------------------------- temp dir, build
 command -v "$ETCD" >/dev/null || die "etcd not found ($ETCD); run scripts/setup.sh"
-command -v gnuplot >/dev/null || { [ -z "$PLOT" ] || die "gnuplot not found; run scripts/setup.sh"; }
+[ "$RUN_SINGLE" = 0 ] || command -v gnuplot >/dev/null ||
+  { [ -z "$PLOT" ] || die "gnuplot not found; run scripts/setup.sh"; }
+[ "$RUN_CLUSTER" = 0 ] || command -v etcdctl >/dev/null || die "etcdctl not found; run scripts/setup.sh"
 mkdir -p "$TMP_BASE"
 WORK=$(mktemp -d "$TMP_BASE/cairn-bench.XXXXXX")
 OUT=${BENCH_OUT:-$WORK/results}
@@ -52,13 +71,17 @@ mkdir -p "$OUT" "$WORK/logs"
 fstype=$(df --output=fstype "$WORK" | tail -1)
 [ "$fstype" != tmpfs ] || log "warning: $WORK is on tmpfs: fsync is free there; set BENCH_TMP to a disk"
 # Servers started (stop_server below); cleanup() stops them on any exit.
+# A server is a single member (etcd, cairn) or a cluster member (etcd3-1, ...).
 declare -A PID=()      # server -> pid
 declare -A PORT=()     # server -> client port
-declare -A PEER=()     # server -> peer port (etcd)
+declare -A PEER=()     # server -> peer port (etcd, cluster members)
+declare -A MEMBERS=()  # etcd/cairn -> its members, leader first (a cluster run)
+RESULTS=$OUT           # where bench() writes: $OUT, or $OUT/cluster3
 
 cleanup() {
   local status=$?
   trap - EXIT INT TERM
+  report_dead || true
   for s in "${!PID[@]}"; do stop_server "$s" || true; done
   if [ "${BENCH_KEEP:-0}" = 1 ]; then
     log "kept $WORK"
@@ -126,25 +149,51 @@ stop_server() {
   unset "PID[$s]"
 }
 
-endpoint() { echo "127.0.0.1:${PORT[$1]}"; }
+# members NAME: the servers behind NAME: itself, or its cluster's members.
+members() { echo "${MEMBERS[$1]:-$1}"; }
+
+# endpoint NAME: the client endpoints of NAME's members, comma-separated.
+# report_dead: the log tail of every started server that is no longer running
+# (it crashed or exited on its own: a bug to report). Returns 1 if there was one.
+report_dead() {
+  local s dead=0
+  for s in "${!PID[@]}"; do
+    kill -0 "${PID[$s]}" 2>/dev/null && continue
+    dead=1
+    log "error: $s (pid ${PID[$s]}) is not running; last lines of $WORK/logs/$s.log:"
+    tail -40 "$WORK/logs/$s.log" 2>/dev/null | sed 's/^/[bench]   | /' >&2 || true
+  done
+  [ "$dead" = 0 ]
+}
+
+endpoint() {
+  local m e=""
+  for m in $(members "$1"); do e+="${e:+,}127.0.0.1:${PORT[$m]}"; done
+  echo "$e"
+}
 
 CLK_TCK=$(getconf CLK_TCK)
-# server_cpu_ticks NAME: user + system CPU of the server so far (/proc/PID/stat).
-server_cpu_ticks() { awk '{ print $14 + $15 }' "/proc/${PID[$1]}/stat"; }
+# server_cpu_ticks NAME: user + system CPU so far (/proc/PID/stat), summed
+# over NAME's members.
+server_cpu_ticks() {
+  local m
+  for m in $(members "$1"); do cat "/proc/${PID[$m]}/stat"; done | awk '{ t += $14 + $15 } END { print t }'
+}
 
-# bench RUN SERVER ARGS...: one cairn-bench run, JSON into $OUT/RUN.SERVER.json
-# and the server's CPU seconds during the run into $OUT/RUN.SERVER.cpu.
+# bench RUN SERVER ARGS...: one cairn-bench run, JSON into $RESULTS/RUN.SERVER.json
+# and the server's CPU seconds (all its members') during the run into
+# $RESULTS/RUN.SERVER.cpu.
 bench() {
   local run=$1 s=$2
   shift 2
-  local file="$OUT/$run.$s.json" before after
+  local file="$RESULTS/$run.$s.json" before after
   before=$(server_cpu_ticks "$s")
-  if ! "$BENCH" --endpoints "$(endpoint "$s")" --json "$@" >"$file" 2>"$OUT/$run.$s.stderr"; then
+  if ! "$BENCH" --endpoints "$(endpoint "$s")" --json "$@" >"$file" 2>"$RESULTS/$run.$s.stderr"; then
     log "  $run on $s reported errors (see $file)"
   fi
   after=$(server_cpu_ticks "$s")
   awk -v a="$before" -v b="$after" -v t="$CLK_TCK" 'BEGIN { printf "%.2f\n", (b - a) / t }' \
-    >"$OUT/$run.$s.cpu"
+    >"$RESULTS/$run.$s.cpu"
   python3 - "$file" <<'EOF' >&2 || true
 import json, sys
 try:
@@ -164,7 +213,7 @@ both() {
   shift
   log "$run: $*"
   # Other work on the machine skews the figures: keep the load next to them.
-  echo "$run $(cut -d' ' -f1 /proc/loadavg)" >>"$OUT/loadavg.txt"
+  echo "$run $(cut -d' ' -f1 /proc/loadavg)" >>"$RESULTS/loadavg.txt"
   if [ $ORDER_FLIP = 0 ]; then
     bench "$run" etcd "$@"; bench "$run" cairn "$@"; ORDER_FLIP=1
   else
@@ -192,78 +241,237 @@ disk=$(lsblk -no NAME,SIZE,ROTA,MODEL "$dev" 2>/dev/null | head -1 | tr -s ' ' |
 log "results in $OUT"
 sed 's/^/[bench] /' "$OUT/machine.txt" >&2
 
-# ------------------------------------------- phase 1: the workload runs
-for s in etcd cairn; do PORT[$s]=$(free_port); done
-PEER[etcd]=$(free_port)
-start_server etcd "$WORK/etcd-run"
-start_server cairn "$WORK/cairn-run"
-wait_ready etcd
-wait_ready cairn
+# single_member_runs: phase 1 (every workload, both servers up at once) and
+# phase 2 (memory, disk and restart on a loaded store), one member each.
+single_member_runs() {
+  # ------------------------------------------- phase 1: the workload runs
+  for s in etcd cairn; do PORT[$s]=$(free_port); done
+  PEER[etcd]=$(free_port)
+  start_server etcd "$WORK/etcd-run"
+  start_server cairn "$WORK/cairn-run"
+  wait_ready etcd
+  wait_ready cairn
 
-RANGE_KEYS=10000
-log "preloading $RANGE_KEYS keys for range and mixed on both"
-for s in etcd cairn; do
-  "$BENCH" --endpoints "$(endpoint "$s")" --clients 64 --conns 8 --total $RANGE_KEYS --json \
-    put --key-prefix r/ --key-space $RANGE_KEYS --sequential-keys --val-size 256 >/dev/null ||
-    die "preload on $s failed"
-done
+  RANGE_KEYS=10000
+  log "preloading $RANGE_KEYS keys for range and mixed on both"
+  for s in etcd cairn; do
+    "$BENCH" --endpoints "$(endpoint "$s")" --clients 64 --conns 8 --total $RANGE_KEYS --json \
+      put --key-prefix r/ --key-space $RANGE_KEYS --sequential-keys --val-size 256 >/dev/null ||
+      die "preload on $s failed"
+  done
 
-D="--duration $DURATION"
-for c in 1 4 16 64; do
-  conns=$((c < 8 ? c : 8))
-  both "put-c$c" $D --clients $c --conns $conns put --val-size 256 --key-space 100000
-done
-for c in 1 4 16 64; do
-  conns=$((c < 8 ? c : 8))
-  both "range-l-c$c" $D --clients $c --conns $conns range --consistency l \
+  D="--duration $DURATION"
+  for c in 1 4 16 64; do
+    conns=$((c < 8 ? c : 8))
+    both "put-c$c" $D --clients $c --conns $conns put --val-size 256 --key-space 100000
+  done
+  for c in 1 4 16 64; do
+    conns=$((c < 8 ? c : 8))
+    both "range-l-c$c" $D --clients $c --conns $conns range --consistency l \
+      --key-space $RANGE_KEYS --no-preload
+  done
+  both range-s-c64 $D --clients 64 --conns 8 range --consistency s --key-space $RANGE_KEYS --no-preload
+  both mixed-c64 $D --clients 64 --conns 8 mixed --val-size 256 --key-prefix r/ \
     --key-space $RANGE_KEYS --no-preload
-done
-both range-s-c64 $D --clients 64 --conns 8 range --consistency s --key-space $RANGE_KEYS --no-preload
-both mixed-c64 $D --clients 64 --conns 8 mixed --val-size 256 --key-prefix r/ \
-  --key-space $RANGE_KEYS --no-preload
-both txn-put-c64 $D --clients 64 --conns 8 txn-put --val-size 256
-both lease-keepalive-c64 $D --clients 64 --conns 8 lease-keepalive
-both watch $D --conns 8 watch --watchers 1000 --streams 100 --put-rate 1000 --drain-timeout 120
-stop_server etcd
-stop_server cairn
+  both txn-put-c64 $D --clients 64 --conns 8 txn-put --val-size 256
+  both lease-keepalive-c64 $D --clients 64 --conns 8 lease-keepalive
+  both watch $D --conns 8 watch --watchers 1000 --streams 100 --put-rate 1000 --drain-timeout 120
+  stop_server etcd
+  stop_server cairn
 
-# ----------------------- phase 2: memory, disk and restart on a loaded store
-for s in etcd cairn; do
-  dir="$WORK/$s-load"
-  log "$s: loading $LOAD_KEYS keys of 256 B"
-  start_server "$s" "$dir"
-  wait_ready "$s"
-  bench load "$s" --clients 64 --conns 8 --total "$LOAD_KEYS" \
-    put --key-prefix k/ --key-space "$LOAD_KEYS" --sequential-keys --val-size 256
-  sleep 2  # let background flushes settle before measuring
-  rss=$(awk '/^VmRSS/ {print $2}' "/proc/${PID[$s]}/status")
-  hwm=$(awk '/^VmHWM/ {print $2}' "/proc/${PID[$s]}/status")
-  disk_kb=$(du -sk "$dir" | cut -f1)
-  stop_server "$s"
-  log "$s: restarting on the loaded data"
-  t0=$(date +%s%N)
-  start_server "$s" "$dir"
-  wait_ready "$s"
-  t1=$(date +%s%N)
-  restart_rss=$(awk '/^VmRSS/ {print $2}' "/proc/${PID[$s]}/status")
-  stop_server "$s"
-  restart=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
-  printf '{"keys": %d, "rss_kb": %d, "hwm_kb": %d, "disk_kb": %d, "restart_seconds": %s, "restart_rss_kb": %d}\n' \
-    "$LOAD_KEYS" "$rss" "$hwm" "$disk_kb" "$restart" "$restart_rss" >"$OUT/resources.$s.json"
-  log "  $s: RSS $((rss / 1024)) MiB, disk $((disk_kb / 1024)) MiB, restart ${restart} s"
-  rm -rf "$dir"
-done
+  # ----------------------- phase 2: memory, disk and restart on a loaded store
+  for s in etcd cairn; do
+    dir="$WORK/$s-load"
+    log "$s: loading $LOAD_KEYS keys of 256 B"
+    start_server "$s" "$dir"
+    wait_ready "$s"
+    bench load "$s" --clients 64 --conns 8 --total "$LOAD_KEYS" \
+      put --key-prefix k/ --key-space "$LOAD_KEYS" --sequential-keys --val-size 256
+    sleep 2  # let background flushes settle before measuring
+    rss=$(awk '/^VmRSS/ {print $2}' "/proc/${PID[$s]}/status")
+    hwm=$(awk '/^VmHWM/ {print $2}' "/proc/${PID[$s]}/status")
+    disk_kb=$(du -sk "$dir" | cut -f1)
+    stop_server "$s"
+    log "$s: restarting on the loaded data"
+    t0=$(date +%s%N)
+    start_server "$s" "$dir"
+    wait_ready "$s"
+    t1=$(date +%s%N)
+    restart_rss=$(awk '/^VmRSS/ {print $2}' "/proc/${PID[$s]}/status")
+    stop_server "$s"
+    restart=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
+    printf '{"keys": %d, "rss_kb": %d, "hwm_kb": %d, "disk_kb": %d, "restart_seconds": %s, "restart_rss_kb": %d}\n' \
+      "$LOAD_KEYS" "$rss" "$hwm" "$disk_kb" "$restart" "$restart_rss" >"$OUT/resources.$s.json"
+    log "  $s: RSS $((rss / 1024)) MiB, disk $((disk_kb / 1024)) MiB, restart ${restart} s"
+    rm -rf "$dir"
+  done
+}
+
+# ------------------------------------------------- 3-member clusters
+# Member I of SYSTEM's cluster is the server SYSTEM3-I (etcd3-1, cairn3-2, ...).
+CLUSTER_SIZE=3
+declare -A ALL_MEMBERS=()  # etcd/cairn -> its members in name order
+declare -A INITIAL=()      # etcd/cairn -> its --initial-cluster
+
+# start_member SYSTEM M: starts member M of SYSTEM's cluster, with the same
+# etcd flags on etcd and cairn (etcd's default heartbeat and election timeout,
+# given explicitly).
+start_member() {
+  local sys=$1 m=$2 url="http://127.0.0.1:${PORT[$2]}" peer="http://127.0.0.1:${PEER[$2]}"
+  local flags=(--name "$m" --data-dir "$WORK/$m"
+    --listen-client-urls "$url" --advertise-client-urls "$url"
+    --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer"
+    --initial-cluster "${INITIAL[$sys]}" --initial-cluster-token "bench-$sys"
+    --initial-cluster-state new --heartbeat-interval 100 --election-timeout 1000)
+  if [ "$sys" = etcd ]; then
+    "$ETCD" "${flags[@]}" --logger zap --log-outputs stderr --log-level error \
+      >>"$WORK/logs/$m.log" 2>&1 &
+  else
+    "$CAIRN" "${flags[@]}" --log-level warn >>"$WORK/logs/$m.log" 2>&1 &
+  fi
+  PID[$m]=$!
+}
+
+# leader_first SYSTEM: MEMBERS[SYSTEM] = its members, the leader first and the
+# followers in name order, once every member reports the same leader
+# (etcdctl endpoint status, which cairn answers as etcd does).
+leader_first() {
+  local sys=$1 m eps="" names=() order=""
+  for m in ${ALL_MEMBERS[$sys]}; do
+    eps+="${eps:+,}127.0.0.1:${PORT[$m]}"
+    names+=("127.0.0.1:${PORT[$m]}=$m")
+  done
+  for _ in $(seq 60); do
+    order=$(ETCDCTL_API=3 etcdctl --endpoints "$eps" --command-timeout 2s -w json endpoint status 2>/dev/null |
+      python3 -c '
+import json, sys
+names = dict(a.split("=", 1) for a in sys.argv[1:])
+status = json.load(sys.stdin)
+ids = {e["Endpoint"]: e["Status"]["header"]["member_id"] for e in status}
+leaders = {e["Status"]["leader"] for e in status}
+if set(ids) != set(names) or len(leaders) != 1 or leaders.pop() not in ids.values():
+    sys.exit(1)
+leader = status[0]["Status"]["leader"]
+print(" ".join(names[ep] for ep in sorted(names, key=lambda ep: (ids[ep] != leader, names[ep]))))
+' "${names[@]}") && break
+    order=""
+    sleep 0.5
+  done
+  [ -n "$order" ] || die "$sys: its members do not agree on a leader; see $WORK/logs/${sys}3-*.log"
+  MEMBERS[$sys]=$order
+}
+
+# check_run RUN: after a cluster run: every member still running, errors
+# reported with the members' log tails, the leader unchanged.
+check_run() {
+  local run=$1 sys m before errors
+  for sys in etcd cairn; do
+    # cleanup() prints the log tail of a member that stopped.
+    for m in ${ALL_MEMBERS[$sys]}; do
+      kill -0 "${PID[$m]}" 2>/dev/null || die "$m stopped during $run"
+    done
+    errors=$(python3 -c 'import json, sys; print(json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])["errors"])' \
+      "$RESULTS/$run.$sys.json" 2>/dev/null || echo "no result")
+    if [ "$errors" != 0 ]; then
+      log "warning: $run on $sys: errors $errors; first lines of $RESULTS/$run.$sys.stderr and the members' log tails:"
+      head -5 "$RESULTS/$run.$sys.stderr" 2>/dev/null | sed 's/^/[bench]   | /' >&2 || true
+      for m in ${ALL_MEMBERS[$sys]}; do
+        log "  $WORK/logs/$m.log:"
+        tail -20 "$WORK/logs/$m.log" | sed 's/^/[bench]   | /' >&2 || true
+      done
+    fi
+    before=${MEMBERS[$sys]%% *}
+    leader_first "$sys"
+    [ "${MEMBERS[$sys]%% *}" = "$before" ] ||
+      log "warning: $sys: the leader changed during $run ($before -> ${MEMBERS[$sys]%% *})"
+    echo "$run $sys leader $before after ${MEMBERS[$sys]%% *}" >>"$RESULTS/leaders.txt"
+  done
+}
+
+# cluster_runs: the 3-member section; results in $OUT/cluster3.
+cluster_runs() {
+  local sys m i
+  RESULTS=$OUT/cluster3
+  mkdir -p "$RESULTS"
+  {
+    cat "$OUT/machine.txt"
+    echo "cluster: $CLUSTER_SIZE members per system on loopback, heartbeat 100 ms, election timeout 1000 ms;" \
+      "clients given every member's endpoint, leader first"
+    echo "uptime before: $(uptime)"
+  } >"$RESULTS/machine.txt"
+  for sys in etcd cairn; do
+    ALL_MEMBERS[$sys]=""
+    INITIAL[$sys]=""
+    for ((i = 1; i <= CLUSTER_SIZE; i++)); do
+      m=$sys$CLUSTER_SIZE-$i
+      PORT[$m]=$(free_port)
+      PEER[$m]=$(free_port)
+      ALL_MEMBERS[$sys]+="${ALL_MEMBERS[$sys]:+ }$m"
+      INITIAL[$sys]+="${INITIAL[$sys]:+,}$m=http://127.0.0.1:${PEER[$m]}"
+    done
+  done
+  log "starting a $CLUSTER_SIZE-member etcd and a $CLUSTER_SIZE-member cairn"
+  for sys in etcd cairn; do
+    for m in ${ALL_MEMBERS[$sys]}; do start_member "$sys" "$m"; done
+  done
+  for sys in etcd cairn; do
+    for m in ${ALL_MEMBERS[$sys]}; do wait_ready "$m"; done
+    leader_first "$sys"
+    log "  $sys: leader ${MEMBERS[$sys]%% *}; endpoints $(endpoint "$sys")"
+  done
+
+  local range_keys=10000
+  log "preloading $range_keys keys for range on both clusters"
+  for sys in etcd cairn; do
+    "$BENCH" --endpoints "$(endpoint "$sys")" --clients 64 --conns 8 --total $range_keys --json \
+      put --key-prefix r/ --key-space $range_keys --sequential-keys --val-size 256 >/dev/null ||
+      die "preload on the $sys cluster failed"
+  done
+
+  local D="--duration $DURATION"
+  both put-c1 $D --clients 1 --conns 1 put --val-size 256 --key-space 100000
+  check_run put-c1
+  both put-c64 $D --clients 64 --conns 8 put --val-size 256 --key-space 100000
+  check_run put-c64
+  both range-l-c64 $D --clients 64 --conns 8 range --consistency l --key-space $range_keys --no-preload
+  check_run range-l-c64
+  both range-s-c64 $D --clients 64 --conns 8 range --consistency s --key-space $range_keys --no-preload
+  check_run range-s-c64
+
+  for sys in etcd cairn; do
+    for m in ${ALL_MEMBERS[$sys]}; do stop_server "$m"; done
+    unset "MEMBERS[$sys]"
+  done
+  echo "uptime after: $(uptime)" >>"$RESULTS/machine.txt"
+  RESULTS=$OUT
+}
+
+[ "$RUN_SINGLE" = 0 ] || single_member_runs
+[ "$RUN_CLUSTER" = 0 ] || cluster_runs
 
 # ------------------------------------------------------------ the report
-awk '{ n++; s += $2; if ($2 > m) m = $2 } END { if (n) printf "load average (1 min) at the start of each run: mean %.1f, max %.1f\n", s / n, m }' \
-  "$OUT/loadavg.txt" >>"$OUT/machine.txt"
-python3 "$ROOT/scripts/bench_report.py" table "$OUT" >"$OUT/table.md"
-if [ -n "$PLOT" ]; then
-  mkdir -p "$(dirname "$PLOT")"
-  gnuplot "$(python3 "$ROOT/scripts/bench_report.py" plot "$OUT" "$PLOT")"
-  log "plot: $PLOT"
+if [ "$RUN_SINGLE" = 1 ]; then
+  awk '{ n++; s += $2; if ($2 > m) m = $2 } END { if (n) printf "load average (1 min) at the start of each run: mean %.1f, max %.1f\n", s / n, m }' \
+    "$OUT/loadavg.txt" >>"$OUT/machine.txt"
+  python3 "$ROOT/scripts/bench_report.py" table "$OUT" >"$OUT/table.md"
+  if [ -n "$PLOT" ]; then
+    mkdir -p "$(dirname "$PLOT")"
+    gnuplot "$(python3 "$ROOT/scripts/bench_report.py" plot "$OUT" "$PLOT")"
+    log "plot: $PLOT"
+  fi
+  echo
+  cat "$OUT/machine.txt"
+  echo
+  cat "$OUT/table.md"
 fi
-echo
-cat "$OUT/machine.txt"
-echo
-cat "$OUT/table.md"
+if [ "$RUN_CLUSTER" = 1 ]; then
+  C=$OUT/cluster3
+  awk '{ n++; s += $2; if ($2 > m) m = $2 } END { if (n) printf "load average (1 min) at the start of each run: mean %.1f, max %.1f\n", s / n, m }' \
+    "$C/loadavg.txt" >>"$C/machine.txt"
+  python3 "$ROOT/scripts/bench_report.py" table "$C" >"$C/table.md"
+  echo
+  echo "3 members: cairn against etcd"
+  cat "$C/machine.txt"
+  echo
+  cat "$C/table.md"
+fi
