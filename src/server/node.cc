@@ -41,6 +41,12 @@ std::string LogKey(uint64_t index) {
   return k;
 }
 
+Status LostEntries(const std::string& dir, uint64_t last_index, uint64_t applied) {
+  return Status(Code::kDataLoss, "the log in " + dir + " ends at index " + std::to_string(last_index) +
+                                     " but the database has applied " + std::to_string(applied) +
+                                     ": the log lost acknowledged entries");
+}
+
 uint64_t RandomId() {
   std::random_device rd;
   uint64_t v = (static_cast<uint64_t>(rd()) << 32) ^ rd();
@@ -234,9 +240,7 @@ Status Node::OpenLog() {
   log_store_->SetSnapshotSource([this] { return TakeSnapshotImage(); });
   const uint64_t applied = applier_->applied_index();
   if (log_store_->LastIndex() < applied) {
-    return Status(Code::kDataLoss, "the log in " + dir + " ends at index " +
-                                       std::to_string(log_store_->LastIndex()) + " but the database has applied " +
-                                       std::to_string(applied) + ": the log lost acknowledged entries");
+    return LostEntries(dir, log_store_->LastIndex(), applied);
   }
   if (applied < base.index) {
     return Status(Code::kDataLoss, "the database has applied index " + std::to_string(applied) +
@@ -304,9 +308,7 @@ Status Node::ConvertPreRaftLog(LogBase* base) {
                                          ": the entries in between are missing");
     }
     if (wal_->last_index() < applied) {
-      return Status(Code::kDataLoss, "the log in " + dir + " ends at index " +
-                                         std::to_string(wal_->last_index()) + " but the database has applied " +
-                                         std::to_string(applied) + ": the log lost acknowledged entries");
+      return LostEntries(dir, wal_->last_index(), applied);
     }
     uint64_t replayed = 0;
     while (applier_->applied_index() < wal_->last_index()) {

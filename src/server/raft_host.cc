@@ -130,8 +130,8 @@ void RaftHost::CheckReads(int64_t now_ms) {
       for (auto& done : round.reads) done(errors::Timeout());
       it = read_rounds_.erase(it);
     } else if (now_ms - round.asked_ms >= options_.read_retry_ms) {
-      if (unasked_reads_.empty()) unasked_since_ms_ = round.first_asked_ms;
-      unasked_since_ms_ = std::min(unasked_since_ms_, round.first_asked_ms);
+      unasked_since_ms_ = unasked_reads_.empty() ? round.first_asked_ms
+                                                  : std::min(unasked_since_ms_, round.first_asked_ms);
       for (auto& done : round.reads) unasked_reads_.push_back(std::move(done));
       it = read_rounds_.erase(it);
     } else {

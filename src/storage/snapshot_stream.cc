@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 
 namespace cairn::storage {
@@ -91,9 +92,6 @@ Result<bool> SnapshotReader::NextChunk(std::string* out, size_t max_bytes) {
 }
 
 namespace {
-Status RestoreRecords(const std::string& data, size_t pos, size_t body_end,
-                      const std::string& db_path, const RestoreFilter& keep);
-
 // Why a file that starts like a cairn snapshot does not have a snapshot's
 // size: walks its records to say where it breaks off. The format has no
 // length field, so the expected size is what the records imply.
@@ -134,15 +132,9 @@ Status DescribeBadSize(const std::string& path, const std::string& data) {
                                      ", so it should have " + std::to_string(expected) +
                                      " bytes, it has " + std::to_string(size));
 }
-}  // namespace
-
-Status RestoreSnapshot(const std::string& snapshot_path, const std::string& db_path,
-                       const RestoreFilter& keep) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  if (fs::exists(db_path, ec) && !fs::is_empty(db_path, ec)) {
-    return Status(Code::kAlreadyExists, "restore: " + db_path + " already exists and is not empty");
-  }
+// The whole file, once it starts with the magic, has a snapshot's size and
+// its SHA-256 trailer matches (errors say what is wrong and where).
+Result<std::string> ReadVerified(const std::string& snapshot_path) {
   std::ifstream in(snapshot_path, std::ios::binary);
   if (!in) return Status(Code::kNotFound, "restore: cannot open " + snapshot_path);
   std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -168,28 +160,22 @@ Status RestoreSnapshot(const std::string& snapshot_path, const std::string& db_p
                                        "first " + std::to_string(hashed_end) +
                                        " bytes is not the one in its last 32 bytes)");
   }
-  // Nothing is written before the whole file checked out; whatever is
-  // written is removed again if the body turns out malformed.
-  Status s = RestoreRecords(data, kMagicLen, hashed_end, db_path, keep);
-  if (!s.ok()) fs::remove_all(db_path, ec);
-  return s;
+  return data;
 }
 
-namespace {
-Status RestoreRecords(const std::string& data, size_t pos, size_t body_end,
-                      const std::string& db_path, const RestoreFilter& keep) {
-  EngineOptions eo;
-  eo.path = db_path;
-  auto engine = Engine::Open(eo);
-  if (!engine.ok()) return engine.status();
-  WriteBatch batch(engine->get());
+// Calls fn(column, key, value) for each record of a verified snapshot, in
+// order; stops at the first error fn returns or a malformed record.
+Status ForEachRecord(const std::string& data,
+                     const std::function<Status(Column, std::string_view, std::string_view)>& fn) {
+  const size_t body_end = data.size() - kHashLen;
+  size_t pos = kMagicLen;
   while (true) {
     if (pos >= body_end) return Status(Code::kDataLoss, "restore: snapshot has no end marker");
     if (data[pos] != static_cast<char>(kEndMarker) && body_end - pos < 9) {
       return Status(Code::kDataLoss, "restore: malformed record");
     }
     int column = static_cast<uint8_t>(data[pos++]);
-    if (column == kEndMarker) break;
+    if (column == kEndMarker) return Status::Ok();
     if (column >= static_cast<int>(Column::kCount)) {
       return Status(Code::kDataLoss, "restore: unknown column");
     }
@@ -204,43 +190,63 @@ Status RestoreRecords(const std::string& data, size_t pos, size_t body_end,
     if (body_end - pos < vlen) return Status(Code::kDataLoss, "restore: malformed record");
     std::string_view value(&data[pos], vlen);
     pos += vlen;
-    if (keep && !keep(static_cast<Column>(column), key)) continue;
-    batch.Put(static_cast<Column>(column), key, value);
-    if (batch.ByteSize() > (16 << 20)) {
-      Status s = (*engine)->Write(batch, false);
-      if (!s.ok()) return s;
-      batch.Clear();
-    }
+    Status s = fn(static_cast<Column>(column), key, value);
+    if (!s.ok()) return s;
   }
-  return (*engine)->Write(batch, true);
 }
+
+// Puts and deletes written in batches of about 16 MiB.
+class BatchedWriter {
+ public:
+  explicit BatchedWriter(Engine* engine) : engine_(engine), batch_(engine) {}
+  Status Put(Column c, std::string_view key, std::string_view value) {
+    batch_.Put(c, key, value);
+    return MaybeFlush();
+  }
+  Status Delete(Column c, std::string_view key) {
+    batch_.Delete(c, key);
+    return MaybeFlush();
+  }
+  Status Flush(bool sync) {
+    Status s = engine_->Write(batch_, sync);
+    batch_.Clear();
+    return s;
+  }
+
+ private:
+  Status MaybeFlush() { return batch_.ByteSize() > (16 << 20) ? Flush(false) : Status::Ok(); }
+  Engine* engine_;
+  WriteBatch batch_;
+};
 }  // namespace
 
-namespace {
-// The whole file, once its size, magic and SHA-256 trailer check out.
-Result<std::string> ReadVerified(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return Status(Code::kNotFound, "snapshot: cannot open " + path);
-  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (data.size() < kMagicLen + 1 + kHashLen || data.size() % kAlign != kHashLen ||
-      data.compare(0, kMagicLen, kMagic) != 0) {
-    return Status(Code::kDataLoss, "snapshot: " + path + " is not a whole cairn snapshot (" +
-                                       std::to_string(data.size()) + " bytes)");
+
+Status RestoreSnapshot(const std::string& snapshot_path, const std::string& db_path,
+                       const RestoreFilter& keep) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::exists(db_path, ec) && !fs::is_empty(db_path, ec)) {
+    return Status(Code::kAlreadyExists, "restore: " + db_path + " already exists and is not empty");
   }
-  const size_t hashed_end = data.size() - kHashLen;
-  unsigned char md[32];
-  unsigned int len = 0;
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
-  EVP_DigestUpdate(ctx, data.data(), hashed_end);
-  EVP_DigestFinal_ex(ctx, md, &len);
-  EVP_MD_CTX_free(ctx);
-  if (std::memcmp(md, data.data() + hashed_end, kHashLen) != 0) {
-    return Status(Code::kDataLoss, "snapshot: " + path + " is corrupt: checksum mismatch");
+  auto data = ReadVerified(snapshot_path);
+  if (!data.ok()) return data.status();
+  // Nothing is written before the whole file checked out; whatever is
+  // written is removed again if the body turns out malformed.
+  Status s;
+  {  // the database is closed before a failed restore removes it
+    EngineOptions eo;
+    eo.path = db_path;
+    auto engine = Engine::Open(eo);
+    if (!engine.ok()) return engine.status();
+    BatchedWriter out(engine->get());
+    s = ForEachRecord(*data, [&](Column column, std::string_view key, std::string_view value) {
+      return keep && !keep(column, key) ? Status::Ok() : out.Put(column, key, value);
+    });
+    if (s.ok()) s = out.Flush(/*sync=*/true);
   }
-  return data;
+  if (!s.ok()) fs::remove_all(db_path, ec);
+  return s;
 }
-}  // namespace
 
 Status VerifySnapshotFile(const std::string& snapshot_path) {
   auto data = ReadVerified(snapshot_path);
@@ -250,48 +256,21 @@ Status VerifySnapshotFile(const std::string& snapshot_path) {
 Status ReplaceWithSnapshot(Engine* engine, const std::string& snapshot_path, const RestoreFilter& local) {
   auto data = ReadVerified(snapshot_path);
   if (!data.ok()) return data.status();
-  const size_t body_end = data->size() - kHashLen;
-  WriteBatch batch(engine);
+  BatchedWriter out(engine);
   for (int c = 0; c < static_cast<int>(Column::kCount); c++) {
     const Column column = static_cast<Column>(c);
     auto it = engine->NewIterator(column);
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
-      if (!local(column, it->key())) batch.Delete(column, it->key());
-      if (batch.ByteSize() > (16 << 20)) {
-        Status s = engine->Write(batch, false);
-        if (!s.ok()) return s;
-        batch.Clear();
-      }
+      if (local(column, it->key())) continue;
+      Status s = out.Delete(column, it->key());
+      if (!s.ok()) return s;
     }
     if (!it->status().ok()) return it->status();
   }
-  size_t pos = kMagicLen;
-  while (true) {
-    if (pos >= body_end) return Status(Code::kDataLoss, "snapshot: no end marker");
-    const int column = static_cast<uint8_t>((*data)[pos++]);
-    if (column == kEndMarker) break;
-    if (column >= static_cast<int>(Column::kCount) || body_end - pos < 8) {
-      return Status(Code::kDataLoss, "snapshot: malformed record");
-    }
-    const size_t klen = GetU32(&(*data)[pos]);
-    pos += 4;
-    if (body_end - pos < klen + 4) return Status(Code::kDataLoss, "snapshot: malformed record");
-    std::string_view key(&(*data)[pos], klen);
-    pos += klen;
-    const size_t vlen = GetU32(&(*data)[pos]);
-    pos += 4;
-    if (body_end - pos < vlen) return Status(Code::kDataLoss, "snapshot: malformed record");
-    std::string_view value(&(*data)[pos], vlen);
-    pos += vlen;
-    if (local(static_cast<Column>(column), key)) continue;
-    batch.Put(static_cast<Column>(column), key, value);
-    if (batch.ByteSize() > (16 << 20)) {
-      Status s = engine->Write(batch, false);
-      if (!s.ok()) return s;
-      batch.Clear();
-    }
-  }
-  return engine->Write(batch, false);
+  Status s = ForEachRecord(*data, [&](Column column, std::string_view key, std::string_view value) {
+    return local(column, key) ? Status::Ok() : out.Put(column, key, value);
+  });
+  return s.ok() ? out.Flush(/*sync=*/false) : s;
 }
 
 }  // namespace cairn::storage
