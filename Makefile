@@ -10,14 +10,16 @@ DATA_DIR ?= default.cairn
 setup:
 	./scripts/setup.sh
 
-$(BUILD)/CMakeCache.txt:
+# The generated Makefile is written last: a configure that stopped half-way
+# (leaving only CMakeCache.txt) is run again.
+$(BUILD)/Makefile:
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
-build: setup $(BUILD)/CMakeCache.txt
+build: setup $(BUILD)/Makefile
 	cmake --build $(BUILD) -j$(JOBS)
 
 # Only what `run` needs: a newcomer should not wait for every test binary.
-build-server: setup $(BUILD)/CMakeCache.txt
+build-server: setup $(BUILD)/Makefile
 	cmake --build $(BUILD) -j$(JOBS) --target cairn cairnctl
 
 # make cluster - three members on this machine (etcd's Procfile ports: clients
@@ -53,7 +55,7 @@ bench: setup
 #   many seeds (stops at the first failure and prints the command to reproduce it)
 # make raft-soak SEED=1234 TRACE=1 [PROFILE=mixed] - one seed, with a full trace
 .PHONY: raft-soak
-raft-soak: $(BUILD)/CMakeCache.txt
+raft-soak: $(BUILD)/Makefile
 	cmake --build $(BUILD) -j$(JOBS) --target raft-soak
 	./$(BUILD)/src/raft-soak --profile=$(or $(PROFILE),mixed) $(if $(SEED),--seed=$(SEED) $(if $(TRACE),--trace),--seeds=$(or $(SEEDS),10000) --start=$(or $(START),1))
 

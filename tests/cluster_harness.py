@@ -193,6 +193,8 @@ class Member(cluster.Server):
                 "--election-timeout", str(o.election_ms)]
         if not any(a.startswith("--log-level") for a in o.extra_args):
             cmd += ["--log-level", "warn"]
+        if self.kind == "cairn":
+            cmd += cluster.small_wal_segments(o.extra_args)
         return cmd + list(o.extra_args)
 
     def spawn(self):

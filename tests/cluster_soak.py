@@ -12,6 +12,7 @@ failing seeds says more than the first) and exits 1 if any run failed.
 import argparse
 import os
 import random
+import shutil
 import sys
 import tempfile
 
@@ -56,11 +57,14 @@ def main():
         if r.errors:
             failed.append(r)
             print("FAILED " + r.report(), flush=True)
+        elif not args.keep:
+            # A clean seed's data dirs go at once: each 3-member run writes
+            # hundreds of MB, and a long soak would fill the disk.
+            shutil.rmtree(os.path.join(base, "seed%d" % seed), ignore_errors=True)
     print("\n%d/%d runs failed" % (len(failed), len(seeds)))
     for r in failed:
         print("  seed %d: %s" % (r.seed, r.replay))
     if not args.keep and not failed:
-        import shutil
         shutil.rmtree(base, ignore_errors=True)
     elif failed:
         print("data dirs and logs kept in %s" % base)

@@ -12,6 +12,7 @@ Fixtures:
 """
 
 import os
+import shutil
 import sys
 
 import pytest
@@ -67,6 +68,7 @@ def pytest_runtest_makereport(item, call):
     # On failure, attach the tail of every server log the test started.
     outcome = yield
     rep = outcome.get_result()
+    setattr(item, "_cairn_rep_" + rep.when, rep)
     if rep.when == "call" and rep.failed:
         fx = getattr(item, "funcargs", {})
         seen = set()
@@ -74,6 +76,22 @@ def pytest_runtest_makereport(item, call):
             if isinstance(v, cluster.Server) and id(v) not in seen:
                 seen.add(id(v))
                 rep.sections.append(("log of %r" % v, v.log_tail(3000)))
+
+
+@pytest.fixture(autouse=True)
+def _remove_tmp_path_of_passed_tests(request):
+    """Data directories of passed tests are deleted as soon as the test ends
+    (a cluster test writes hundreds of MB; pytest would keep three whole runs
+    of them).  A failed test keeps its directory for the post-mortem.  Being
+    autouse, this fixture is torn down after the servers are stopped."""
+    yield
+    if "tmp_path" not in request.fixturenames:
+        return
+    reps = [getattr(request.node, "_cairn_rep_" + w, None) for w in ("setup", "call")]
+    if all(r is not None and r.passed for r in reps):
+        path = request.node.funcargs.get("tmp_path")
+        if path is not None:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def pytest_sessionfinish(session, exitstatus):
