@@ -342,3 +342,101 @@ def test_peer_port_refuses_strangers(three):
     put(a, b"/after-strangers", b"ok")
     assert get(c, b"/after-strangers") == b"ok"
     assert a.alive() and b.alive() and c.alive()
+
+
+def _metrics(member):
+    """{(name, labels-text): value} from a member's /metrics."""
+    import urllib.request
+    with urllib.request.urlopen(member.endpoint + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        series, value = line.rsplit(" ", 1)
+        name, _, labels = series.partition("{")
+        out[(name, labels.rstrip("}"))] = float(value)
+    return out
+
+
+def test_cluster_metrics(three):
+    """etcd's cluster metrics, as the seeds' alerts read them: leader
+    gauges, bytes to and from each peer, the peer round-trip histogram (per
+    To), and the failure counters of a member that lost its quorum: a write
+    that timed out counts in proposals_failed_total, a linearizable read that
+    timed out in slow_read_indexes_total."""
+    put(three.members[0], b"/m", b"1")
+    ids = {m.name: "%x" % m.maint.Status(pb.StatusRequest(), timeout=10).header.member_id
+           for m in three.members}
+    leader = [m for m in three.members if _metrics(m)[("etcd_server_is_leader", "")] == 1]
+    assert len(leader) == 1
+    a = leader[0]
+    b, c = [m for m in three.members if m is not a]
+    deadline = time.monotonic() + 40
+    while True:
+        m = _metrics(a)
+        rtt = {p.name: m.get(("etcd_network_peer_round_trip_time_seconds_count", 'To="%s"' % ids[p.name]), 0)
+               for p in (b, c)}
+        if all(v > 0 for v in rtt.values()):
+            break
+        assert time.monotonic() < deadline, "no round trip measured: %r" % rtt
+        time.sleep(0.5)
+    assert m[("etcd_server_has_leader", "")] == 1
+    for p in (b, c):
+        # The leader sends to and hears from every follower.
+        assert m[("etcd_network_peer_sent_bytes_total", 'To="%s"' % ids[p.name])] > 0
+        assert m[("etcd_network_peer_received_bytes_total", 'From="%s"' % ids[p.name])] > 0
+        # etcd's buckets: 0.0001 s doubling, 16 of them (the last 3.2768 s).
+        assert ("etcd_network_peer_round_trip_time_seconds_bucket",
+                'To="%s",le="3.2768"' % ids[p.name]) in m
+    before = _metrics(a)
+    b.kill9()
+    c.kill9()
+    with pytest.raises(grpc.RpcError):
+        put(a, b"/m", b"2", timeout=30)
+    with pytest.raises(grpc.RpcError):
+        get(a, b"/m", timeout=30)
+    after = _metrics(a)
+    assert after[("etcd_server_proposals_failed_total", "")] > before[("etcd_server_proposals_failed_total", "")]
+    assert after[("etcd_server_slow_read_indexes_total", "")] + \
+        after[("etcd_server_read_indexes_failed_total", "")] > \
+        before[("etcd_server_slow_read_indexes_total", "")] + before[("etcd_server_read_indexes_failed_total", "")]
+
+
+def test_nospace_alarm_reaches_every_member(tmp_path):
+    """A member over its backend quota raises NOSPACE through the log: every
+    member then lists the same alarm and refuses writes, deletes still work,
+    and a disarm on any member (after delete, compact, defrag) lifts it for
+    all.  etcd's behaviour, checked against a real etcd cluster too."""
+    from test_bad_input import QUOTA, NOSPACE_MSG, _fill_until_nospace
+    c = cluster.ReplicatedCluster(cluster.TARGET, tmp_path, size=3,
+                                  extra_args=["--quota-backend-bytes", str(QUOTA)])
+    c.start()
+    try:
+        a, b, d = c.members
+        _fill_until_nospace(a)
+        nospace = (grpc.StatusCode.RESOURCE_EXHAUSTED, NOSPACE_MSG)
+        ids = {m.maint.Status(pb.StatusRequest(), timeout=10).header.member_id for m in c.members}
+        for m in c.members:
+            # (On etcd every member that applies a put over its own quota
+            # raises one too, so there may be up to three.)
+            alarms = retry(lambda: m.maint.Alarm(pb.AlarmRequest(action=pb.AlarmRequest.GET), timeout=10)).alarms
+            assert alarms and {x.alarm for x in alarms} == {pb.NOSPACE}, m.name
+            assert {x.memberID for x in alarms} <= ids
+            with pytest.raises(grpc.RpcError) as e:
+                put(m, b"/small", b"x")
+            assert (e.value.code(), e.value.details()) == nospace, m.name
+        assert b.kv.DeleteRange(pb.DeleteRangeRequest(key=b"fill/000000"), timeout=10).deleted == 1
+        # The recovery an operator runs, on another member than the one that filled up.
+        assert b.etcdctl("del", "--prefix", "fill/").returncode == 0
+        rev = b.kv.Range(pb.RangeRequest(key=b"x"), timeout=10).header.revision
+        assert b.etcdctl("compact", str(rev)).returncode == 0
+        for m in c.members:
+            assert m.etcdctl("defrag").returncode == 0
+        p = d.etcdctl("alarm", "disarm")
+        assert p.returncode == 0 and "alarm:NOSPACE" in p.stdout
+        for m in c.members:
+            retry(lambda: put(m, b"/small", b"ok"))
+            assert m.etcdctl("alarm", "list").stdout == ""
+    finally:
+        c.cleanup()

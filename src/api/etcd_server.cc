@@ -23,10 +23,11 @@ namespace {
 constexpr int64_t kDefaultQuotaBytes = 2LL << 30;
 constexpr int kGrpcOverheadBytes = 512 * 1024;
 
-// A member id as etcd's peer metrics label it (16 hex digits).
+// A member id as etcd's peer metrics label it (types.ID.String(): hex
+// without leading zeros).
 std::string HexId(uint64_t id) {
   char buf[17];
-  std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(id));
+  std::snprintf(buf, sizeof(buf), "%llx", static_cast<unsigned long long>(id));
   return buf;
 }
 
@@ -89,6 +90,9 @@ Status EtcdServer::Start() {
   hooks.on_log_sync = [this](double sec) { metrics_->disk().wal_fsync_duration_seconds->Observe(sec); };
   hooks.on_apply_commit = [this](double sec, size_t entries) {
     metrics_->disk().backend_commit_duration_seconds->Observe(sec);
+    // etcd warns of an apply over 100 ms (warnApplyDuration); here the
+    // unit is a batch's commit.
+    if (sec > 0.1) metrics_->server().slow_apply_total->Increment();
     metrics_->server().proposals_committed_total->Set(static_cast<double>(node_->commit_index()));
     metrics_->server().proposals_applied_total->Set(static_cast<double>(node_->applied_index()));
   };
@@ -126,6 +130,12 @@ Status EtcdServer::Start() {
     metrics_->network().peer_sent_failures_total->Add({{"To", HexId(to)}}).Increment();
   };
   stats.heartbeat_dropped = [this] { metrics_->server().heartbeat_send_failures_total->Increment(); };
+  stats.round_trip = [this](uint64_t to, double seconds) {
+    // etcd's buckets: 0.0001 s doubling, 16 of them.
+    metrics_->network()
+        .peer_round_trip_time_seconds->Add({{"To", HexId(to)}}, Metrics::ExponentialBuckets(0.0001, 2, 16))
+        .Observe(seconds);
+  };
   transport_->SetStats(std::move(stats));
   transport_->SetSnapshotHandlers(
       [this](uint64_t index) -> std::unique_ptr<storage::SnapshotReader> {
@@ -158,6 +168,13 @@ Status EtcdServer::Start() {
     metrics_->mvcc().current_revision->Set(static_cast<double>(node_->kv()->CurrentRevision()));
     metrics_->mvcc().compact_revision->Set(static_cast<double>(node_->kv()->CompactRevision()));
     metrics_->server().proposals_pending->Set(static_cast<double>(node_->pending_proposals()));
+    // Counters the node keeps as totals: add what is new since the last scrape.
+    auto catch_up = [](prometheus::Counter* c, uint64_t total) {
+      if (static_cast<double>(total) > c->Value()) c->Increment(static_cast<double>(total) - c->Value());
+    };
+    catch_up(metrics_->server().proposals_failed_total, node_->proposals_failed());
+    catch_up(metrics_->server().slow_read_indexes_total, node_->raft()->read_index_timeouts());
+    catch_up(metrics_->server().read_indexes_failed_total, node_->raft()->read_index_failures());
   });
 
   // Watch catch-up and progress notifications run on node-owned threads.

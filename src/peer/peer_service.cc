@@ -208,4 +208,11 @@ grpc::ServerReadReactor<cairnpb::PeerBatch>* PeerService::Stream(grpc::CallbackS
   return new Reactor(&handlers_, context);
 }
 
+grpc::ServerUnaryReactor* PeerService::Probe(grpc::CallbackServerContext* context, const cairnpb::ProbeRequest*,
+                                             cairnpb::ProbeResponse*) {
+  auto* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
 }  // namespace cairn::peer

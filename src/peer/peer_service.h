@@ -47,6 +47,8 @@ class PeerService final : public cairnpb::Peer::CallbackService {
   // message (its data naming the stored file) into the Raft core.
   grpc::ServerReadReactor<cairnpb::SnapshotChunk>* InstallSnapshot(grpc::CallbackServerContext* context,
                                                                   cairnpb::PeerStreamEnd* end) override;
+  grpc::ServerUnaryReactor* Probe(grpc::CallbackServerContext* context, const cairnpb::ProbeRequest* request,
+                                  cairnpb::ProbeResponse* response) override;
 
  private:
   class Reactor;

@@ -87,6 +87,7 @@ void PeerTransport::SetPeer(raft::NodeId id, const std::vector<std::string>& pee
     peers_[id] = peer;
   }
   peer->thread = std::thread([this, raw] { Run(raw); });
+  peer->probe_thread = std::thread([this, raw] { Probe(raw); });
   CAIRN_LOG(kInfo) << "peer " << std::hex << id << std::dec << " at " << target;
 }
 
@@ -112,7 +113,9 @@ void PeerTransport::StopPeer(const std::shared_ptr<Peer>& peer) {
     snapshot = std::move(peer->snapshot_thread);
   }
   peer->cv.notify_all();
+  peer->probe_cv.notify_all();
   if (peer->thread.joinable()) peer->thread.join();
+  if (peer->probe_thread.joinable()) peer->probe_thread.join();
   if (snapshot.joinable()) snapshot.join();
 }
 
@@ -379,6 +382,29 @@ void PeerTransport::Run(Peer* peer) {
   if (writer) {
     writer->WritesDone();
     close_stream();
+  }
+}
+
+void PeerTransport::Probe(Peer* peer) {
+  auto stub = cairnpb::Peer::NewStub(grpc::CreateChannel(peer->target, grpc::InsecureChannelCredentials()));
+  // The first probe soon after start (etcd logs an unreachable peer early).
+  int64_t wait_ms = 1000;
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(peer->mu);
+      if (peer->probe_cv.wait_for(lock, std::chrono::milliseconds(wait_ms), [&] { return peer->stopping; })) return;
+    }
+    wait_ms = kProbeIntervalMs;
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    cairnpb::ProbeRequest req;
+    cairnpb::ProbeResponse resp;
+    const auto t0 = std::chrono::steady_clock::now();
+    // (A stop waits out at most the 2 s deadline of a probe in flight.)
+    grpc::Status st = stub->Probe(&ctx, req, &resp);
+    if (st.ok() && stats_.round_trip) {
+      stats_.round_trip(peer->id, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
   }
 }
 

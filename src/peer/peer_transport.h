@@ -9,7 +9,9 @@
 // whatever is queued per write; a failed stream is reported unreachable and
 // reopened with a backoff (100 ms doubling to 1 s). HTTP/2 keepalive pings
 // (every 2 s, 2 s timeout) notice a peer that went silent (a blackholed
-// link), so a stuck write does not hold the sender for long.
+// link), so a stuck write does not hold the sender for long. A prober thread
+// per peer measures the round trip of a Peer/Probe call every 4 s (etcd's
+// prober interval) for etcd_network_peer_round_trip_time_seconds.
 //
 // Every batch carries the cluster id and both member ids; the receiver
 // refuses a batch of another cluster ("cluster ID mismatch") or from a
@@ -70,6 +72,8 @@ class PeerTransport final : public server::Transport {
     std::function<void(raft::NodeId to, size_t bytes)> sent;
     std::function<void(raft::NodeId to)> send_failed;
     std::function<void()> heartbeat_dropped;
+    // A probe's round trip (etcd's peer RTT histogram).
+    std::function<void(raft::NodeId to, double seconds)> round_trip;
   };
   void SetStats(Stats stats);
   // Adds or updates a peer (its peer URLs: the first is used).
@@ -100,7 +104,13 @@ class PeerTransport final : public server::Transport {
     std::thread snapshot_thread;               // GUARDED_BY(mu)
     bool snapshot_running = false;             // GUARDED_BY(mu)
     grpc::ClientContext* snapshot_ctx = nullptr;  // GUARDED_BY(mu)
+    // Probes the peer's round-trip time every kProbeIntervalMs (its own cv,
+    // so a wake-up meant for the sender never goes to the prober).
+    std::thread probe_thread;
+    std::condition_variable probe_cv;
   };
+  static constexpr int kProbeIntervalMs = 4000;  // etcd's proberInterval
+  void Probe(Peer* peer);
   void Run(Peer* peer);
   void StartSnapshot(const std::shared_ptr<Peer>& peer, raft::Message message);
   // Streams one snapshot; true if the follower answered OK.

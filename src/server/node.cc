@@ -599,6 +599,7 @@ void Node::Propose(cairnpb::InternalRequest request, Callback done) {
   }
   // etcd refuses proposals while the apply side is far behind the log.
   if (raft_->commit_index() > apply_->applied_index() + options_.max_apply_gap) {
+    proposals_refused_++;
     done(Waiters::ErrorResponse(errors::TooManyRequests()));
     return;
   }

@@ -166,6 +166,9 @@ class Node {
   uint64_t leader_id() const { return raft_ ? raft_->leader() : 0; }
   bool is_leader() const { return raft_ && raft_->is_leader(); }
   size_t pending_proposals() const { return waiters_.size(); }
+  // Proposals of this member that failed (refused, timed out, lost in a
+  // leader change): etcd_server_proposals_failed_total.
+  uint64_t proposals_failed() const { return waiters_.failed() + proposals_refused_.load(); }
   int64_t NextLeaseId();
   // True when the data dir's file system is inside its reserve (refreshed
   // every 100 ms).
@@ -221,6 +224,7 @@ class Node {
   bool legacy_log_found_ = false;  // the data dir had entries in column kLog
   std::atomic<uint64_t> lease_id_counter_{0};
   std::atomic<uint64_t> request_id_counter_{0};
+  std::atomic<uint64_t> proposals_refused_{0};  // before a waiter was added
   std::atomic<bool> disk_low_{false};
   std::atomic<bool> log_full_{false};  // the log could not take a batch
   std::atomic<uint64_t> db_size_bytes_{0};

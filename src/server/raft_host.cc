@@ -109,6 +109,7 @@ void RaftHost::RequestReads(int64_t now_ms) {
     // No leader (an election): ask again next turn; CheckReads times out.
     if (raft::IsError(s, raft::ErrorKind::kNoLeader)) return;
     const Status refusal = RefusalFor(s);
+    read_index_failures_.fetch_add(1, std::memory_order_relaxed);
     for (auto& done : unasked_reads_) done(refusal);
     unasked_reads_.clear();
     return;
@@ -127,6 +128,7 @@ void RaftHost::CheckReads(int64_t now_ms) {
   for (auto it = read_rounds_.begin(); it != read_rounds_.end();) {
     ReadRound& round = it->second;
     if (now_ms - round.first_asked_ms > options_.request_timeout_ms) {
+      read_index_timeouts_.fetch_add(1, std::memory_order_relaxed);
       for (auto& done : round.reads) done(errors::Timeout());
       it = read_rounds_.erase(it);
     } else if (now_ms - round.asked_ms >= options_.read_retry_ms) {
@@ -139,6 +141,7 @@ void RaftHost::CheckReads(int64_t now_ms) {
     }
   }
   if (!unasked_reads_.empty() && now_ms - unasked_since_ms_ > options_.request_timeout_ms) {
+    read_index_timeouts_.fetch_add(1, std::memory_order_relaxed);
     for (auto& done : unasked_reads_) done(errors::Timeout());
     unasked_reads_.clear();
   }

@@ -150,6 +150,10 @@ class RaftHost {
   raft::NodeId leader() const { return leader_.load(); }
   bool is_leader() const { return is_leader_.load(); }
   uint64_t commit_index() const { return commit_index_.load(); }
+  // ReadIndex rounds that timed out (etcd_server_slow_read_indexes_total)
+  // and read requests refused by the core (read_indexes_failed_total).
+  uint64_t read_index_timeouts() const { return read_index_timeouts_.load(std::memory_order_relaxed); }
+  uint64_t read_index_failures() const { return read_index_failures_.load(std::memory_order_relaxed); }
   // Whether this member is the cluster's only voter (the membership at the
   // end of its log).
   bool sole_voter() const { return sole_voter_.load(); }
@@ -200,6 +204,8 @@ class RaftHost {
   std::atomic<bool> is_leader_{false};
   std::atomic<uint64_t> commit_index_{0};
   std::atomic<bool> sole_voter_{false};
+  std::atomic<uint64_t> read_index_timeouts_{0};
+  std::atomic<uint64_t> read_index_failures_{0};
   std::atomic<bool> stopping_{false};
   std::thread thread_;
 };

@@ -76,7 +76,9 @@ void Waiters::FailAt(uint64_t index, uint64_t term) {
     if (w == by_id_.end() || w->second.term == term) return;
     done = TakeLocked(i->second);
   }
-  if (done) done(ErrorResponse(errors::LeaderChanged()));
+  if (!done) return;
+  failed_.fetch_add(1, std::memory_order_relaxed);
+  done(ErrorResponse(errors::LeaderChanged()));
 }
 
 void Waiters::Fail(uint64_t id, const Status& status) {
@@ -85,7 +87,9 @@ void Waiters::Fail(uint64_t id, const Status& status) {
     std::lock_guard<std::mutex> lock(mu_);
     done = TakeLocked(id);
   }
-  if (done) done(ErrorResponse(status));
+  if (!done) return;
+  failed_.fetch_add(1, std::memory_order_relaxed);
+  done(ErrorResponse(status));
 }
 
 void Waiters::ExpireBefore(int64_t now_ms) {
@@ -98,6 +102,7 @@ void Waiters::ExpireBefore(int64_t now_ms) {
       expired.emplace_back(TakeLocked(id), proposed);
     }
   }
+  failed_.fetch_add(expired.size(), std::memory_order_relaxed);
   for (auto& [done, proposed] : expired) {
     if (done) done(ErrorResponse(proposed ? errors::Timeout() : errors::ContextDeadlineExceeded()));
   }
@@ -112,6 +117,7 @@ void Waiters::FailAll(const Status& status) {
     by_deadline_.clear();
     by_index_.clear();
   }
+  failed_.fetch_add(all.size(), std::memory_order_relaxed);
   auto response = ErrorResponse(status);
   for (auto& done : all) {
     if (done) done(response);

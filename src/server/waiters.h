@@ -16,6 +16,7 @@
 // Thread-safety: every method is thread-safe.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -50,6 +51,8 @@ class Waiters {
   void FailAll(const Status& status);
 
   size_t size() const;
+  // Waiters that ended in a failure (etcd_server_proposals_failed_total).
+  uint64_t failed() const { return failed_.load(std::memory_order_relaxed); }
 
   static cairnpb::InternalResponse ErrorResponse(const Status& status);
 
@@ -68,6 +71,7 @@ class Waiters {
   std::unordered_map<uint64_t, Waiter> by_id_;     // GUARDED_BY(mu_)
   std::multimap<int64_t, uint64_t> by_deadline_;   // GUARDED_BY(mu_)
   std::map<uint64_t, uint64_t> by_index_;          // GUARDED_BY(mu_): index -> id
+  std::atomic<uint64_t> failed_{0};
 };
 
 }  // namespace cairn::server
