@@ -7,6 +7,7 @@ interpreter exit, so a failing test never leaves a stray server behind.
 """
 
 import atexit
+import collections
 import os
 import shutil
 import signal
@@ -34,10 +35,21 @@ def cairn_binary():
     return os.path.join(os.path.abspath(build), "cmd", "cairn")
 
 
+_HANDED_OUT = collections.deque(maxlen=512)
+
+
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nobody listens on, never one of the last 512 handed out (the
+    kernel may give a just-closed ephemeral port again, and a cluster asks
+    for several before any member binds them)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.append(port)
+            return port
+    raise RuntimeError("no free port found")
 
 
 def etcdctl_env():

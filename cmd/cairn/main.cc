@@ -256,6 +256,9 @@ int main(int argc, char** argv) {
   g_server = &server;
   NotifySystemdReady();
   server.Wait();
+  // Stopped from inside (this member was removed from the cluster): wake the
+  // signal waiter, which stops the server.
+  pthread_kill(waiter.native_handle(), SIGTERM);
   waiter.join();
   server.Stop();
   CAIRN_LOG(kInfo) << "stopped";

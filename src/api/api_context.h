@@ -31,6 +31,10 @@ struct ApiContext {
   std::vector<std::string> client_urls;
   std::vector<std::string> peer_urls;
   std::string version = "3.5.0";
+  // Since when (steady-clock ms, 0 = not connected) a peer has answered its
+  // probes, and the clock it uses: etcd's "unhealthy cluster" checks.
+  std::function<int64_t(uint64_t member_id)> peer_connected_since_ms;
+  std::function<int64_t()> now_ms;
 
   // Fills cluster_id, member_id, raft_term, and the revision if it is 0.
   void FillHeader(etcdserverpb::ResponseHeader* h) const {

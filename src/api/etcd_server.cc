@@ -2,8 +2,10 @@
 
 #include <grpcpp/server_posix.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <deque>
+#include <thread>
 
 #include "api/http/client_listener.h"
 #include "api/kv_service.h"
@@ -68,7 +70,10 @@ Status EtcdServer::Start() {
   no.election_timeout_ms = config_.election_timeout_ms;
   if (config_.snapshot_count > 0) no.log_retention_entries = static_cast<uint64_t>(config_.snapshot_count);
   if (config_.log_segment_bytes > 0) no.log_segment_bytes = static_cast<uint64_t>(config_.log_segment_bytes);
-  if (config_.initial_cluster_state == "existing") no.join_existing = true;
+  if (config_.initial_cluster_state == "existing") {
+    no.join_existing = true;
+    no.fetch_cluster = [this] { return FetchCluster(); };
+  }
   transport_ = std::make_unique<peer::PeerTransport>(peer::PeerTransportOptions{});
   node_ = std::make_unique<server::Node>(no);
 
@@ -77,6 +82,10 @@ Status EtcdServer::Start() {
   ctx_.name = config_.name;
   ctx_.client_urls = config_.advertise_client_urls;
   ctx_.peer_urls = config_.initial_advertise_peer_urls;
+  ctx_.now_ms = [] { return peer::PeerTransport::NowMs(); };
+  ctx_.peer_connected_since_ms = [this](uint64_t id) {
+    return transport_ ? transport_->ConnectedSinceMs(id) : int64_t{0};
+  };
   ctx_.limits.max_txn_ops = static_cast<int>(config_.max_txn_ops);
   ctx_.limits.max_request_bytes = static_cast<size_t>(config_.max_request_bytes);
   ctx_.limits.quota_backend_bytes =
@@ -103,7 +112,13 @@ Status EtcdServer::Start() {
   };
   hooks.on_member_change = [this](const cairnpb::MemberChange& change) {
     const auto& m = change.member();
-    if (m.id() == node_->ids().member_id) return;
+    if (m.id() == node_->ids().member_id) {
+      if (change.type() == cairnpb::MemberChange::REMOVE) {
+        // etcd stops a member that applies its own removal (and exits 0).
+        Removed();
+      }
+      return;
+    }
     if (change.type() == cairnpb::MemberChange::REMOVE) {
       transport_->RemovePeer(m.id());
     } else {
@@ -113,10 +128,7 @@ Status EtcdServer::Start() {
   };
   hooks.on_snapshot_installed = [this](int64_t revision) {
     if (auto* hub = hub_ptr_.load()) hub->Restored(revision);
-    for (const auto& m : node_->applier()->Members()) {
-      std::vector<std::string> urls(m.peer_urls().begin(), m.peer_urls().end());
-      if (m.id() != node_->ids().member_id && !urls.empty()) transport_->SetPeer(m.id(), urls);
-    }
+    ConnectPeers(node_->applier()->Members());
   };
   s = node_->Start(hooks, transport_.get());
   if (!s.ok()) return s;
@@ -129,6 +141,7 @@ Status EtcdServer::Start() {
   stats.send_failed = [this](uint64_t to) {
     metrics_->network().peer_sent_failures_total->Add({{"To", HexId(to)}}).Increment();
   };
+  stats.removed = [this] { Removed(); };
   stats.heartbeat_dropped = [this] { metrics_->server().heartbeat_send_failures_total->Increment(); };
   stats.round_trip = [this](uint64_t to, double seconds) {
     // etcd's buckets: 0.0001 s doubling, 16 of them.
@@ -144,10 +157,10 @@ Status EtcdServer::Start() {
         return std::make_unique<storage::SnapshotReader>(node_->engine(), std::move(image));
       },
       [this](uint64_t id, bool delivered) { node_->raft()->ReportSnapshot(id, delivered); });
-  for (const auto& m : node_->applier()->Members()) {
-    std::vector<std::string> urls(m.peer_urls().begin(), m.peer_urls().end());
-    if (m.id() != node_->ids().member_id && !urls.empty()) transport_->SetPeer(m.id(), urls);
-  }
+  // (A member that just joined knows the others from the peer it asked
+  // until its own table is replicated.)
+  ConnectPeers(node_->remote_members());
+  ConnectPeers(node_->applier()->Members());
   s = StartPeerServer();
   if (!s.ok()) return s;
   // Serve clients only once this member's attributes are applied: then it
@@ -250,6 +263,50 @@ Status EtcdServer::Start() {
   return Status::Ok();
 }
 
+void EtcdServer::ConnectPeers(const std::vector<cairnpb::Member>& members) {
+  for (const auto& m : members) {
+    std::vector<std::string> urls(m.peer_urls().begin(), m.peer_urls().end());
+    if (m.id() != node_->ids().member_id && !urls.empty()) transport_->SetPeer(m.id(), urls);
+  }
+}
+
+Result<server::NodeOptions::RemoteCluster> EtcdServer::FetchCluster() {
+  std::vector<std::string> targets;
+  const auto initial = config_.InitialMembers().value();
+  for (const auto& [name, urls] : initial) {
+    for (const auto& u : urls) {
+      const auto& mine = config_.initial_advertise_peer_urls;
+      if (std::find(mine.begin(), mine.end(), u) != mine.end()) continue;
+      const std::string t = peer::TargetOf(u);
+      if (!t.empty()) targets.push_back(t);
+    }
+  }
+  // etcd tries the peers for a while (they may be starting too).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  std::string last_error = "no peer in --initial-cluster";
+  while (std::chrono::steady_clock::now() < deadline) {
+    for (const auto& t : targets) {
+      auto stub = cairnpb::Peer::NewStub(grpc::CreateChannel(t, grpc::InsecureChannelCredentials()));
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+      cairnpb::MembersResponse resp;
+      grpc::Status st = stub->Members(&ctx, cairnpb::MembersRequest{}, &resp);
+      if (st.ok() && resp.cluster_id() != 0) {
+        server::NodeOptions::RemoteCluster rc;
+        rc.cluster_id = resp.cluster_id();
+        rc.members.assign(resp.members().begin(), resp.members().end());
+        return rc;
+      }
+      last_error = t + ": " + st.error_message();
+    }
+    if (targets.empty()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  }
+  return Status(Code::kUnavailable,
+                "cannot fetch cluster info from peer urls: could not retrieve cluster information from the given "
+                "URLs (" + last_error + ")");
+}
+
 Status EtcdServer::StartPeerServer() {
   peer::PeerServiceHandlers h;
   h.cluster_id = node_->ids().cluster_id;
@@ -261,6 +318,7 @@ Status EtcdServer::StartPeerServer() {
   };
   h.renew_lease = [this](int64_t id) { (void)node_->lessor()->Renew(id); };
   h.snapshot_dir = node_->snapshot_dir();
+  h.members = [this] { return node_->applier()->Members(); };
   h.on_received = [this](uint64_t from, size_t bytes) {
     metrics_->network().peer_received_bytes_total->Add({{"From", HexId(from)}}).Increment(static_cast<double>(bytes));
   };
@@ -387,7 +445,21 @@ void EtcdServer::Stop() {
 
 void EtcdServer::Wait() {
   std::unique_lock<std::mutex> lock(stop_mu_);
-  stop_cv_.wait(lock, [this] { return stopped_; });
+  stop_cv_.wait(lock, [this] { return stopped_ || stop_requested_; });
+}
+
+void EtcdServer::Removed() {
+  if (removed_.exchange(true)) return;
+  CAIRN_LOG(kError) << "the member has been permanently removed from the cluster";
+  RequestStop();
+}
+
+void EtcdServer::RequestStop() {
+  {
+    std::lock_guard<std::mutex> lock(stop_mu_);
+    stop_requested_ = true;
+  }
+  stop_cv_.notify_all();
 }
 
 }  // namespace cairn::api

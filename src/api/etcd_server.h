@@ -43,6 +43,11 @@ class EtcdServer {
   void Stop();
   // Blocks until Stop() is called from another thread or a signal handler.
   void Wait();
+  // Makes Wait() return (the caller then calls Stop()); safe from any
+  // thread, including the node's own.
+  void RequestStop();
+  // This member was removed from the cluster: log it once and stop.
+  void Removed();
 
   // Bound ports of the client listeners, in --listen-client-urls order.
   std::vector<uint16_t> client_ports() const;
@@ -50,6 +55,11 @@ class EtcdServer {
  private:
   void StartAutoCompaction();
   Status StartPeerServer();
+  // --initial-cluster-state existing: the cluster id and member table from
+  // a peer of --initial-cluster.
+  Result<server::NodeOptions::RemoteCluster> FetchCluster();
+  // Tells the transport where every member but this one is.
+  void ConnectPeers(const std::vector<cairnpb::Member>& members);
   http::HttpResponse Health();
   void RegisterHttp(http::ClientListener* listener);
 
@@ -70,6 +80,8 @@ class EtcdServer {
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;
   bool stopped_ = false;
+  bool stop_requested_ = false;  // GUARDED_BY(stop_mu_)
+  std::atomic<bool> removed_{false};
 };
 
 }  // namespace cairn::api

@@ -70,6 +70,10 @@ MaintenanceService::MaintenanceService(const ApiContext* ctx)
 ClusterService::ClusterService(const ApiContext* ctx)
     : ParsesRequests("etcdserverpb.Cluster", kRecursionLimit), ctx_(ctx) {
   ParseRequest("MemberList", &ClusterService::MemberList);
+  ParseRequest("MemberAdd", &ClusterService::MemberAdd);
+  ParseRequest("MemberRemove", &ClusterService::MemberRemove);
+  ParseRequest("MemberUpdate", &ClusterService::MemberUpdate);
+  ParseRequest("MemberPromote", &ClusterService::MemberPromote);
   SetLeaderCheck([ctx] { return ctx->node->leader_id() != 0; });
   ParseRemainingRequests();
 }
@@ -168,14 +172,7 @@ grpc::ServerUnaryReactor* ClusterService::MemberList(grpc::CallbackServerContext
     // The member table, by id as etcd lists it. A member that has not
     // published its attributes yet has no name and no client URLs
     // (etcdctl shows it "unstarted").
-    for (const auto& mem : ctx_->node->applier()->Members()) {
-      auto* m = response->add_members();
-      m->set_id(mem.id());
-      m->set_name(mem.name());
-      for (const auto& u : mem.peer_urls()) m->add_peerurls(u);
-      for (const auto& u : mem.client_urls()) m->add_clienturls(u);
-      m->set_islearner(mem.is_learner());
-    }
+    ListMembers(response->mutable_members());
     ctx_->FillHeader(response->mutable_header());
     return cairn::Status::Ok();
   });

@@ -39,8 +39,26 @@ class ClusterService final : public ParsesRequests<etcdserverpb::Cluster::Callba
   grpc::ServerUnaryReactor* MemberList(grpc::CallbackServerContext* context,
                                        const etcdserverpb::MemberListRequest* request,
                                        etcdserverpb::MemberListResponse* response) override;
+  // cluster_service.cc: etcd's checks, then the change through Raft.
+  grpc::ServerUnaryReactor* MemberAdd(grpc::CallbackServerContext* context,
+                                      const etcdserverpb::MemberAddRequest* request,
+                                      etcdserverpb::MemberAddResponse* response) override;
+  grpc::ServerUnaryReactor* MemberRemove(grpc::CallbackServerContext* context,
+                                         const etcdserverpb::MemberRemoveRequest* request,
+                                         etcdserverpb::MemberRemoveResponse* response) override;
+  grpc::ServerUnaryReactor* MemberUpdate(grpc::CallbackServerContext* context,
+                                         const etcdserverpb::MemberUpdateRequest* request,
+                                         etcdserverpb::MemberUpdateResponse* response) override;
+  grpc::ServerUnaryReactor* MemberPromote(grpc::CallbackServerContext* context,
+                                          const etcdserverpb::MemberPromoteRequest* request,
+                                          etcdserverpb::MemberPromoteResponse* response) override;
 
  private:
+  // Every member, by id, as etcd lists them.
+  void ListMembers(google::protobuf::RepeatedPtrField<etcdserverpb::Member>* out) const;
+  // Whether every voter (all = true) or a quorum of them but `except`
+  // answered probes for the last 5 s (etcd's HealthInterval).
+  bool ConnectedSince5s(bool all, uint64_t except = 0) const;
   const ApiContext* ctx_;
 };
 

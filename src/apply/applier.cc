@@ -100,8 +100,16 @@ void Applier::ApplyMemberChange(storage::WriteBatch* batch, const cairnpb::Membe
     batch->Put(Column::kMeta, MemberKey(kRemovedPrefix, id), "");
     return;
   }
-  cairnpb::Member m = change.member();
   auto existing = members_.find(id);
+  if (change.type() == cairnpb::MemberChange::UPDATE_PEER_URLS) {
+    // Checked by the member that proposed it; a member removed meanwhile
+    // stays removed.
+    if (existing == members_.end()) return;
+    *existing->second.mutable_peer_urls() = change.member().peer_urls();
+    batch->Put(Column::kMeta, MemberKey(kMemberPrefix, id), existing->second.SerializeAsString());
+    return;
+  }
+  cairnpb::Member m = change.member();
   // A promotion or demotion carries no member details: keep the known ones.
   if (existing != members_.end() && m.name().empty() && m.peer_urls().empty()) {
     m = existing->second;

@@ -33,6 +33,18 @@ Status AuthNotEnabled() {
   return {Code::kFailedPrecondition, "etcdserver: authentication is not enabled"};
 }
 Status MemberNotFound() { return {Code::kNotFound, "etcdserver: member not found"}; }
+Status MemberExist() { return {Code::kFailedPrecondition, "etcdserver: member ID already exist"}; }
+Status PeerURLExist() { return {Code::kFailedPrecondition, "etcdserver: Peer URLs already exists"}; }
+Status MemberBadURLs() { return {Code::kInvalidArgument, "etcdserver: given member URLs are invalid"}; }
+Status NotEnoughStartedMembers() {
+  return {Code::kUnknown, "etcdserver: re-configuration failed due to not enough started members"};
+}
+Status Unhealthy() { return {Code::kUnavailable, "etcdserver: unhealthy cluster"}; }
+Status MemberNotLearner() { return {Code::kFailedPrecondition, "etcdserver: can only promote a learner member"}; }
+Status LearnerNotReady() {
+  return {Code::kFailedPrecondition, "etcdserver: can only promote a learner member which is in sync with leader"};
+}
+Status TooManyLearners() { return {Code::kFailedPrecondition, "etcdserver: too many learner members in cluster"}; }
 Status Stopped() { return {Code::kUnavailable, "etcdserver: server stopped"}; }
 Status Timeout() { return {Code::kUnavailable, "etcdserver: request timed out"}; }
 Status ContextDeadlineExceeded() { return {Code::kUnknown, "context deadline exceeded"}; }

@@ -86,6 +86,15 @@ Status LeaseTTLTooLarge();
 Status RequestTooLarge();
 Status AuthNotEnabled();
 Status MemberNotFound();
+// Membership changes (etcd's rpctypes, same codes and texts).
+Status MemberExist();
+Status PeerURLExist();
+Status MemberBadURLs();
+Status NotEnoughStartedMembers();  // code Unknown, as etcd (not in its map)
+Status Unhealthy();
+Status MemberNotLearner();
+Status LearnerNotReady();
+Status TooManyLearners();
 Status Stopped();
 Status Timeout();
 Status LeaderChanged();

@@ -215,4 +215,15 @@ grpc::ServerUnaryReactor* PeerService::Probe(grpc::CallbackServerContext* contex
   return reactor;
 }
 
+grpc::ServerUnaryReactor* PeerService::Members(grpc::CallbackServerContext* context, const cairnpb::MembersRequest*,
+                                               cairnpb::MembersResponse* response) {
+  response->set_cluster_id(handlers_.cluster_id);
+  if (handlers_.members) {
+    for (auto& m : handlers_.members()) *response->add_members() = std::move(m);
+  }
+  auto* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
 }  // namespace cairn::peer

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "cairnpb/peer.grpc.pb.h"
 #include "raft/message.h"
@@ -35,6 +36,8 @@ struct PeerServiceHandlers {
   uint64_t max_snapshot_bytes = 64ULL << 30;
   // Bytes received from `from` (for etcd's peer metrics).
   std::function<void(uint64_t from, size_t bytes)> on_received;
+  // The member table, for a member that joins.
+  std::function<std::vector<cairnpb::Member>()> members;
 };
 
 class PeerService final : public cairnpb::Peer::CallbackService {
@@ -49,6 +52,8 @@ class PeerService final : public cairnpb::Peer::CallbackService {
                                                                   cairnpb::PeerStreamEnd* end) override;
   grpc::ServerUnaryReactor* Probe(grpc::CallbackServerContext* context, const cairnpb::ProbeRequest* request,
                                   cairnpb::ProbeResponse* response) override;
+  grpc::ServerUnaryReactor* Members(grpc::CallbackServerContext* context, const cairnpb::MembersRequest* request,
+                                    cairnpb::MembersResponse* response) override;
 
  private:
   class Reactor;

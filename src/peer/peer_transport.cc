@@ -340,6 +340,7 @@ void PeerTransport::Run(Peer* peer) {
       last_error = st.error_message();
       const bool refused = st.error_code() == grpc::StatusCode::FAILED_PRECONDITION ||
                            st.error_code() == grpc::StatusCode::NOT_FOUND;
+      if (st.error_code() == grpc::StatusCode::NOT_FOUND && stats_.removed) stats_.removed();
       if (refused) {
         CAIRN_LOG(kError) << "peer " << std::hex << peer->id << std::dec << " at " << peer->target
                           << " refused this member: " << st.error_message();
@@ -385,6 +386,16 @@ void PeerTransport::Run(Peer* peer) {
   }
 }
 
+int64_t PeerTransport::NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+int64_t PeerTransport::ConnectedSinceMs(raft::NodeId id) {
+  auto peer = Find(id);
+  return peer ? peer->connected_since_ms.load() : 0;
+}
+
 void PeerTransport::Probe(Peer* peer) {
   auto stub = cairnpb::Peer::NewStub(grpc::CreateChannel(peer->target, grpc::InsecureChannelCredentials()));
   // The first probe soon after start (etcd logs an unreachable peer early).
@@ -402,7 +413,13 @@ void PeerTransport::Probe(Peer* peer) {
     const auto t0 = std::chrono::steady_clock::now();
     // (A stop waits out at most the 2 s deadline of a probe in flight.)
     grpc::Status st = stub->Probe(&ctx, req, &resp);
-    if (st.ok() && stats_.round_trip) {
+    if (!st.ok()) {
+      peer->connected_since_ms = 0;
+      continue;
+    }
+    int64_t expected = 0;
+    peer->connected_since_ms.compare_exchange_strong(expected, NowMs());
+    if (stats_.round_trip) {
       stats_.round_trip(peer->id, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
     }
   }

@@ -74,11 +74,18 @@ class PeerTransport final : public server::Transport {
     std::function<void()> heartbeat_dropped;
     // A probe's round trip (etcd's peer RTT histogram).
     std::function<void(raft::NodeId to, double seconds)> round_trip;
+    // A peer answered that this member was removed from the cluster (it
+    // then stops, as etcd's does).
+    std::function<void()> removed;
   };
   void SetStats(Stats stats);
   // Adds or updates a peer (its peer URLs: the first is used).
   void SetPeer(raft::NodeId id, const std::vector<std::string>& peer_urls);
   void RemovePeer(raft::NodeId id);
+  // Since when (steady-clock ms) `id` has answered every probe; 0 if it is
+  // not connected or unknown. For etcd's "unhealthy cluster" checks.
+  int64_t ConnectedSinceMs(raft::NodeId id);
+  static int64_t NowMs();
   // Stops every sender; later sends are dropped.
   void Stop();
 
@@ -108,6 +115,9 @@ class PeerTransport final : public server::Transport {
     // so a wake-up meant for the sender never goes to the prober).
     std::thread probe_thread;
     std::condition_variable probe_cv;
+    // Steady-clock ms of the first of an unbroken run of answered probes; 0
+    // while the last probe failed (etcd's transport ActiveSince).
+    std::atomic<int64_t> connected_since_ms{0};
   };
   static constexpr int kProbeIntervalMs = 4000;  // etcd's proberInterval
   void Probe(Peer* peer);

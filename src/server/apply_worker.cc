@@ -25,6 +25,9 @@ Result<cairnpb::InternalRequest> DecodeEntry(const raft::Entry& entry) {
       return Status(Code::kDataLoss, "corrupt member in log entry " + std::to_string(entry.index));
     }
     mc->mutable_member()->set_id(change->node_id);
+    // The proposer's waiter completes when this entry is applied.
+    req.set_id(mc->member().request_id());
+    mc->mutable_member()->clear_request_id();
     return req;
   }
   if (!entry.data.empty() && !ParseWithRecursionLimit(entry.data, kLogEntryRecursion, &req)) {

@@ -1,5 +1,6 @@
 #include "server/node.h"
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <future>
@@ -106,12 +107,17 @@ Status Node::OpenStorage() {
     storage::WriteBatch init(engine_.get());
     init.Put(Column::kMeta, kMetaFormat, kFormatV1);
     std::string id;
-    ids_.member_id = ComputeMemberId(options_.peer_urls, options_.initial_cluster_token);
-    std::vector<uint64_t> founders;
-    for (const auto& [name, urls] : FoundingMembers()) {
-      founders.push_back(ComputeMemberId(urls, options_.initial_cluster_token));
+    if (options_.join_existing) {
+      Status joined = AdoptRemoteIds();
+      if (!joined.ok()) return joined;
+    } else {
+      ids_.member_id = ComputeMemberId(options_.peer_urls, options_.initial_cluster_token);
+      std::vector<uint64_t> founders;
+      for (const auto& [name, urls] : FoundingMembers()) {
+        founders.push_back(ComputeMemberId(urls, options_.initial_cluster_token));
+      }
+      ids_.cluster_id = ComputeClusterId(founders);
     }
-    ids_.cluster_id = ComputeClusterId(founders);
     storage::PutFixed64BE(&id, ids_.cluster_id);
     init.Put(Column::kMeta, kMetaClusterId, id);
     id.clear();
@@ -222,10 +228,14 @@ Status Node::OpenLog() {
     base = std::move(*decoded);
   } else if (applier_->applied_index() == 0 && wal_->empty() && !legacy_log_found_) {
     if (options_.join_existing) {
-      return Status(Code::kUnimplemented,
-                    "joining an existing cluster (--initial-cluster-state existing) is not supported yet");
+      // A joining member starts with an empty log: the leader sends it the
+      // log from the founding entries on, or a snapshot.
+      storage::WriteBatch batch(engine_.get());
+      batch.Put(Column::kMeta, kMetaLogBase, base.Encode());
+      s = engine_->Write(batch, /*sync=*/true);
+    } else {
+      s = Bootstrap(&base);
     }
-    s = Bootstrap(&base);
   } else {
     s = ConvertPreRaftLog(&base);
   }
@@ -288,6 +298,32 @@ Status Node::Bootstrap(LogBase* base) {
   if (s.ok()) s = wal_->SetHardState(wal::HardState{1, 0, entries.size()});
   if (s.ok()) s = wal_->Sync();
   return s;
+}
+
+Status Node::AdoptRemoteIds() {
+  if (!options_.fetch_cluster) return Status(Code::kInvalidArgument, "no way to reach the cluster's peers");
+  auto remote = options_.fetch_cluster();
+  if (!remote.ok()) return remote.status();
+  std::vector<std::string> mine = options_.peer_urls;
+  std::sort(mine.begin(), mine.end());
+  for (const auto& m : remote->members) {
+    std::vector<std::string> theirs(m.peer_urls().begin(), m.peer_urls().end());
+    std::sort(theirs.begin(), theirs.end());
+    if (theirs == mine) {
+      if (!m.name().empty() && m.name() != options_.name) {
+        return Status(Code::kFailedPrecondition, "member " + options_.name + " has already been bootstrapped");
+      }
+      ids_.cluster_id = remote->cluster_id;
+      ids_.member_id = m.id();
+      remote_members_ = remote->members;
+      return Status::Ok();
+    }
+  }
+  std::string urls;
+  for (const auto& u : options_.peer_urls) urls += (urls.empty() ? "" : ",") + u;
+  return Status(Code::kFailedPrecondition,
+                "error validating peerURLs: no member of the cluster has the peer URLs " + urls +
+                    " (add it first: etcdctl member add)");
 }
 
 std::vector<std::pair<std::string, std::vector<std::string>>> Node::FoundingMembers() const {
@@ -606,6 +642,37 @@ void Node::Propose(cairnpb::InternalRequest request, Callback done) {
   const uint64_t id = ++request_id_counter_;
   request.set_id(id);
   RaftHost::Proposal p{id, request.SerializeAsString()};
+  const int64_t timeout_ms = kRequestTimeoutBaseMs + 2 * options_.election_timeout_ms;
+  waiters_.Add(id, clock_.NowMs() + timeout_ms, std::move(done));
+  if (!raft_->Propose(std::move(p))) {
+    waiters_.Fail(id, stopping_.load() ? errors::Stopped() : errors::TooManyRequests());
+  }
+}
+
+void Node::ProposeMemberChange(cairnpb::MemberChange change, Callback done) {
+  if (change.type() == cairnpb::MemberChange::UPDATE_PEER_URLS) {
+    cairnpb::InternalRequest req;
+    *req.mutable_member_change() = std::move(change);
+    Propose(std::move(req), std::move(done));
+    return;
+  }
+  if (stopping_.load() || !raft_) {
+    done(Waiters::ErrorResponse(errors::Stopped()));
+    return;
+  }
+  const uint64_t id = ++request_id_counter_;
+  raft::ConfChange cc;
+  switch (change.type()) {
+    case cairnpb::MemberChange::ADD_LEARNER: cc.type = raft::ConfChangeType::kAddLearner; break;
+    case cairnpb::MemberChange::REMOVE: cc.type = raft::ConfChangeType::kRemoveNode; break;
+    default: cc.type = raft::ConfChangeType::kAddVoter; break;
+  }
+  cc.node_id = change.member().id();
+  cairnpb::Member context = change.member();
+  context.clear_id();  // the change names it
+  context.set_request_id(id);
+  cc.context = context.SerializeAsString();
+  RaftHost::Proposal p{id, std::string(1, RaftHost::kConfChangeMarker) + raft::EncodeConfChange(cc)};
   const int64_t timeout_ms = kRequestTimeoutBaseMs + 2 * options_.election_timeout_ms;
   waiters_.Add(id, clock_.NowMs() + timeout_ms, std::move(done));
   if (!raft_->Propose(std::move(p))) {

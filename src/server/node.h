@@ -55,9 +55,16 @@ struct NodeOptions {
   // The founding members (name, peer URLs), this one included; empty: this
   // member alone. Used only when the data dir is new.
   std::vector<std::pair<std::string, std::vector<std::string>>> initial_members;
-  // --initial-cluster-state existing: a new data dir joins a running cluster
-  // (not supported yet: refused).
+  // --initial-cluster-state existing: a new data dir joins a running cluster.
+  // `fetch_cluster` asks the peers of --initial-cluster for the cluster id
+  // and the member table (etcd's GetClusterFromRemotePeers); this member's
+  // id is the one whose peer URLs are `peer_urls`.
   bool join_existing = false;
+  struct RemoteCluster {
+    uint64_t cluster_id = 0;
+    std::vector<cairnpb::Member> members;
+  };
+  std::function<Result<RemoteCluster>()> fetch_cluster;
   // etcd's --heartbeat-interval (one Raft tick) and --election-timeout.
   int64_t heartbeat_interval_ms = 100;
   int64_t election_timeout_ms = 1000;
@@ -129,6 +136,11 @@ class Node {
   // an error (too many requests, no leader, timed out, leader changed,
   // stopping).
   void Propose(cairnpb::InternalRequest request, Callback done);
+  // Proposes a membership change (checked by the caller against the member
+  // table): ADD_VOTER / ADD_LEARNER (also a promotion) / REMOVE as a Raft
+  // membership change, UPDATE_PEER_URLS as an ordinary entry. `done` runs
+  // once the change is applied here, or with an error.
+  void ProposeMemberChange(cairnpb::MemberChange change, Callback done);
 
   // A linearizable read: `done` runs with OK when this member's state
   // reflects every write acknowledged before the call (ReadIndex: the leader
@@ -168,6 +180,9 @@ class Node {
   size_t pending_proposals() const { return waiters_.size(); }
   // Proposals of this member that failed (refused, timed out, lost in a
   // leader change): etcd_server_proposals_failed_total.
+  // The member table a joining member fetched from a peer (empty otherwise):
+  // whom to talk to before its own table is replicated.
+  const std::vector<cairnpb::Member>& remote_members() const { return remote_members_; }
   uint64_t proposals_failed() const { return waiters_.failed() + proposals_refused_.load(); }
   int64_t NextLeaseId();
   // True when the data dir's file system is inside its reserve (refreshed
@@ -195,6 +210,8 @@ class Node {
   // A data dir of the single-member version: its log holds plain requests.
   Status ConvertPreRaftLog(LogBase* base);
   Status Bootstrap(LogBase* base);
+  // --initial-cluster-state existing: the ids from the running cluster.
+  Status AdoptRemoteIds();
   std::vector<std::pair<std::string, std::vector<std::string>>> FoundingMembers() const;
   Status StartRaft();
   // Replaces the state machine with a received image (Ready::snapshot).
@@ -225,6 +242,7 @@ class Node {
   std::atomic<uint64_t> lease_id_counter_{0};
   std::atomic<uint64_t> request_id_counter_{0};
   std::atomic<uint64_t> proposals_refused_{0};  // before a waiter was added
+  std::vector<cairnpb::Member> remote_members_;  // set before Start returns
   std::atomic<bool> disk_low_{false};
   std::atomic<bool> log_full_{false};  // the log could not take a batch
   std::atomic<uint64_t> db_size_bytes_{0};

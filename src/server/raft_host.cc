@@ -21,6 +21,10 @@ Status RefusalFor(const Status& s) {
     case raft::ErrorKind::kNoLeader: return errors::NoLeader();
     case raft::ErrorKind::kLeaderTransferring: return errors::LeaderChanged();
     case raft::ErrorKind::kProposalDropped: return errors::TooManyRequests();
+    // etcd turns a second concurrent change into an empty entry and its
+    // caller times out; here the caller gets that answer at once.
+    case raft::ErrorKind::kConfChangePending: return errors::Timeout();
+    case raft::ErrorKind::kLearnerNotReady: return errors::LearnerNotReady();
     default: return errors::Internal("raft: " + s.message());
   }
 }
@@ -225,15 +229,33 @@ void RaftHost::ProposeParked() {
       }
       if (!own.empty()) transport_->Forward(leader, std::move(own));
     } else {
-      std::vector<std::string> data;
-      data.reserve(n);
-      for (size_t i = 0; i < n; i++) data.push_back(std::move(parked_[i].data));
-      auto pos = node_->ProposeBatch(std::move(data));
-      if (!pos.ok()) {
-        const Status refusal = RefusalFor(pos.status());
-        for (size_t i = 0; i < n; i++) hooks_.refused(parked_[i].id, refusal);
-      } else {
-        for (size_t i = 0; i < n; i++) hooks_.accepted(parked_[i].id, pos->term, pos->first_index + i);
+      // Runs of ordinary proposals go in one batch each; a membership change
+      // goes alone (ProposeConfChange).
+      size_t i = 0;
+      while (i < n) {
+        if (IsConfChangeProposal(parked_[i].data)) {
+          auto change = raft::DecodeConfChange(parked_[i].data.substr(1));
+          Result<raft::ProposalPosition> pos =
+              change.ok() ? node_->ProposeConfChange(*change) : Result<raft::ProposalPosition>(change.status());
+          if (!pos.ok()) {
+            hooks_.refused(parked_[i].id, RefusalFor(pos.status()));
+          } else {
+            hooks_.accepted(parked_[i].id, pos->term, pos->first_index);
+          }
+          i++;
+          continue;
+        }
+        size_t j = i;
+        std::vector<std::string> data;
+        while (j < n && !IsConfChangeProposal(parked_[j].data)) data.push_back(std::move(parked_[j++].data));
+        auto pos = node_->ProposeBatch(std::move(data));
+        if (!pos.ok()) {
+          const Status refusal = RefusalFor(pos.status());
+          for (size_t k = i; k < j; k++) hooks_.refused(parked_[k].id, refusal);
+        } else {
+          for (size_t k = i; k < j; k++) hooks_.accepted(parked_[k].id, pos->term, pos->first_index + (k - i));
+        }
+        i = j;
       }
     }
     parked_.erase(parked_.begin(), parked_.begin() + static_cast<ptrdiff_t>(n));

@@ -117,6 +117,14 @@ class RaftHost {
     bool forwarded = false;
   };
   using ReadCallback = std::function<void(const Status&)>;
+  // A membership change travels as a proposal whose data is this marker
+  // byte and an EncodeConfChange() blob (a serialized InternalRequest never
+  // starts with 0xff: that would be field 31 of wire type 7), so a follower
+  // forwards it like any other proposal and the leader tells them apart.
+  static constexpr char kConfChangeMarker = '\xff';
+  static bool IsConfChangeProposal(const std::string& data) {
+    return !data.empty() && data[0] == kConfChangeMarker;
+  }
 
   // `store`, `transport` and `clock` are not owned and must outlive the host.
   RaftHost(RaftHostOptions options, LogStore* store, Transport* transport, Clock* clock,
