@@ -165,3 +165,61 @@ def test_member_joins_an_existing_cluster(tmp_path):
     want = _join("etcd", tmp_path / "etcd")
     assert want["values"] == [(b"k%02d" % i, b"v%d" % i) for i in range(50)]
     assert _join("cairn", tmp_path / "cairn") == want
+
+
+def _replace(kind, base_dir):
+    """docs/operations.md "Replace a dead member": a member's disk is lost
+    (kill -9, data dir wiped); member remove it, member add a new one, start
+    that with --initial-cluster-state existing.  Returns what a user sees."""
+    import os
+    import shutil
+    c = cluster.ReplicatedCluster(kind, base_dir, size=3)
+    c.start()
+    new = cluster.Server(kind, os.path.join(str(base_dir), "m4"), name="m4",
+                         extra_args=["--initial-cluster-state", "existing"])
+    try:
+        leader = c.leader()
+        m3 = [m for m in c.members if m is not leader][0]  # a follower's disk dies
+        m1, m2 = [m for m in c.members if m is not m3]
+        for i in range(20):
+            m1.kv.Put(pb.PutRequest(key=b"r%02d" % i, value=b"v%d" % i), timeout=10)
+        dead = "%x" % m3.maint.Status(pb.StatusRequest(), timeout=10).header.member_id
+        m3.kill9()
+        shutil.rmtree(m3.data_dir)
+        eps = [m1.endpoint, m2.endpoint]
+        deadline = time.monotonic() + 30
+        while True:
+            removed = _ctl(eps, "member", "remove", dead)
+            if not removed.startswith("rc="):
+                break
+            assert time.monotonic() < deadline, removed
+            time.sleep(0.5)
+        out = [re.sub(r" +", " ", removed.replace(dead, "<dead>").split(" from ")[0])]
+        deadline = time.monotonic() + 30
+        while True:
+            added = _ctl(eps, "member", "add", "m4", "--peer-urls=http://127.0.0.1:%d" % new.peer_port)
+            if "unhealthy cluster" not in added:
+                break
+            assert time.monotonic() < deadline, added
+            time.sleep(0.5)
+        env = dict(line.split("=", 1) for line in added.splitlines() if line.startswith("ETCD_"))
+        new.initial_cluster = env["ETCD_INITIAL_CLUSTER"].strip('"')
+        new.cluster_token = "cairn-test"
+        new.start()
+        got = new.kv.Range(pb.RangeRequest(key=b"r", range_end=b"s", serializable=True), timeout=10)
+        out.append([(kv.key, kv.value) for kv in got.kvs])
+        listed = [line.split(", ") for line in _ctl([new.endpoint], "member", "list").splitlines()]
+        out.append(sorted(fields[1] for fields in listed))
+        out.append(sorted(fields[2] for fields in listed) == sorted([m1.name, m2.name, "m4"]))
+        return out
+    finally:
+        new.cleanup()
+        c.cleanup()
+
+
+def test_replace_a_dead_member(tmp_path):
+    if cluster.TARGET != "cairn":
+        pytest.skip("compares cairn with etcd")
+    want = _replace("etcd", tmp_path / "etcd")
+    assert want[1] == [(b"r%02d" % i, b"v%d" % i) for i in range(20)]
+    assert _replace("cairn", tmp_path / "cairn") == want
