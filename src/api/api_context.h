@@ -35,6 +35,10 @@ struct ApiContext {
   // probes, and the clock it uses: etcd's "unhealthy cluster" checks.
   std::function<int64_t(uint64_t member_id)> peer_connected_since_ms;
   std::function<int64_t()> now_ms;
+  // Whether this member is a learner (kept by the server from the member
+  // table; etcd serves a learner only a few RPCs).
+  std::function<bool()> is_learner;
+  bool IsLearner() const { return is_learner && is_learner(); }
 
   // Fills cluster_id, member_id, raft_term, and the revision if it is 0.
   void FillHeader(etcdserverpb::ResponseHeader* h) const {

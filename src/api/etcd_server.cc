@@ -83,6 +83,7 @@ Status EtcdServer::Start() {
   ctx_.client_urls = config_.advertise_client_urls;
   ctx_.peer_urls = config_.initial_advertise_peer_urls;
   ctx_.now_ms = [] { return peer::PeerTransport::NowMs(); };
+  ctx_.is_learner = [this] { return is_learner_.load(std::memory_order_relaxed); };
   ctx_.peer_connected_since_ms = [this](uint64_t id) {
     return transport_ ? transport_->ConnectedSinceMs(id) : int64_t{0};
   };
@@ -113,6 +114,9 @@ Status EtcdServer::Start() {
   hooks.on_member_change = [this](const cairnpb::MemberChange& change) {
     const auto& m = change.member();
     if (m.id() == node_->ids().member_id) {
+      if (change.type() == cairnpb::MemberChange::ADD_LEARNER || change.type() == cairnpb::MemberChange::ADD_VOTER) {
+        SetLearner(change.type() == cairnpb::MemberChange::ADD_LEARNER);
+      }
       if (change.type() == cairnpb::MemberChange::REMOVE) {
         // etcd stops a member that applies its own removal (and exits 0).
         Removed();
@@ -161,6 +165,12 @@ Status EtcdServer::Start() {
   // until its own table is replicated.)
   ConnectPeers(node_->remote_members());
   ConnectPeers(node_->applier()->Members());
+  // A learner knows it from the table (or, joining, from the peer's).
+  for (const auto& table : {node_->remote_members(), node_->applier()->Members()}) {
+    for (const auto& m : table) {
+      if (m.id() == node_->ids().member_id) SetLearner(m.is_learner());
+    }
+  }
   s = StartPeerServer();
   if (!s.ok()) return s;
   // Serve clients only once this member's attributes are applied: then it
@@ -201,6 +211,7 @@ Status EtcdServer::Start() {
   services_.push_back(std::make_unique<KvService>(&ctx_));
   auto watch_service = std::make_unique<WatchService>(hub_.get());
   watch_service_ = watch_service.get();
+  watch_service->SetLearnerCheck([this] { return ctx_.IsLearner(); });
   services_.push_back(std::move(watch_service));
   services_.push_back(std::make_unique<LeaseService>(&ctx_));
   services_.push_back(std::make_unique<MaintenanceService>(&ctx_));
@@ -261,6 +272,11 @@ Status EtcdServer::Start() {
                    << " ready; data dir " << config_.data_dir << ", revision "
                    << node_->kv()->CurrentRevision();
   return Status::Ok();
+}
+
+void EtcdServer::SetLearner(bool learner) {
+  is_learner_ = learner;
+  metrics_->server().is_learner->Set(learner ? 1 : 0);
 }
 
 void EtcdServer::ConnectPeers(const std::vector<cairnpb::Member>& members) {

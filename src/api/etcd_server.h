@@ -60,6 +60,7 @@ class EtcdServer {
   Result<server::NodeOptions::RemoteCluster> FetchCluster();
   // Tells the transport where every member but this one is.
   void ConnectPeers(const std::vector<cairnpb::Member>& members);
+  void SetLearner(bool learner);
   http::HttpResponse Health();
   void RegisterHttp(http::ClientListener* listener);
 
@@ -82,6 +83,7 @@ class EtcdServer {
   bool stopped_ = false;
   bool stop_requested_ = false;  // GUARDED_BY(stop_mu_)
   std::atomic<bool> removed_{false};
+  std::atomic<bool> is_learner_{false};
 };
 
 }  // namespace cairn::api

@@ -18,6 +18,10 @@ KvService::KvService(const ApiContext* ctx)
                capped ? std::nullopt : std::optional<grpc::Status>(ToGrpc(errors::TooManyOps())));
   ParseRequest("Compact", &KvService::Compact);
   SetLeaderCheck([ctx] { return ctx->node->leader_id() != 0; });
+  SetLearnerCheck([ctx] { return ctx->IsLearner(); }, [](const google::protobuf::Message& m) {
+    const auto* range = dynamic_cast<const etcdserverpb::RangeRequest*>(&m);
+    return range != nullptr && range->serializable();
+  });
   ParseRemainingRequests();
 }
 

@@ -141,8 +141,15 @@ LeaseService::LeaseService(const ApiContext* ctx)
   MarkMethodCallback(
       MethodIndex("LeaseKeepAlive"),
       new grpc::internal::CallbackBidiHandler<grpc::ByteBuffer, LeaseKeepAliveResponse>(
-          [ctx](grpc::CallbackServerContext* /*context*/) { return new KeepAliveReactor(ctx); }));
+          [ctx](grpc::CallbackServerContext* /*context*/) -> grpc::ServerBidiReactor<grpc::ByteBuffer,
+                                                                                      LeaseKeepAliveResponse>* {
+            if (ctx->IsLearner()) {
+              return new RefusedBidiReactor<grpc::ByteBuffer, LeaseKeepAliveResponse>(NotSupportedForLearner());
+            }
+            return new KeepAliveReactor(ctx);
+          }));
   SetLeaderCheck([ctx] { return ctx->node->leader_id() != 0; });
+  SetLearnerCheck([ctx] { return ctx->IsLearner(); });
   ParseRemainingRequests();
 }
 

@@ -64,6 +64,10 @@ MaintenanceService::MaintenanceService(const ApiContext* ctx)
   ParseRequest("HashKV", &MaintenanceService::HashKV);
   ParseRequest("Snapshot", &MaintenanceService::Snapshot);
   SetLeaderCheck([ctx] { return ctx->node->leader_id() != 0; });
+  SetLearnerCheck([ctx] { return ctx->IsLearner(); }, [](const google::protobuf::Message& m) {
+    return dynamic_cast<const etcdserverpb::StatusRequest*>(&m) != nullptr ||
+           dynamic_cast<const etcdserverpb::SnapshotRequest*>(&m) != nullptr;
+  });
   ParseRemainingRequests();
 }
 
@@ -75,6 +79,7 @@ ClusterService::ClusterService(const ApiContext* ctx)
   ParseRequest("MemberUpdate", &ClusterService::MemberUpdate);
   ParseRequest("MemberPromote", &ClusterService::MemberPromote);
   SetLeaderCheck([ctx] { return ctx->node->leader_id() != 0; });
+  SetLearnerCheck([ctx] { return ctx->IsLearner(); });
   ParseRemainingRequests();
 }
 
@@ -84,6 +89,7 @@ AuthService::AuthService(const ApiContext* ctx)
   ParseRequest("AuthStatus", &AuthService::AuthStatus);
   ParseRequest("AuthDisable", &AuthService::AuthDisable);
   SetLeaderCheck([ctx] { return ctx->node->leader_id() != 0; });
+  SetLearnerCheck([ctx] { return ctx->IsLearner(); });
   ParseRemainingRequests();
 }
 

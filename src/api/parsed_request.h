@@ -88,6 +88,18 @@ class RefusedWriteReactor final : public grpc::ServerWriteReactor<Response> {
   void OnDone() override { delete this; }
 };
 
+// Ends a bidi stream at once with `status`.
+template <class Request, class Response>
+class RefusedBidiReactor final : public grpc::ServerBidiReactor<Request, Response> {
+ public:
+  explicit RefusedBidiReactor(const grpc::Status& status) { this->Finish(status); }
+  void OnDone() override { delete this; }
+};
+
+inline grpc::Status NotSupportedForLearner() {
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcdserver: rpc not supported for learner");
+}
+
 // A mixin for a generated callback service (etcdserverpb::KV::CallbackService)
 // that registers its unary methods with ParsedRequest.
 //
@@ -135,6 +147,11 @@ class ParsesRequests : public Base {
                                                                        : UnmarshalError(error.reason));
                             return reactor;
                           }
+                          if (self->RefusedForLearner(*request)) {
+                            auto* reactor = context->DefaultReactor();
+                            reactor->Finish(NotSupportedForLearner());
+                            return reactor;
+                          }
                           return (self->*method)(context, request, response);
                         }));
     registered_.push_back(m);
@@ -164,6 +181,7 @@ class ParsesRequests : public Base {
               if (request == nullptr) {
                 return new RefusedWriteReactor<Response>(StreamUnmarshalError(error.reason));
               }
+              if (self->RefusedForLearner(*request)) return new RefusedWriteReactor<Response>(NotSupportedForLearner());
               return (self->*method)(context, request);
             }));
     registered_.push_back(m);
@@ -180,6 +198,21 @@ class ParsesRequests : public Base {
       if (it->second == "true") return true;
     }
     return false;
+  }
+
+  // etcd's learner rule: while `is_learner` says so, a request `allowed`
+  // does not accept is answered "etcdserver: rpc not supported for
+  // learner" (etcd serves a learner only Status, serializable Range and the
+  // Snapshot stream). Set in the derived constructor; without `allowed`
+  // nothing is served to a learner.
+  void SetLearnerCheck(std::function<bool()> is_learner,
+                       std::function<bool(const google::protobuf::Message&)> allowed = nullptr) {
+    is_learner_ = std::move(is_learner);
+    learner_allowed_ = std::move(allowed);
+  }
+  bool IsLearner() const { return is_learner_ && is_learner_(); }
+  bool RefusedForLearner(const google::protobuf::Message& request) const {
+    return IsLearner() && !(learner_allowed_ && learner_allowed_(request));
   }
 
   // The index of method `name`, for registering client streams by hand.
@@ -221,6 +254,8 @@ class ParsesRequests : public Base {
   const int recursion_limit_;
   std::vector<const google::protobuf::MethodDescriptor*> registered_;
   std::function<bool()> leader_known_;
+  std::function<bool()> is_learner_;
+  std::function<bool(const google::protobuf::Message&)> learner_allowed_;
 };
 
 }  // namespace cairn::api

@@ -3,6 +3,7 @@
 #include <memory>
 #include <mutex>
 
+#include "api/parsed_request.h"
 #include "common/check.h"
 
 namespace cairn::api {
@@ -158,6 +159,9 @@ WatchService::~WatchService() {
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* WatchService::Watch(
     grpc::CallbackServerContext* /*context*/) {
+  if (is_learner_ && is_learner_()) {
+    return new RefusedBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>(NotSupportedForLearner());
+  }
   auto* reactor = new WatchReactor(this, hub_);
   std::lock_guard<std::mutex> lock(mu_);
   reactors_.insert(reactor);

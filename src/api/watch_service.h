@@ -50,12 +50,16 @@ class WatchService final
   void Stop();
 
   size_t OpenStreams() const;
+  // While `is_learner` says so, new streams end at once with "etcdserver:
+  // rpc not supported for learner" (etcd). Set before serving.
+  void SetLearnerCheck(std::function<bool()> is_learner) { is_learner_ = std::move(is_learner); }
 
  private:
   friend class WatchReactor;
   void Unregister(WatchReactor* reactor);
 
   watch::WatchHub* const hub_;
+  std::function<bool()> is_learner_;
 
   mutable std::mutex mu_;  // taken before a reactor's own lock
   std::set<WatchReactor*> reactors_;  // GUARDED_BY(mu_)
