@@ -3,9 +3,11 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <chrono>
 #include <filesystem>
 #include <future>
 #include <string>
+#include <thread>
 
 namespace cairn::server {
 namespace {
@@ -239,7 +241,13 @@ TEST_F(NodeTest, OldSegmentsAreReleasedBehindTheRetention) {
   for (int i = 0; i < 3000; i++) ASSERT_EQ(Put("p" + std::to_string(i % 50), value).error_code(), 0);
   // ~460 bytes a record: ~140 entries per 64 KiB segment, ~21 segments in
   // all; kept: the retention (200 entries), the active one and a spare.
-  Stop();  // joins the maintenance thread: released files are gone
+  // The release runs on the maintenance thread's own schedule, which a
+  // loaded machine delays: wait for it (bounded).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (SegmentFiles() > 6u && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  Stop();
   EXPECT_LE(SegmentFiles(), 6u);
   Start();
   EXPECT_EQ(node_->kv()->CurrentRevision(), 3001);
