@@ -63,6 +63,7 @@ MaintenanceService::MaintenanceService(const ApiContext* ctx)
   ParseRequest("Hash", &MaintenanceService::Hash);
   ParseRequest("HashKV", &MaintenanceService::HashKV);
   ParseRequest("Snapshot", &MaintenanceService::Snapshot);
+  ParseRequest("MoveLeader", &MaintenanceService::MoveLeader);
   SetLeaderCheck([ctx] { return ctx->node->leader_id() != 0; });
   SetLearnerCheck([ctx] { return ctx->IsLearner(); }, [](const google::protobuf::Message& m) {
     return dynamic_cast<const etcdserverpb::StatusRequest*>(&m) != nullptr ||
@@ -169,6 +170,24 @@ grpc::ServerUnaryReactor* MaintenanceService::HashKV(grpc::CallbackServerContext
 grpc::ServerWriteReactor<etcdserverpb::SnapshotResponse>* MaintenanceService::Snapshot(
     grpc::CallbackServerContext* context, const etcdserverpb::SnapshotRequest*) {
   return new SnapshotReactor(ctx_);
+}
+
+grpc::ServerUnaryReactor* MaintenanceService::MoveLeader(grpc::CallbackServerContext* context,
+                                                         const etcdserverpb::MoveLeaderRequest* request,
+                                                         etcdserverpb::MoveLeaderResponse* response) {
+  // etcd: only the leader moves leadership; the target must be a voter.
+  if (ctx_->node->leader_id() != ctx_->node->ids().member_id) return FinishNow(context, errors::NotLeader());
+  bool voter = false;
+  for (const auto& m : ctx_->node->applier()->Members()) {
+    if (m.id() == request->targetid() && !m.is_learner()) voter = true;
+  }
+  if (!voter) return FinishNow(context, errors::BadLeaderTransferee());
+  auto* reactor = context->DefaultReactor();
+  ctx_->node->raft()->TransferLeader(request->targetid(), [this, reactor, response](const cairn::Status& s) {
+    if (s.ok()) ctx_->FillHeader(response->mutable_header());
+    reactor->Finish(ToGrpc(s));
+  });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* ClusterService::MemberList(grpc::CallbackServerContext* context,

@@ -44,6 +44,10 @@ Status MemberNotLearner() { return {Code::kFailedPrecondition, "etcdserver: can 
 Status LearnerNotReady() {
   return {Code::kFailedPrecondition, "etcdserver: can only promote a learner member which is in sync with leader"};
 }
+Status BadLeaderTransferee() { return {Code::kFailedPrecondition, "etcdserver: bad leader transferee"}; }
+Status LeaderTransferTimeout() {
+  return {Code::kUnknown, "etcdserver: request timed out, leader transfer took too long"};
+}
 Status TooManyLearners() { return {Code::kFailedPrecondition, "etcdserver: too many learner members in cluster"}; }
 Status Stopped() { return {Code::kUnavailable, "etcdserver: server stopped"}; }
 Status Timeout() { return {Code::kUnavailable, "etcdserver: request timed out"}; }

@@ -95,6 +95,8 @@ Status Unhealthy();
 Status MemberNotLearner();
 Status LearnerNotReady();
 Status TooManyLearners();
+Status BadLeaderTransferee();
+Status LeaderTransferTimeout();  // code Unknown, as etcd
 Status Stopped();
 Status Timeout();
 Status LeaderChanged();

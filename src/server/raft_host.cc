@@ -89,6 +89,27 @@ void RaftHost::ReadIndex(ReadCallback done) {
   }
 }
 
+void RaftHost::TransferLeader(raft::NodeId to, ReadCallback done) {
+  Input in(Transfer{to, std::move(done), clock_->NowMs() + options_.request_timeout_ms});
+  if (stopping_.load() || !inbox_.TryPush(in)) {
+    std::get<Transfer>(in).done(stopping_.load() ? errors::Stopped() : errors::TooManyRequests());
+  }
+}
+
+void RaftHost::CheckTransfers(int64_t now_ms) {
+  for (auto it = transfers_.begin(); it != transfers_.end();) {
+    if (leader_.load() == it->to) {
+      it->done(Status::Ok());
+    } else if (now_ms > it->deadline_ms) {
+      it->done(errors::LeaderTransferTimeout());
+    } else {
+      ++it;
+      continue;
+    }
+    it = transfers_.erase(it);
+  }
+}
+
 void RaftHost::Take(Input& in) {
   if (auto* p = std::get_if<Proposal>(&in)) {
     Park(std::move(*p));
@@ -99,6 +120,13 @@ void RaftHost::Take(Input& in) {
     node_->ReportUnreachable(u->id);
   } else if (auto* sr = std::get_if<SnapshotReport>(&in)) {
     node_->ReportSnapshot(sr->id, sr->delivered ? raft::SnapshotStatus::kFinished : raft::SnapshotStatus::kFailed);
+  } else if (auto* t = std::get_if<Transfer>(&in)) {
+    Status s = node_->TransferLeader(t->to);
+    if (s.ok()) {
+      transfers_.push_back(std::move(*t));
+    } else {
+      t->done(raft::IsError(s, raft::ErrorKind::kNotLeader) ? errors::NotLeader() : errors::BadLeaderTransferee());
+    }
   } else if (auto* r = std::get_if<ReadRequest>(&in)) {
     if (unasked_reads_.empty()) unasked_since_ms_ = clock_->NowMs();
     unasked_reads_.push_back(std::move(r->done));
@@ -190,7 +218,10 @@ void RaftHost::Loop() {
     RequestReads(now);
     ProcessReadys();
     AckAppliedAndCompact();
+    if (!transfers_.empty()) CheckTransfers(clock_->NowMs());
   }
+  for (auto& t : transfers_) t.done(errors::Stopped());
+  transfers_.clear();
   for (auto& p : parked_) hooks_.refused(p.id, errors::Stopped());
   parked_.clear();
   for (auto& done : unasked_reads_) done(errors::Stopped());
@@ -205,6 +236,7 @@ void RaftHost::Loop() {
     for (Input& in : inputs) {
       if (auto* p = std::get_if<Proposal>(&in)) hooks_.refused(p->id, errors::Stopped());
       if (auto* r = std::get_if<ReadRequest>(&in)) r->done(errors::Stopped());
+      if (auto* t = std::get_if<Transfer>(&in)) t->done(errors::Stopped());
     }
     inputs.clear();
   }

@@ -153,6 +153,10 @@ class RaftHost {
   // an error (timed out, stopping, inbox full). Reads waiting in the same turn
   // share one ReadIndex round.
   void ReadIndex(ReadCallback done);
+  // Maintenance.MoveLeader: this member (the leader) hands leadership to
+  // `to`; `done` runs with OK once `to` leads, "not leader" if this member
+  // does not lead, or etcd's leader-transfer timeout.
+  void TransferLeader(raft::NodeId to, ReadCallback done);
 
   uint64_t term() const { return term_.load(); }
   raft::NodeId leader() const { return leader_.load(); }
@@ -177,7 +181,14 @@ class RaftHost {
     raft::NodeId id;
     bool delivered;
   };
-  using Input = std::variant<Proposal, raft::Message, Unreachable, ReadRequest, SnapshotReport>;
+  struct Transfer {
+    raft::NodeId to;
+    ReadCallback done;
+    int64_t deadline_ms = 0;
+  };
+  using Input = std::variant<Proposal, raft::Message, Unreachable, ReadRequest, SnapshotReport, Transfer>;
+  void CheckTransfers(int64_t now_ms);
+  std::vector<Transfer> transfers_;  // raft thread only
   struct ReadRound {
     std::vector<ReadCallback> reads;
     int64_t first_asked_ms = 0;  // when the oldest read arrived
