@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <deque>
+#include <future>
 #include <thread>
 
 #include "api/http/client_listener.h"
@@ -274,6 +275,31 @@ Status EtcdServer::Start() {
   return Status::Ok();
 }
 
+void EtcdServer::HandOverLeadership() {
+  // etcd's TransferLeadership on a clean stop: a leader with other voters
+  // hands over first, so clients see no election pause. Bounded: a stop
+  // never waits more than two election timeouts for it.
+  if (!node_ || removed_.load() || !node_->raft() || node_->leader_id() != node_->ids().member_id) return;
+  uint64_t target = 0;
+  for (const auto& m : node_->applier()->Members()) {
+    if (m.is_learner() || m.id() == node_->ids().member_id) continue;
+    if (transport_ && transport_->ConnectedSinceMs(m.id()) != 0) {
+      target = m.id();
+      break;
+    }
+  }
+  if (target == 0) return;
+  auto done = std::make_shared<std::promise<cairn::Status>>();
+  auto result = done->get_future();
+  node_->raft()->TransferLeader(target, [done](const cairn::Status& s) { done->set_value(s); });
+  const auto wait = std::chrono::milliseconds(2 * config_.election_timeout_ms);
+  if (result.wait_for(wait) == std::future_status::ready && result.get().ok()) {
+    CAIRN_LOG(kInfo) << "leadership transferred to " << HexId(target) << " before stopping";
+  } else {
+    CAIRN_LOG(kWarn) << "could not hand leadership to " << HexId(target) << " before stopping";
+  }
+}
+
 void EtcdServer::SetLearner(bool learner) {
   is_learner_ = learner;
   metrics_->server().is_learner->Set(learner ? 1 : 0);
@@ -438,6 +464,7 @@ void EtcdServer::Stop() {
     stopped_ = true;
   }
   stop_cv_.notify_all();
+  HandOverLeadership();
   for (auto& l : listeners_) l->Stop();
   // Watch streams never end by themselves: end them so Shutdown need not
   // wait for its deadline.

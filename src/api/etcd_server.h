@@ -61,6 +61,8 @@ class EtcdServer {
   // Tells the transport where every member but this one is.
   void ConnectPeers(const std::vector<cairnpb::Member>& members);
   void SetLearner(bool learner);
+  // On a clean stop of the leader: hand leadership to a connected voter.
+  void HandOverLeadership();
   http::HttpResponse Health();
   void RegisterHttp(http::ClientListener* listener);
 
