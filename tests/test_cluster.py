@@ -440,3 +440,37 @@ def test_nospace_alarm_reaches_every_member(tmp_path):
             assert m.etcdctl("alarm", "list").stdout == ""
     finally:
         c.cleanup()
+
+
+def test_five_members_serve_with_two_down(tmp_path):
+    """A 5-member cluster keeps taking writes and serving linearizable reads
+    with two members killed (-9), and the two catch up when they return."""
+    c = cluster.ReplicatedCluster(cluster.TARGET, tmp_path, size=5)
+    c.start()
+    try:
+        members = c.members
+        put(members[0], b"/five", b"before")
+        leader = c.leader()
+        down = [m for m in members if m is not leader][:2]
+        for m in down:
+            m.kill9()
+        alive = [m for m in members if m not in down]
+        for i, m in enumerate(alive):
+            retry(lambda: put(m, b"/five/%d" % i, b"v"))
+        for m in alive:
+            assert retry(lambda: get(m, b"/five/2")) == b"v", m.name
+        for m in down:
+            m.start()
+        rev = retry(lambda: alive[0].kv.Range(pb.RangeRequest(key=b"/five"), timeout=10)).header.revision
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                h = hashes(members, rev)
+                if len(set(h.values())) == 1:
+                    break
+            except grpc.RpcError:
+                pass
+            assert time.monotonic() < deadline, "members differ at revision %d" % rev
+            time.sleep(0.2)
+    finally:
+        c.cleanup()
