@@ -23,6 +23,31 @@ def _ctl(endpoints, *args, timeout=30):
     return "rc=%d %s" % (p.returncode, p.stderr.strip().splitlines()[-1])
 
 
+def _ctl_when_healthy(endpoints, *args, timeout=30):
+    """_ctl, again while the cluster answers "unhealthy cluster" (a
+    membership change needs every voter connected for the last 5 s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = _ctl(endpoints, *args)
+        if "unhealthy cluster" not in got:
+            return got
+        assert time.monotonic() < deadline, got
+        time.sleep(0.5)
+
+
+def _add_member(endpoints, new, *flags):
+    """`member add` for Server `new` (at its peer port); takes the printed
+    ETCD_INITIAL_CLUSTER into its flags, as an operator would.  Returns the
+    output."""
+    added = _ctl_when_healthy(endpoints, "member", "add", new.name, *flags,
+                              "--peer-urls=http://127.0.0.1:%d" % new.peer_port)
+    env = dict(line.split("=", 1) for line in added.splitlines() if line.startswith("ETCD_"))
+    assert env.get("ETCD_INITIAL_CLUSTER_STATE") == '"existing"', added
+    new.initial_cluster = env["ETCD_INITIAL_CLUSTER"].strip('"')
+    new.cluster_token = "cairn-test"
+    return added
+
+
 def _scenario(kind, base_dir):
     c = cluster.ReplicatedCluster(kind, base_dir, size=3)
     c.start()
@@ -65,13 +90,7 @@ def _scenario(kind, base_dir):
 
         # A new member needs every voter connected for 5 s ("unhealthy
         # cluster" until then): wait for that.
-        deadline = time.monotonic() + 30
-        while True:
-            got = _ctl(eps, "member", "add", "l1", "--learner", "--peer-urls=http://127.0.0.1:%d" % l_port)
-            if "unhealthy cluster" not in got:
-                break
-            assert time.monotonic() < deadline, got
-            time.sleep(0.5)
+        got = _ctl_when_healthy(eps, "member", "add", "l1", "--learner", "--peer-urls=http://127.0.0.1:%d" % l_port)
         out.append(("$ member add l1 --learner", norm(got)))
         # (python3-etcd3's protos predate isLearner: etcdctl tells)
         learner = [line.split(",")[0] for line in _ctl(eps, "member", "list").splitlines()
@@ -132,17 +151,8 @@ def _join(kind, base_dir):
         eps = [m.endpoint for m in c.members]
         for i in range(50):
             c.members[i % 3].kv.Put(pb.PutRequest(key=b"k%02d" % i, value=b"v%d" % i), timeout=10)
-        deadline = time.monotonic() + 30
-        while True:
-            added = _ctl(eps, "member", "add", "m4", "--peer-urls=http://127.0.0.1:%d" % new.peer_port)
-            if "unhealthy cluster" not in added:
-                break
-            assert time.monotonic() < deadline, added
-            time.sleep(0.5)
-        env = dict(line.split("=", 1) for line in added.splitlines() if line.startswith("ETCD_"))
-        assert env["ETCD_NAME"] == '"m4"' and env["ETCD_INITIAL_CLUSTER_STATE"] == '"existing"', added
-        new.initial_cluster = env["ETCD_INITIAL_CLUSTER"].strip('"')
-        new.cluster_token = "cairn-test"
+        added = _add_member(eps, new)
+        assert 'ETCD_NAME="m4"' in added, added
         new.start()
         got = new.kv.Range(pb.RangeRequest(key=b"k", range_end=b"l", serializable=True), timeout=10)
         values = [(kv.key, kv.value) for kv in got.kvs]
@@ -195,16 +205,7 @@ def _replace(kind, base_dir):
             assert time.monotonic() < deadline, removed
             time.sleep(0.5)
         out = [re.sub(r" +", " ", removed.replace(dead, "<dead>").split(" from ")[0])]
-        deadline = time.monotonic() + 30
-        while True:
-            added = _ctl(eps, "member", "add", "m4", "--peer-urls=http://127.0.0.1:%d" % new.peer_port)
-            if "unhealthy cluster" not in added:
-                break
-            assert time.monotonic() < deadline, added
-            time.sleep(0.5)
-        env = dict(line.split("=", 1) for line in added.splitlines() if line.startswith("ETCD_"))
-        new.initial_cluster = env["ETCD_INITIAL_CLUSTER"].strip('"')
-        new.cluster_token = "cairn-test"
+        _add_member(eps, new)
         new.start()
         got = new.kv.Range(pb.RangeRequest(key=b"r", range_end=b"s", serializable=True), timeout=10)
         out.append([(kv.key, kv.value) for kv in got.kvs])
@@ -231,13 +232,7 @@ def _remove_leader(kind, base_dir):
     try:
         leader = c.leader()
         lid = "%x" % leader.maint.Status(pb.StatusRequest(), timeout=10).header.member_id
-        deadline = time.monotonic() + 30
-        while True:
-            removed = _ctl([leader.endpoint], "member", "remove", lid)
-            if "unhealthy cluster" not in removed:
-                break
-            assert time.monotonic() < deadline, removed
-            time.sleep(0.5)
+        removed = _ctl_when_healthy([leader.endpoint], "member", "remove", lid)
         deadline = time.monotonic() + 20
         while leader.proc.poll() is None:
             assert time.monotonic() < deadline, "the removed leader is still running"
@@ -280,17 +275,7 @@ def _learner(kind, base_dir):
     try:
         eps = [m.endpoint for m in c.members]
         c.members[0].kv.Put(pb.PutRequest(key=b"k", value=b"v"), timeout=10)
-        deadline = time.monotonic() + 30
-        while True:
-            added = _ctl(eps, "member", "add", "l1", "--learner",
-                         "--peer-urls=http://127.0.0.1:%d" % new.peer_port)
-            if "unhealthy cluster" not in added:
-                break
-            assert time.monotonic() < deadline, added
-            time.sleep(0.5)
-        env = dict(line.split("=", 1) for line in added.splitlines() if line.startswith("ETCD_"))
-        new.initial_cluster = env["ETCD_INITIAL_CLUSTER"].strip('"')
-        new.cluster_token = "cairn-test"
+        _add_member(eps, new, "--learner")
         new.launch()  # (the harness's readiness probe is not served to a learner)
         deadline = time.monotonic() + 30
         while True:

@@ -109,7 +109,7 @@ void ClusterService::ListMembers(google::protobuf::RepeatedPtrField<etcdserverpb
   for (const auto& mem : ctx_->node->applier()->Members()) ToEtcd(mem, out->Add());
 }
 
-bool ClusterService::ConnectedSince5s(bool all, uint64_t except) const {
+bool ClusterService::ConnectedSince5s(bool all) const {
   const uint64_t self = ctx_->node->ids().member_id;
   const int64_t since = ctx_->now_ms ? ctx_->now_ms() - kHealthIntervalMs : 0;
   size_t voters = 0, connected = 0;
@@ -124,9 +124,8 @@ bool ClusterService::ConnectedSince5s(bool all, uint64_t except) const {
     if (t != 0 && t <= since) connected++;
   }
   if (all) return connected == voters;
-  // mayRemoveMember: the voters left after removing a connected `except`
-  // must still be a quorum of the voters left.
-  (void)except;
+  // mayRemoveMember: the voters left after removing a connected one must
+  // still be a quorum of the voters left.
   return connected - 1 >= 1 + (voters - 1) / 2;
 }
 
@@ -165,7 +164,7 @@ grpc::ServerUnaryReactor* ClusterService::MemberRemove(grpc::CallbackServerConte
     // A member that is down is safe to remove: it is not in the active quorum.
     const bool self = request->id() == ctx_->node->ids().member_id;
     const bool down = !self && ctx_->peer_connected_since_ms && ctx_->peer_connected_since_ms(request->id()) == 0;
-    if (!down && !ConnectedSince5s(/*all=*/false, request->id())) return FinishNow(context, errors::Unhealthy());
+    if (!down && !ConnectedSince5s(/*all=*/false)) return FinishNow(context, errors::Unhealthy());
   }
   cairnpb::MemberChange change;
   change.set_type(cairnpb::MemberChange::REMOVE);

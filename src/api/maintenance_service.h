@@ -60,9 +60,10 @@ class ClusterService final : public ParsesRequests<etcdserverpb::Cluster::Callba
  private:
   // Every member, by id, as etcd lists them.
   void ListMembers(google::protobuf::RepeatedPtrField<etcdserverpb::Member>* out) const;
-  // Whether every voter (all = true) or a quorum of them but `except`
-  // answered probes for the last 5 s (etcd's HealthInterval).
-  bool ConnectedSince5s(bool all, uint64_t except = 0) const;
+  // Whether every voter (all = true), or enough that removing a connected
+  // one leaves a quorum, answered probes for the last 5 s (etcd's
+  // HealthInterval).
+  bool ConnectedSince5s(bool all) const;
   const ApiContext* ctx_;
 };
 
