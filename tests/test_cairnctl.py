@@ -252,3 +252,25 @@ def test_usage_errors_exit_like_etcdctl():
         p = cairnctl(*args)
         assert p.returncode == 128, (args, p.stdout, p.stderr)
         assert p.stderr.strip(), args
+
+
+@pytest.mark.parametrize("flags", [
+    ["--name", "zz", "--initial-cluster", "a=http://127.0.0.1:1"],
+    ["--name", "a", "--initial-cluster", "a=http://127.0.0.1:1"],
+    ["--name", "a", "--initial-cluster", "a=http://127.0.0.1:1,b=http://127.0.0.1:1",
+     "--initial-advertise-peer-urls", "http://127.0.0.1:1"],
+])
+def test_restore_checks_the_new_cluster_as_etcdctl(cairn, tmp_path, flags):
+    """A bad --initial-cluster is refused with etcdctl's message, before
+    anything is written."""
+    cairn.etcdctl("put", "k", "v", check=True)
+    snap = save_snapshot(cairn, str(tmp_path / "snap.db"))
+    want = subprocess.run([cluster.ETCDCTL_BIN, "snapshot", "restore", snap, "--data-dir",
+                           str(tmp_path / "etcd")] + flags, env=cluster.etcdctl_env(),
+                          capture_output=True, text=True, timeout=60)
+    target = tmp_path / "cairn"
+    p = cairnctl("snapshot", "restore", snap, "--data-dir", target, *flags)
+    assert p.returncode == want.returncode == 1, p.stdout + p.stderr
+    # (etcd adds how it resolved the URLs)
+    assert want.stderr.startswith(p.stderr.strip()), (want.stderr, p.stderr)
+    assert not target.exists() and not (tmp_path / "etcd").exists()

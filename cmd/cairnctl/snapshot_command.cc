@@ -12,9 +12,11 @@
 #include <memory>
 #include <string>
 
+#include "api/server_config.h"
 #include "commands.h"
 #include "mvcc/kv_store.h"
 #include "printer.h"
+#include "server/restore.h"
 #include "storage/engine.h"
 #include "storage/snapshot_stream.h"
 
@@ -144,12 +146,15 @@ int RunStatus(const StatusOptions& options, const GlobalOptions& global) {
 struct RestoreOptions {
   std::string snapshot_path;
   std::string data_dir;  // Default: <name>.cairn, as the server's
-  std::string name = "default";
+  // The new cluster, with etcd's flags and defaults: this member alone.
+  api::ServerConfig cluster;
 };
 
 int RunRestore(const RestoreOptions& options) {
   const std::string data_dir =
-      options.data_dir.empty() ? options.name + ".cairn" : options.data_dir;
+      options.data_dir.empty() ? options.cluster.name + ".cairn" : options.data_dir;
+  auto members = options.cluster.InitialMembers();
+  if (!members.ok()) return ExitWithError(kExitError, members.status().message());
   auto size = SnapshotFileSize(options.snapshot_path);
   if (!size.ok()) return ExitWithError(kExitError, size.status().message());
 
@@ -180,19 +185,14 @@ int RunRestore(const RestoreOptions& options) {
     fs::remove_all(db, ec);
     if (!existed) fs::remove(dir, ec);
   };
-  // A restored member is a new cluster, as with etcdutl: it drops the old
-  // member and cluster ids; cairn picks new ones at its first start.
-  Status s = storage::RestoreSnapshot(
-      options.snapshot_path, db, [](storage::Column column, std::string_view key) {
-        // A restored member starts a new cluster: new ids, a new Raft log and
-        // a new member table.
-        return !(column == storage::Column::kMeta &&
-                 (key == "cluster_id" || key == "member_id" || key == "raft_log_base" ||
-                  key.starts_with("member/") || key.starts_with("removed/")));
-      });
-  if (!s.ok()) {
+  // A restored member belongs to a new cluster, as with etcdutl: the ids
+  // and the membership are the flags', the old cluster's are dropped.
+  auto restored = server::RestoreMember(
+      options.snapshot_path, db,
+      server::NewCluster{options.cluster.name, *members, options.cluster.initial_cluster_token});
+  if (!restored.ok()) {
     undo();
-    return ExitWithError(kExitError, SnapshotError(options.snapshot_path, s));
+    return ExitWithError(kExitError, SnapshotError(options.snapshot_path, restored.status()));
   }
   auto info = Inspect(db);
   if (!info.ok()) {
@@ -201,7 +201,8 @@ int RunRestore(const RestoreOptions& options) {
   }
   std::cout << "restored snapshot path=" << options.snapshot_path << " data-dir=" << data_dir
             << " revision=" << info->revision << " keys=" << info->total_keys
-            << " hash=" << Hex(info->hash) << std::endl;
+            << " hash=" << Hex(info->hash) << " member-id=" << Hex(restored->member_id)
+            << " cluster-id=" << Hex(restored->cluster_id) << std::endl;
   return kExitSuccess;
 }
 
@@ -218,7 +219,17 @@ void AddSnapshotCommand(CLI::App& app, const GlobalOptions& global, int* exit_co
   r->add_option(
       "--data-dir", restore->data_dir,
       "Path to the new data directory; must not exist or be empty (default: <name>.cairn)");
-  r->add_option("--name", restore->name, "Member name, for the default data directory")
+  r->add_option("--name", restore->cluster.name, "Human-readable name for this member")
+      ->capture_default_str();
+  r->add_option("--initial-cluster", restore->cluster.initial_cluster,
+                "Initial cluster configuration for restore bootstrap (default: this member alone, "
+                "at --initial-advertise-peer-urls)");
+  r->add_option("--initial-cluster-token", restore->cluster.initial_cluster_token,
+                "Initial cluster token for the cluster during restore bootstrap")
+      ->capture_default_str();
+  r->add_option("--initial-advertise-peer-urls", restore->cluster.initial_advertise_peer_urls,
+                "List of this member's peer URLs to advertise to the rest of the cluster")
+      ->delimiter(',')
       ->capture_default_str();
   r->callback([restore, exit_code] { *exit_code = RunRestore(*restore); });
 

@@ -45,11 +45,11 @@ Applier::Applier(storage::Engine* engine, mvcc::KvStore* kv, lease::Lessor* less
     : engine_(engine), kv_(kv), lessor_(lessor), member_id_(member_id) {}
 
 Status Applier::Open() {
+  auto applied = AppliedIndexOf(engine_);
+  if (!applied.ok()) return applied.status();
+  applied_index_ = *applied;
   std::string v;
-  auto found = engine_->Get(Column::kMeta, kMetaAppliedIndex, &v);
-  if (!found.ok()) return found.status();
-  applied_index_ = *found ? storage::DecodeFixed64BE(v) : 0;
-  found = engine_->Get(Column::kMeta, kMetaAlarms, &v);
+  auto found = engine_->Get(Column::kMeta, kMetaAlarms, &v);
   if (!found.ok()) return found.status();
   if (*found) {
     etcdserverpb::AlarmResponse stored;
@@ -76,6 +76,23 @@ Status Applier::Open() {
     removed_.insert(storage::DecodeFixed64BE(it->key().substr(kRemovedPrefix.size())));
   }
   return it->status();
+}
+
+bool Applier::IsMemberTableKey(std::string_view key) {
+  return key.starts_with(kMemberPrefix) || key.starts_with(kRemovedPrefix);
+}
+
+void Applier::PutMember(storage::WriteBatch* batch, const cairnpb::Member& member) {
+  batch->Put(Column::kMeta, MemberKey(kMemberPrefix, member.id()), member.SerializeAsString());
+}
+
+Result<uint64_t> Applier::AppliedIndexOf(storage::Engine* engine) {
+  std::string v;
+  auto found = engine->Get(Column::kMeta, kMetaAppliedIndex, &v);
+  if (!found.ok()) return found.status();
+  if (!*found) return uint64_t{0};
+  if (v.size() != 8) return Status(Code::kDataLoss, "corrupt applied index record");
+  return storage::DecodeFixed64BE(v);
 }
 
 std::vector<cairnpb::Member> Applier::Members() const {

@@ -54,6 +54,14 @@ class Applier {
   std::vector<cairnpb::Member> Members() const;
   bool IsRemoved(uint64_t id) const;
 
+  // The member table's records in column kMeta, for a restore that makes a
+  // database the start of a new cluster: whether `key` is one (a member or
+  // a removed id), and a member's record as Open reads it back.
+  static bool IsMemberTableKey(std::string_view key);
+  static void PutMember(storage::WriteBatch* batch, const cairnpb::Member& member);
+  // The applied index a database holds (0 if none).
+  static Result<uint64_t> AppliedIndexOf(storage::Engine* engine);
+
  private:
   // Stages one entry in `batch` as a WriteTxn beginning at `*rev`; advances
   // `*rev` unless the entry failed (then its changes are rolled back).

@@ -13,6 +13,7 @@
 #include "common/proto_parse.h"
 #include "common/logging.h"
 #include "server/member_id.h"
+#include "server/meta_keys.h"
 #include "storage/snapshot_stream.h"
 
 namespace cairn::server {
@@ -21,17 +22,6 @@ using storage::Column;
 namespace fs = std::filesystem;
 
 namespace {
-constexpr std::string_view kMetaFormat = "format";
-constexpr std::string_view kFormatV1 = "cairn-v1";
-constexpr std::string_view kMetaClusterId = "cluster_id";
-constexpr std::string_view kMetaMemberId = "member_id";
-// The Raft log's base (LogBase::Encode): absent in data dirs of the
-// single-member version, whose log entries are plain requests.
-constexpr std::string_view kMetaLogBase = "raft_log_base";
-// Set while a snapshot from the leader is being written into the database:
-// the image file and the log base it ends at. Cleared in the install's last
-// (synced) write; found at start-up, the install is done again.
-constexpr std::string_view kMetaInstalling = "installing_snapshot";
 constexpr std::string_view kMetaAppliedIndex = "applied_index";
 // etcd's request timeout: 5 s plus two election timeouts.
 constexpr int64_t kRequestTimeoutBaseMs = 5000;
@@ -97,7 +87,7 @@ Status Node::OpenStorage() {
   engine_ = std::move(*engine);
 
   std::string v;
-  auto found = engine_->Get(Column::kMeta, kMetaFormat, &v);
+  auto found = engine_->Get(Column::kMeta, meta::kFormat, &v);
   if (!found.ok()) return found.status();
   if (!*found) {
     if (!fresh) {
@@ -105,7 +95,7 @@ Status Node::OpenStorage() {
                     db.string() + " is a database without cairn's format marker; refusing it");
     }
     storage::WriteBatch init(engine_.get());
-    init.Put(Column::kMeta, kMetaFormat, kFormatV1);
+    init.Put(Column::kMeta, meta::kFormat, meta::kFormatV1);
     std::string id;
     if (options_.join_existing) {
       Status joined = AdoptRemoteIds();
@@ -119,19 +109,19 @@ Status Node::OpenStorage() {
       ids_.cluster_id = ComputeClusterId(founders);
     }
     storage::PutFixed64BE(&id, ids_.cluster_id);
-    init.Put(Column::kMeta, kMetaClusterId, id);
+    init.Put(Column::kMeta, meta::kClusterId, id);
     id.clear();
     storage::PutFixed64BE(&id, ids_.member_id);
-    init.Put(Column::kMeta, kMetaMemberId, id);
+    init.Put(Column::kMeta, meta::kMemberId, id);
     Status s = engine_->Write(init, true);
     if (!s.ok()) return s;
   } else {
-    if (v != kFormatV1) {
+    if (v != meta::kFormatV1) {
       return Status(Code::kFailedPrecondition, "unknown cairn data format '" + v + "' in " + db.string());
     }
     std::string cluster, member;
-    auto has_cluster = engine_->Get(Column::kMeta, kMetaClusterId, &cluster);
-    auto has_member = engine_->Get(Column::kMeta, kMetaMemberId, &member);
+    auto has_cluster = engine_->Get(Column::kMeta, meta::kClusterId, &cluster);
+    auto has_member = engine_->Get(Column::kMeta, meta::kMemberId, &member);
     if (!has_cluster.ok()) return has_cluster.status();
     if (!has_member.ok()) return has_member.status();
     if (!*has_cluster && !*has_member) {
@@ -141,10 +131,10 @@ Status Node::OpenStorage() {
       ids_.member_id = RandomId();
       std::string v;
       storage::PutFixed64BE(&v, ids_.cluster_id);
-      ids.Put(Column::kMeta, kMetaClusterId, v);
+      ids.Put(Column::kMeta, meta::kClusterId, v);
       v.clear();
       storage::PutFixed64BE(&v, ids_.member_id);
-      ids.Put(Column::kMeta, kMetaMemberId, v);
+      ids.Put(Column::kMeta, meta::kMemberId, v);
       Status s = engine_->Write(ids, true);
       if (!s.ok()) return s;
       CAIRN_LOG(kInfo) << "first start after a restore: new member and cluster ids";
@@ -219,7 +209,7 @@ Status Node::OpenLog() {
   }
   LogBase base;
   std::string v;
-  auto found = engine_->Get(Column::kMeta, kMetaLogBase, &v);
+  auto found = engine_->Get(Column::kMeta, meta::kLogBase, &v);
   if (!found.ok()) return found.status();
   Status s;
   if (*found) {
@@ -231,7 +221,7 @@ Status Node::OpenLog() {
       // A joining member starts with an empty log: the leader sends it the
       // log from the founding entries on, or a snapshot.
       storage::WriteBatch batch(engine_.get());
-      batch.Put(Column::kMeta, kMetaLogBase, base.Encode());
+      batch.Put(Column::kMeta, meta::kLogBase, base.Encode());
       s = engine_->Write(batch, /*sync=*/true);
     } else {
       s = Bootstrap(&base);
@@ -242,7 +232,7 @@ Status Node::OpenLog() {
   if (!s.ok()) return s;
   auto store = LogStore::Open(wal_.get(), base, [this](const LogBase& b) {
     storage::WriteBatch batch(engine_.get());
-    batch.Put(Column::kMeta, kMetaLogBase, b.Encode());
+    batch.Put(Column::kMeta, meta::kLogBase, b.Encode());
     return engine_->Write(batch, /*sync=*/true);
   });
   if (!store.ok()) return store.status();
@@ -259,9 +249,13 @@ Status Node::OpenLog() {
   }
   // The commit index rides the next sync; an applied entry was committed, so
   // the core may start from there (it refuses a commit below `applied`).
+  // A log that starts at a base it never saw the term of (a restored
+  // member's) starts in the base's term.
   const wal::HardState& hs = wal_->hard_state();
-  if (hs.commit < applied) {
-    s = wal_->SetHardState(wal::HardState{hs.term, hs.vote, applied});
+  if (hs.commit < applied || hs.term < base.term) {
+    const bool new_term = hs.term < base.term;
+    s = wal_->SetHardState(wal::HardState{new_term ? base.term : hs.term, new_term ? 0 : hs.vote,
+                                          std::max(hs.commit, applied)});
     if (s.ok()) s = wal_->Sync();
     if (!s.ok()) return s;
   }
@@ -273,7 +267,7 @@ Status Node::Bootstrap(LogBase* base) {
   // term 1, as every founder does (MemoryStorage::Bootstrap).
   *base = LogBase{};
   storage::WriteBatch batch(engine_.get());
-  batch.Put(Column::kMeta, kMetaLogBase, base->Encode());
+  batch.Put(Column::kMeta, meta::kLogBase, base->Encode());
   Status s = engine_->Write(batch, /*sync=*/true);
   if (!s.ok()) return s;
   // In member id order, so that every founder writes the same entries.
@@ -373,7 +367,7 @@ Status Node::ConvertPreRaftLog(LogBase* base) {
   base->term = 1;
   base->conf_state = raft::ConfState{{ids_.member_id}, {}};
   storage::WriteBatch batch(engine_.get());
-  batch.Put(Column::kMeta, kMetaLogBase, base->Encode());
+  batch.Put(Column::kMeta, meta::kLogBase, base->Encode());
   Status s = engine_->Write(batch, /*sync=*/true);
   if (!s.ok()) return s;
   if (!wal_->empty() || wal_->first_index() != applied + 1) {
@@ -409,8 +403,8 @@ namespace {
 // What an image from another member may not overwrite: this member's own
 // identity and Raft log state.
 bool IsLocalMeta(std::string_view key) {
-  return key == kMetaFormat || key == kMetaClusterId || key == kMetaMemberId || key == kMetaLogBase ||
-         key == kMetaInstalling;
+  return key == meta::kFormat || key == meta::kClusterId || key == meta::kMemberId || key == meta::kLogBase ||
+         key == meta::kInstalling;
 }
 }  // namespace
 
@@ -419,14 +413,14 @@ Status Node::ReplaceDatabase(const std::string& image_path, const LogBase& base)
   Status s = storage::ReplaceWithSnapshot(engine_.get(), image_path, local);
   if (!s.ok()) return s;
   storage::WriteBatch done(engine_.get());
-  done.Put(Column::kMeta, kMetaLogBase, base.Encode());
-  done.Delete(Column::kMeta, kMetaInstalling);
+  done.Put(Column::kMeta, meta::kLogBase, base.Encode());
+  done.Delete(Column::kMeta, meta::kInstalling);
   return engine_->Write(done, /*sync=*/true);
 }
 
 Status Node::FinishInterruptedInstall() {
   std::string v;
-  auto found = engine_->Get(Column::kMeta, kMetaInstalling, &v);
+  auto found = engine_->Get(Column::kMeta, meta::kInstalling, &v);
   if (!found.ok()) return found.status();
   if (!*found) return Status::Ok();
   const size_t nl = v.find('\n');
@@ -452,7 +446,7 @@ Status Node::InstallSnapshot(const raft::Snapshot& snapshot) {
   if (!apply_->WaitIdle()) return errors::Stopped();
   const auto t0 = std::chrono::steady_clock::now();
   storage::WriteBatch marker(engine_.get());
-  marker.Put(Column::kMeta, kMetaInstalling, path + "\n" + base.Encode());
+  marker.Put(Column::kMeta, meta::kInstalling, path + "\n" + base.Encode());
   Status s = engine_->Write(marker, /*sync=*/true);
   if (!s.ok()) return s;
   s = kv_->ReplaceContents([&] { return ReplaceDatabase(path, base); });
