@@ -161,6 +161,9 @@ class Member(cluster.Server):
         self.proxy = PeerProxy(self.peer_port)
         self.member_id = 0     # learnt from Status once it answers
         self.paused = False
+        # Set when the member was added at runtime (etcdctl member add): the
+        # ETCD_INITIAL_CLUSTER it printed; the member then starts "existing".
+        self.join_cluster = None
 
     def __repr__(self):
         return "<Member %s %s pid=%s%s>" % (self.name, self.endpoint, self.pid,
@@ -186,8 +189,8 @@ class Member(cluster.Server):
                 "--listen-client-urls", url, "--advertise-client-urls", url,
                 "--listen-peer-urls", "http://127.0.0.1:%d" % self.peer_port,
                 "--initial-advertise-peer-urls", self.advertised_peer_url,
-                "--initial-cluster", o.initial_cluster,
-                "--initial-cluster-state", "new",
+                "--initial-cluster", self.join_cluster or o.initial_cluster,
+                "--initial-cluster-state", "existing" if self.join_cluster else "new",
                 "--initial-cluster-token", o.token,
                 "--heartbeat-interval", str(o.heartbeat_ms),
                 "--election-timeout", str(o.election_ms)]

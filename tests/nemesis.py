@@ -15,6 +15,14 @@ Nemeses (each heals itself before the next starts):
   delay          delay a member's peer traffic by 50-150 ms for a few seconds
   drop           reset a member's peer connections for a few seconds
   kill_all       kill -9 every member at once, restart them all
+Membership nemeses (etcdctl, as an operator would; the member set is whole
+again when each ends):
+  replace_follower  member remove a follower (it stops by itself), wipe its
+                    data dir, member add it back, start it "existing"
+  replace_leader    the same for the leader
+  learner           replace a follower, added back as a learner, then member
+                    promote it once it is in sync
+  move_leader       move-leader to a follower
 Sabotage (for showing the checker is not blind; never in random mixes):
   stale-reads    every "get" is sent serializable but recorded as linearizable:
                  followers answer from their own, slightly older, state
@@ -25,15 +33,27 @@ Sabotage (for showing the checker is not blind; never in random mixes):
 
 import os
 import random
+import re
 import shutil
+import subprocess
 import sys
 import time
 
+import cluster
 import history
 import history_check
 from cluster_harness import Cluster
 
-NEMESES = ("kill_leader", "kill_follower", "pause", "blackhole", "delay", "drop", "kill_all")
+MEMBERSHIP = ("replace_follower", "replace_leader", "learner", "move_leader")
+NEMESES = ("kill_leader", "kill_follower", "pause", "blackhole", "delay", "drop",
+           "kill_all") + MEMBERSHIP
+# A membership change is retried this long (etcd refuses one while a voter
+# has been connected for less than 5 s: "unhealthy cluster").
+MEMBERSHIP_TIMEOUT = 40.0
+# A removed member must notice and stop within this long: etcd's does at
+# once.  (Below the 7 s request timeout, which a stop that waits for the
+# removed member's stuck requests would take.)
+REMOVED_STOP_TIMEOUT = 6.0
 DEFAULT_DURATION = 15.0
 
 
@@ -64,6 +84,7 @@ class Nemesis:
         self.rng = random.Random(seed ^ 0x5eed)
         self.t0 = t0
         self.log = []
+        self.problems = []   # misbehaviour seen by the nemesis itself (violations)
 
     def note(self, msg):
         self.log.append("%7.3f %s" % (time.monotonic() - self.t0, msg))
@@ -136,6 +157,104 @@ class Nemesis:
         time.sleep(min(length, 1.5))
         self.c.restart_all()
         self.note("all restarted")
+
+
+    # ------------------------------------------------- membership nemeses
+    def _ctl(self, *args):
+        """etcdctl against every running member; (ok, output)."""
+        eps = ",".join(m.host_port for m in self.c.members if m.alive() and not m.paused)
+        p = subprocess.run([cluster.ETCDCTL_BIN, "--endpoints", eps, "--command-timeout", "10s"] +
+                           list(args), env=cluster.etcdctl_env(), capture_output=True, text=True,
+                           timeout=30)
+        out = (p.stdout + p.stderr).strip()
+        return p.returncode == 0, out
+
+    def _ctl_until_ok(self, *args, done_if=None):
+        """etcdctl again until it succeeds (bounded); the output.  A retry
+        that fails with `done_if` in its error found the change made by an
+        earlier try whose answer was lost: None is returned."""
+        deadline = time.monotonic() + MEMBERSHIP_TIMEOUT
+        errors = []
+        while True:
+            ok, out = self._ctl(*args)
+            last = out.splitlines()[-1] if out else ""
+            if ok or (errors and done_if and done_if in last):
+                if errors:
+                    self.note("  (%s: %d tries; %s)" % (" ".join(args[:2]), len(errors) + 1,
+                                                        "; ".join(sorted(set(errors)))))
+                return out if ok else None
+            errors.append(last)
+            if time.monotonic() > deadline:
+                raise RuntimeError("etcdctl %s kept failing for %.0fs: %s"
+                                   % (" ".join(args), MEMBERSHIP_TIMEOUT, out[-300:]))
+            time.sleep(0.5)
+
+    def _remove(self, m, role):
+        mid = m.status(timeout=2).header.member_id
+        self.note("member remove %s %s (%x)" % (role, m.name, mid))
+        self._ctl_until_ok("member", "remove", "%x" % mid, done_if="member not found")
+        deadline = time.monotonic() + REMOVED_STOP_TIMEOUT
+        while m.alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if m.alive():
+            self.problems.append("[membership] %s still running %.0fs after its removal"
+                                 % (m.name, REMOVED_STOP_TIMEOUT))
+        else:
+            self.note("%s stopped by itself (exit %s)" % (m.name, m.proc.returncode))
+        m.kill9()
+        shutil.rmtree(m.data_dir, ignore_errors=True)
+
+    def _add_back(self, m, learner=False):
+        added = self._ctl_until_ok("member", "add", m.name, "--peer-urls=" + m.advertised_peer_url,
+                                   *(["--learner"] if learner else []),
+                                   done_if="Peer URLs already exists")
+        if added is not None:
+            env = dict(line.split("=", 1) for line in added.splitlines() if line.startswith("ETCD_"))
+            m.join_cluster = env["ETCD_INITIAL_CLUSTER"].strip('"')
+            new_id = re.search(r"Member ([0-9a-f]+) added", added).group(1)
+        else:
+            # The add went through but its answer was lost: what it would
+            # have printed, from the member list (id, status, name, peer URLs).
+            rows = [line.split(", ") for line in self._ctl_until_ok("member", "list").splitlines()]
+            new_id = next(r[0] for r in rows if r[3] == m.advertised_peer_url)
+            m.join_cluster = ",".join("%s=%s" % (m.name if r[0] == new_id else r[2], r[3])
+                                      for r in rows)
+        self.note("member add %s%s: %s" % (m.name, " --learner" if learner else "", new_id))
+        m.spawn()
+        if learner:
+            # Refused until the learner has caught up with the leader's log.
+            self._ctl_until_ok("member", "promote", new_id)
+            self.note("member promote %s" % new_id)
+        m.wait_ready(cluster.READY_TIMEOUT)
+        m.status(timeout=2)
+        self.note("%s serves again as %s" % (m.name, new_id))
+
+    def replace_follower(self, length, choice):
+        m = self._target(choice, leader_bias=0.0)
+        self._remove(m, "follower")
+        time.sleep(min(length, 1.5))
+        self._add_back(m)
+
+    def replace_leader(self, length, choice):
+        m = self.c.wait_leader(15)
+        self._remove(m, "leader")
+        time.sleep(min(length, 1.5))
+        self._add_back(m)
+
+    def learner(self, length, choice):
+        m = self._target(choice, leader_bias=0.0)
+        self._remove(m, "follower")
+        time.sleep(min(length, 1.5))
+        self._add_back(m, learner=True)
+
+    def move_leader(self, length, choice):
+        lead = self.c.wait_leader(15)
+        to = self._target(choice, leader_bias=0.0)
+        to_id = to.status(timeout=2).header.member_id
+        self.note("move-leader %s -> %s" % (lead.name, to.name))
+        out = self._ctl_until_ok("move-leader", "%x" % to_id)
+        self.note("  " + out.splitlines()[-1])
+        time.sleep(min(length, 1.0))
 
 
 class Rollback:
@@ -231,9 +350,10 @@ def run_seed(kind, seed, nemeses, base_dir, duration=DEFAULT_DURATION, clients=4
         history.collect_final(c, h, watchers, rng)
         for w in watchers:
             w.stop()
-        result.errors = history_check.check(h)
+        result.errors = nem.problems + history_check.check(h)
     except Exception as e:   # a harness failure is a failed run too
-        result.errors.append("run aborted: %s: %s" % (type(e).__name__, e))
+        result.errors = (list(nem.problems) if nem else []) + \
+            ["run aborted: %s: %s" % (type(e).__name__, e)]
     finally:
         if result.errors:
             result.member_logs = "member logs (%s):\n%s" % (c.base_dir, c.log_tails(1500))

@@ -26,7 +26,8 @@ TARGET = cluster.TARGET
 DURATION = float(os.environ.get("CAIRN_FAULT_DURATION", "15"))
 # The default seed of each nemesis test (CAIRN_FAULT_SEED overrides all of them).
 SEEDS = {"kill_leader": 101, "kill_follower": 202, "pause": 303, "blackhole": 404,
-         "kill_all": 505}
+         "kill_all": 505, "replace_follower": 1101, "replace_leader": 1202, "learner": 1303,
+         "move_leader": 1404}
 
 
 def seed_for(name):
@@ -43,6 +44,15 @@ def failure(result, test):
 def test_nemesis(name, tmp_path):
     r = nemesis.run_seed(TARGET, seed_for(name), [name], tmp_path, duration=DURATION)
     assert not r.errors, failure(r, name)
+
+
+def test_membership_changes_under_faults(tmp_path):
+    """Every membership nemesis and kill -9 of leader and follower, mixed in
+    one schedule."""
+    r = nemesis.run_seed(TARGET, int(os.environ.get("CAIRN_FAULT_SEED", 1505)),
+                         list(nemesis.MEMBERSHIP) + ["kill_leader", "kill_follower"], tmp_path,
+                         duration=max(DURATION, 30))
+    assert not r.errors, failure(r, "test_membership_changes_under_faults")
 
 
 def test_checker_catches_a_rollback_of_every_member(tmp_path):

@@ -469,11 +469,26 @@ void EtcdServer::Stop() {
   // Watch streams never end by themselves: end them so Shutdown need not
   // wait for its deadline.
   if (watch_service_) watch_service_->Stop();
-  if (grpc_server_) grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  // Calls in flight get a grace of 2 s to finish. Shutdown waits for every
+  // call, and a read or proposal that cannot reach the cluster (a removed
+  // or cut-off member's) would wait for its request timeout: once the grace
+  // is over the node stops, failing those with etcd's "server stopped". A
+  // removed member has nothing left to finish.
+  std::promise<void> drained;
+  auto drained_future = drained.get_future();
+  std::thread shutdown;
+  if (grpc_server_) {
+    shutdown = std::thread([this, &drained] {
+      grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+      drained.set_value();
+    });
+    drained_future.wait_for(removed_.load() ? std::chrono::seconds(0) : std::chrono::seconds(2));
+  }
   if (peer_server_) peer_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
   if (node_) node_->Stop();
   if (transport_) transport_->Stop();
   hub_ptr_ = nullptr;
+  if (shutdown.joinable()) shutdown.join();
   if (grpc_server_) grpc_server_->Wait();
   listeners_.clear();
   grpc_server_.reset();
