@@ -211,7 +211,7 @@ class Nemesis:
         if added is not None:
             env = dict(line.split("=", 1) for line in added.splitlines() if line.startswith("ETCD_"))
             m.join_cluster = env["ETCD_INITIAL_CLUSTER"].strip('"')
-            new_id = re.search(r"Member ([0-9a-f]+) added", added).group(1)
+            new_id = re.search(r"Member +([0-9a-f]+) added", added).group(1)  # (%16x: padded)
         else:
             # The add went through but its answer was lost: what it would
             # have printed, from the member list (id, status, name, peer URLs).

@@ -264,8 +264,10 @@ def test_remove_the_leader(tmp_path):
 
 
 def _learner(kind, base_dir):
-    """Add a learner, start it (existing), check what it serves, promote it
-    once it caught up (through the leader), and write through it."""
+    """Add a learner; promote it before it runs (refused: not in sync), start
+    it (existing), check what it serves, promote it once it caught up, and
+    write through it.  Promotions are asked of a follower, which passes them
+    to the leader."""
     import os
     import grpc
     c = cluster.ReplicatedCluster(kind, base_dir, size=3)
@@ -276,6 +278,10 @@ def _learner(kind, base_dir):
         eps = [m.endpoint for m in c.members]
         c.members[0].kv.Put(pb.PutRequest(key=b"k", value=b"v"), timeout=10)
         _add_member(eps, new, "--learner")
+        lid = [line.split(",")[0] for line in _ctl(eps, "member", "list").splitlines()
+               if "l1" in line or ":%d," % new.peer_port in line][0]
+        follower = [m for m in c.members if m is not c.leader()][0]
+        early = _ctl([follower.endpoint], "member", "promote", lid)
         new.launch()  # (the harness's readiness probe is not served to a learner)
         deadline = time.monotonic() + 30
         while True:
@@ -284,8 +290,9 @@ def _learner(kind, base_dir):
                 break
             except grpc.RpcError:
                 assert time.monotonic() < deadline and new.proc.poll() is None, new.log_tail()
+                new._close_channel()  # (a refused channel backs off for seconds)
                 time.sleep(0.2)
-        out = {}
+        out = {"promote before it runs": early.replace(lid, "<l1>")}
 
         def call(name, fn):
             try:
@@ -301,17 +308,21 @@ def _learner(kind, base_dir):
         call("lease grant", lambda: new.lease.LeaseGrant(pb.LeaseGrantRequest(TTL=10), timeout=10))
         call("watch", lambda: next(new.watch.Watch(iter([pb.WatchRequest(
             create_request=pb.WatchCreateRequest(key=b"k"))]), timeout=10)))
-        leader = c.leader()
-        lid = [line.split(",")[0] for line in _ctl(eps, "member", "list").splitlines()
-               if "l1" in line or ":%d," % new.peer_port in line][0]
         deadline = time.monotonic() + 30
         while True:
-            promoted = _ctl([leader.endpoint], "member", "promote", lid)
+            promoted = _ctl([follower.endpoint], "member", "promote", lid)
             if "in sync" not in promoted or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
         out["promote"] = re.sub(r" +", " ", promoted.replace(lid, "<l1>")).split(" in ")[0]
-        call("put after promotion", lambda: new.kv.Put(pb.PutRequest(key=b"x", value=b"y"), timeout=10))
+        # (the promoted member knows once it has applied the change, a moment
+        # after the leader answered)
+        deadline = time.monotonic() + 10
+        while True:
+            call("put after promotion", lambda: new.kv.Put(pb.PutRequest(key=b"x", value=b"y"), timeout=10))
+            if "learner" not in str(out["put after promotion"]) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         return out
     finally:
         new.cleanup()

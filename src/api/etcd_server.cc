@@ -355,9 +355,13 @@ Status EtcdServer::StartPeerServer() {
   h.member_id = node_->ids().member_id;
   h.is_removed = [this](uint64_t id) { return node_->applier()->IsRemoved(id); };
   h.step = [this](raft::Message m) { node_->raft()->Step(std::move(m)); };
-  h.propose_forwarded = [this](std::string data) {
-    node_->raft()->Propose(server::RaftHost::Proposal{0, std::move(data), /*forwarded=*/true});
+  h.propose_forwarded = [this](uint64_t from, uint64_t id, std::string data) {
+    server::RaftHost::Proposal p{id, std::move(data), /*forwarded=*/true, from};
+    if (!node_->raft()->Propose(std::move(p)) && id != 0) {
+      transport_->Refuse(from, id, cairn::errors::TooManyRequests());
+    }
   };
+  h.refused = [this](uint64_t id, const cairn::Status& s) { node_->FailForwarded(id, s); };
   h.renew_lease = [this](int64_t id) { (void)node_->lessor()->Renew(id); };
   h.snapshot_dir = node_->snapshot_dir();
   h.members = [this] { return node_->applier()->Members(); };

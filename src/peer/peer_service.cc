@@ -83,7 +83,17 @@ class PeerService::Reactor final : public grpc::ServerReadReactor<cairnpb::PeerB
       }
       handlers_->step(std::move(*m));
     }
-    for (auto& p : *batch_.mutable_proposals()) handlers_->propose_forwarded(std::move(p));
+    auto& proposals = *batch_.mutable_proposals();
+    for (int i = 0; i < proposals.size(); i++) {
+      // (ids 0 from a sender that sends none: its waiter times out)
+      const uint64_t id = i < batch_.proposal_ids_size() ? batch_.proposal_ids(i) : 0;
+      handlers_->propose_forwarded(batch_.from(), id, std::move(proposals[i]));
+    }
+    for (const auto& r : batch_.refusals()) {
+      // (a code this member does not know is an error all the same)
+      const bool known = r.code() > 0 && r.code() <= static_cast<int32_t>(Code::kUnauthenticated);
+      handlers_->refused(r.id(), Status(known ? static_cast<Code>(r.code()) : Code::kUnknown, r.message()));
+    }
     for (int64_t id : batch_.lease_renewals()) handlers_->renew_lease(id);
     batch_.Clear();
     StartRead(&batch_);

@@ -26,8 +26,10 @@ struct PeerServiceHandlers {
   uint64_t member_id = 0;
   std::function<bool(uint64_t member_id)> is_removed;
   std::function<void(raft::Message)> step;
-  // A serialized InternalRequest a follower forwarded to this member.
-  std::function<void(std::string)> propose_forwarded;
+  // A proposal follower `from` forwarded to this member as its waiter `id`.
+  std::function<void(uint64_t from, uint64_t id, std::string data)> propose_forwarded;
+  // The leader refused the proposal this member forwarded as `id`.
+  std::function<void(uint64_t id, const Status& status)> refused;
   // A lease keep-alive a follower received.
   std::function<void(int64_t lease_id)> renew_lease;
   // Where received snapshot images are written, and the most bytes one may

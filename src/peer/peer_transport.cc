@@ -255,19 +255,34 @@ void PeerTransport::Send(std::vector<raft::Message> messages) {
   }
 }
 
-void PeerTransport::Forward(raft::NodeId to, std::vector<std::string> proposals) {
+void PeerTransport::Forward(raft::NodeId to, std::vector<std::pair<uint64_t, std::string>> proposals) {
   auto peer = Find(to);
   if (!peer) return;  // their waiters time out
   {
     std::lock_guard<std::mutex> lock(peer->mu);
     for (auto& p : proposals) {
       if (peer->stopping || peer->messages.size() + peer->proposals.size() >= options_.max_queued_per_peer ||
-          peer->queued_bytes + p.size() > options_.max_queued_bytes_per_peer) {
+          peer->queued_bytes + p.second.size() > options_.max_queued_bytes_per_peer) {
         break;
       }
-      peer->queued_bytes += p.size();
+      peer->queued_bytes += p.second.size();
       peer->proposals.push_back(std::move(p));
     }
+  }
+  peer->cv.notify_one();
+}
+
+void PeerTransport::Refuse(raft::NodeId to, uint64_t id, const Status& status) {
+  auto peer = Find(to);
+  if (!peer) return;  // the follower's waiter times out
+  {
+    std::lock_guard<std::mutex> lock(peer->mu);
+    if (peer->refusals.size() >= options_.max_queued_per_peer) return;
+    cairnpb::ProposalRefusal r;
+    r.set_id(id);
+    r.set_code(static_cast<int32_t>(status.code()));
+    r.set_message(status.message());
+    peer->refusals.push_back(std::move(r));
   }
   peer->cv.notify_one();
 }
@@ -288,16 +303,21 @@ void PeerTransport::ForwardLeaseRenewals(raft::NodeId to, std::vector<int64_t> l
 bool PeerTransport::TakeBatch(Peer* peer, cairnpb::PeerBatch* batch) {
   std::unique_lock<std::mutex> lock(peer->mu);
   peer->cv.wait_for(lock, std::chrono::seconds(1), [&] {
-    return peer->stopping || !peer->messages.empty() || !peer->proposals.empty() || !peer->renewals.empty();
+    return peer->stopping || !peer->messages.empty() || !peer->proposals.empty() || !peer->renewals.empty() ||
+           !peer->refusals.empty();
   });
   if (peer->stopping) return false;
   for (int64_t id : peer->renewals) batch->add_lease_renewals(id);
   peer->renewals.clear();
+  for (auto& r : peer->refusals) *batch->add_refusals() = std::move(r);
+  peer->refusals.clear();
   size_t bytes = 0;
-  while (!peer->proposals.empty() && (bytes == 0 || bytes + peer->proposals.front().size() <= options_.max_batch_bytes)) {
-    bytes += peer->proposals.front().size();
-    peer->queued_bytes -= peer->proposals.front().size();
-    batch->add_proposals(std::move(peer->proposals.front()));
+  while (!peer->proposals.empty() &&
+         (bytes == 0 || bytes + peer->proposals.front().second.size() <= options_.max_batch_bytes)) {
+    bytes += peer->proposals.front().second.size();
+    peer->queued_bytes -= peer->proposals.front().second.size();
+    batch->add_proposal_ids(peer->proposals.front().first);
+    batch->add_proposals(std::move(peer->proposals.front().second));
     peer->proposals.pop_front();
   }
   while (!peer->messages.empty()) {
@@ -353,7 +373,10 @@ void PeerTransport::Run(Peer* peer) {
   while (true) {
     cairnpb::PeerBatch batch;
     if (!TakeBatch(peer, &batch)) break;
-    if (batch.messages_size() == 0 && batch.proposals_size() == 0 && batch.lease_renewals_size() == 0) continue;
+    if (batch.messages_size() == 0 && batch.proposals_size() == 0 && batch.lease_renewals_size() == 0 &&
+        batch.refusals_size() == 0) {
+      continue;
+    }
     batch.set_cluster_id(cluster_id_.load());
     batch.set_from(member_id_.load());
     batch.set_to(peer->id);

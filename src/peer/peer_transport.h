@@ -90,7 +90,8 @@ class PeerTransport final : public server::Transport {
   void Stop();
 
   void Send(std::vector<raft::Message> messages) override;
-  void Forward(raft::NodeId to, std::vector<std::string> proposals) override;
+  void Forward(raft::NodeId to, std::vector<std::pair<uint64_t, std::string>> proposals) override;
+  void Refuse(raft::NodeId to, uint64_t id, const Status& status) override;
   void ForwardLeaseRenewals(raft::NodeId to, std::vector<int64_t> lease_ids) override;
 
  private:
@@ -100,8 +101,9 @@ class PeerTransport final : public server::Transport {
     std::mutex mu;
     std::condition_variable cv;
     std::deque<raft::Message> messages;   // GUARDED_BY(mu)
-    std::deque<std::string> proposals;    // GUARDED_BY(mu)
+    std::deque<std::pair<uint64_t, std::string>> proposals;  // GUARDED_BY(mu): (waiter id, data)
     std::vector<int64_t> renewals;        // GUARDED_BY(mu), bounded like the rest
+    std::vector<cairnpb::ProposalRefusal> refusals;  // GUARDED_BY(mu), bounded like the rest
     size_t queued_bytes = 0;              // GUARDED_BY(mu)
     bool stopping = false;                // GUARDED_BY(mu)
     grpc::ClientContext* active = nullptr;  // GUARDED_BY(mu): to cancel a stuck write

@@ -356,11 +356,13 @@ Result<uint64_t> Raft::ProposeConfChange(const ConfChange& change) {
   const ConfState& conf = membership_.Current();
   if (Status s = ValidateConfChange(conf, change); !s.ok()) return s;
   if (change.type == ConfChangeType::kAddVoter && conf.IsLearner(change.node_id)) {
-    // A learner is promoted only once it has caught up, so the promotion does
-    // not leave the new voter set waiting for it.
+    // A learner is promoted only once it has nearly caught up, so the
+    // promotion does not leave the new voter set waiting for it: etcd's
+    // rule (isLearnerReady), its match within 10% of the leader's.
     const Progress& pr = progress_.at(change.node_id);
-    if (pr.match < log_.committed()) {
-      return errors::LearnerNotReady(change.node_id, pr.match, log_.committed());
+    const uint64_t leader_match = log_.LastIndex();
+    if (pr.match * 10 < leader_match * 9) {
+      return errors::LearnerNotReady(change.node_id, pr.match, leader_match);
     }
   }
   Entry entry;

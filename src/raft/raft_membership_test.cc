@@ -43,7 +43,24 @@ TEST(Learners, NeverCampaign) {
   EXPECT_EQ(net[4].status().role, Role::kFollower);
 }
 
-// A learner is promoted only once it has caught up with the commit index.
+// A learner is promoted only once its log is within 10% of the leader's.
+// ...and need not have every entry (etcd's isLearnerReady): one entry
+// behind a leader with 20 is close enough.
+TEST(Learners, PromotionAllowsALearnerWithin10Percent) {
+  TestNetwork net(3, {4});
+  net.Elect(1);
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(net.Propose(1, "e").ok());
+  net.Isolate(4);
+  ASSERT_TRUE(net.Propose(1, "not on the learner").ok());
+  EXPECT_LT(net[4].status().last_index, net[1].status().last_index);
+  EXPECT_TRUE(ProposeChange(net, 1, Change(ConfChangeType::kAddVoter, 4)).ok());
+  net.Heal();
+  net.TickAll(2);
+  for (NodeId id : {1, 2, 3, 4}) {
+    EXPECT_TRUE(net[id].status().conf_state.IsVoter(4)) << "on node " << id;
+  }
+}
+
 TEST(Learners, PromotionWaitsForCatchUp) {
   TestNetwork net(3, {4});
   net.Elect(1);

@@ -52,7 +52,8 @@ class Node::NoPeers final : public Transport {
   void Send(std::vector<raft::Message> messages) override {
     for (const auto& m : messages) CAIRN_LOG(kWarn) << "raft: no transport for " << m.ToString();
   }
-  void Forward(raft::NodeId, std::vector<std::string>) override {}
+  void Forward(raft::NodeId, std::vector<std::pair<uint64_t, std::string>>) override {}
+  void Refuse(raft::NodeId, uint64_t, const Status&) override {}
   void ForwardLeaseRenewals(raft::NodeId, std::vector<int64_t>) override {}
 };
 

@@ -150,6 +150,8 @@ class Node {
   // `done` runs at once on the caller's thread. Otherwise it runs on a read
   // thread of the node.
   void LinearizableRead(std::function<void(const Status&)> done);
+  // The leader refused the proposal this member forwarded as `id`.
+  void FailForwarded(uint64_t id, const Status& status) { waiters_.Fail(id, status); }
 
   // Snapshots for followers behind the log. TakeSnapshotImage (raft
   // thread, through the LogStore) pins the database as it is now and returns

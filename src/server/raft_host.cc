@@ -190,10 +190,18 @@ void RaftHost::ServeReadStates(std::vector<raft::ReadState>& states) {
 
 void RaftHost::Park(Proposal p) {
   if (parked_.size() >= options_.max_parked_proposals) {
-    hooks_.refused(p.id, errors::TooManyRequests());
+    Refuse(p, errors::TooManyRequests());
     return;
   }
   parked_.push_back(std::move(p));
+}
+
+void RaftHost::Refuse(const Proposal& p, const Status& status) {
+  if (p.forwarded) {
+    transport_->Refuse(p.origin, p.id, status);
+  } else {
+    hooks_.refused(p.id, status);
+  }
 }
 
 void RaftHost::Loop() {
@@ -222,7 +230,11 @@ void RaftHost::Loop() {
   }
   for (auto& t : transfers_) t.done(errors::Stopped());
   transfers_.clear();
-  for (auto& p : parked_) hooks_.refused(p.id, errors::Stopped());
+  // (Forwarded ones are dropped: the follower is not stopping, and its
+  // waiters time out or complete under the next leader.)
+  for (auto& p : parked_) {
+    if (!p.forwarded) hooks_.refused(p.id, errors::Stopped());
+  }
   parked_.clear();
   for (auto& done : unasked_reads_) done(errors::Stopped());
   unasked_reads_.clear();
@@ -234,7 +246,7 @@ void RaftHost::Loop() {
   inputs.clear();
   while (inbox_.PopBatch(&inputs, 1024, std::chrono::milliseconds(0)) && !inputs.empty()) {
     for (Input& in : inputs) {
-      if (auto* p = std::get_if<Proposal>(&in)) hooks_.refused(p->id, errors::Stopped());
+      if (auto* p = std::get_if<Proposal>(&in); p && !p->forwarded) hooks_.refused(p->id, errors::Stopped());
       if (auto* r = std::get_if<ReadRequest>(&in)) r->done(errors::Stopped());
       if (auto* t = std::get_if<Transfer>(&in)) t->done(errors::Stopped());
     }
@@ -253,10 +265,10 @@ void RaftHost::ProposeParked() {
       // A follower: the leader proposes them, and this member's waiters
       // complete when it applies the entries (or time out if the leader
       // drops them). Proposals forwarded to this member are not passed on.
-      std::vector<std::string> own;
+      std::vector<std::pair<uint64_t, std::string>> own;
       for (size_t i = 0; i < n; i++) {
         if (parked_[i].forwarded) continue;
-        own.push_back(std::move(parked_[i].data));
+        own.emplace_back(parked_[i].id, std::move(parked_[i].data));
         if (hooks_.forwarded) hooks_.forwarded(parked_[i].id);
       }
       if (!own.empty()) transport_->Forward(leader, std::move(own));
@@ -270,8 +282,8 @@ void RaftHost::ProposeParked() {
           Result<raft::ProposalPosition> pos =
               change.ok() ? node_->ProposeConfChange(*change) : Result<raft::ProposalPosition>(change.status());
           if (!pos.ok()) {
-            hooks_.refused(parked_[i].id, RefusalFor(pos.status()));
-          } else {
+            Refuse(parked_[i], RefusalFor(pos.status()));
+          } else if (!parked_[i].forwarded) {
             hooks_.accepted(parked_[i].id, pos->term, pos->first_index);
           }
           i++;
@@ -283,9 +295,11 @@ void RaftHost::ProposeParked() {
         auto pos = node_->ProposeBatch(std::move(data));
         if (!pos.ok()) {
           const Status refusal = RefusalFor(pos.status());
-          for (size_t k = i; k < j; k++) hooks_.refused(parked_[k].id, refusal);
+          for (size_t k = i; k < j; k++) Refuse(parked_[k], refusal);
         } else {
-          for (size_t k = i; k < j; k++) hooks_.accepted(parked_[k].id, pos->term, pos->first_index + (k - i));
+          for (size_t k = i; k < j; k++) {
+            if (!parked_[k].forwarded) hooks_.accepted(parked_[k].id, pos->term, pos->first_index + (k - i));
+          }
         }
         i = j;
       }

@@ -53,8 +53,11 @@ class Transport {
  public:
   virtual ~Transport() = default;
   virtual void Send(std::vector<raft::Message> messages) = 0;
-  // Proposals (serialized InternalRequests) for the leader `to`.
-  virtual void Forward(raft::NodeId to, std::vector<std::string> proposals) = 0;
+  // Proposals for the leader `to`: (this member's waiter id, serialized
+  // InternalRequest or conf change).
+  virtual void Forward(raft::NodeId to, std::vector<std::pair<uint64_t, std::string>> proposals) = 0;
+  // Tells follower `to` that the proposal it forwarded as `id` was refused.
+  virtual void Refuse(raft::NodeId to, uint64_t id, const Status& status) = 0;
   // Lease keep-alives for the leader `to`.
   virtual void ForwardLeaseRenewals(raft::NodeId to, std::vector<int64_t> lease_ids) = 0;
 };
@@ -110,11 +113,12 @@ struct RaftHostHooks {
 class RaftHost {
  public:
   struct Proposal {
-    uint64_t id = 0;
+    uint64_t id = 0;   // the waiter's (the origin's, when forwarded)
     std::string data;  // a serialized InternalRequest
-    // Sent by a follower: proposed here only if this member leads (never
-    // forwarded again).
+    // Sent by follower `origin`: proposed here only if this member leads
+    // (never forwarded again); a refusal goes back to the origin.
     bool forwarded = false;
+    raft::NodeId origin = 0;
   };
   using ReadCallback = std::function<void(const Status&)>;
   // A membership change travels as a proposal whose data is this marker
@@ -204,6 +208,8 @@ class RaftHost {
   void Persist(const raft::Ready& rd);
   void AckAppliedAndCompact();
   void Park(Proposal p);
+  // Answers a refused proposal: its waiter here, or the follower it came from.
+  void Refuse(const Proposal& p, const Status& status);
 
   RaftHostOptions options_;
   LogStore* const store_;
