@@ -177,6 +177,63 @@ def test_member_joins_an_existing_cluster(tmp_path):
     assert _join("cairn", tmp_path / "cairn") == want
 
 
+def _grow(kind, base_dir):
+    """docs/operations.md "Grow 3 -> 5": member add and start m4, then m5
+    (one at a time); the five then keep serving with two of the original
+    members killed."""
+    import os
+    c = cluster.ReplicatedCluster(kind, base_dir, size=3)
+    c.start()
+    new = [cluster.Server(kind, os.path.join(str(base_dir), name), name=name,
+                          extra_args=["--initial-cluster-state", "existing"])
+           for name in ("m4", "m5")]
+    try:
+        for i in range(30):
+            c.members[i % 3].kv.Put(pb.PutRequest(key=b"g%02d" % i, value=b"v%d" % i), timeout=10)
+        for m in new:
+            _add_member([x.endpoint for x in c.members], m)
+            m.start()
+        five = c.members + new
+        listed = _ctl([m.endpoint for m in five], "member", "list").splitlines()
+        out = {"members": sorted(line.split(", ")[1:3] for line in listed)}
+        for m in c.members[:2]:
+            m.kill9()
+        alive = [c.members[2]] + new
+        eps = [m.endpoint for m in alive]
+        deadline = time.monotonic() + 30
+        while True:  # (a new leader first, if a killed member led)
+            put = _ctl(eps, "put", "with-two-down", "yes")
+            if put == "OK\n" or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        out["put with two down"] = put
+        got = new[1].kv.Range(pb.RangeRequest(key=b"g", range_end=b"h"), timeout=10)
+        out["keys on m5"] = [(kv.key, kv.value) for kv in got.kvs]
+        rev = new[1].kv.Range(pb.RangeRequest(key=b"with-two-down"), timeout=10).header.revision
+        hashes = set()
+        for m in alive:
+            deadline = time.monotonic() + 10
+            while m.kv.Range(pb.RangeRequest(key=b"x", serializable=True), timeout=10).header.revision < rev:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            hashes.add(m.maint.HashKV(pb.HashKVRequest(revision=rev), timeout=10).hash)
+        out["alive members agree"] = len(hashes) == 1
+        return out
+    finally:
+        for m in new:
+            m.cleanup()
+        c.cleanup()
+
+
+def test_grow_three_to_five(tmp_path):
+    if cluster.TARGET != "cairn":
+        pytest.skip("compares cairn with etcd")
+    want = _grow("etcd", tmp_path / "etcd")
+    assert [s for s, _ in want["members"]] == ["started"] * 5, want
+    assert want["put with two down"] == "OK\n" and want["alive members agree"], want
+    assert _grow("cairn", tmp_path / "cairn") == want
+
+
 def _replace(kind, base_dir):
     """docs/operations.md "Replace a dead member": a member's disk is lost
     (kill -9, data dir wiped); member remove it, member add a new one, start
