@@ -88,6 +88,16 @@ def _scenario(kind, base_dir):
             out.append((norm("$ " + " ".join(args)), norm(_ctl(endpoints, *args))))
             return out[-1][1]
 
+        # endpoint status / health across the cluster: the server's answers,
+        # without versions, sizes, indexes and timings.
+        for what in ("status", "health"):
+            table = norm(_ctl(eps[:1], "endpoint", what, "--cluster", "-w", "table"))
+            rows = [[f.strip() for f in line.strip("|").split("|")] for line in table.splitlines()
+                    if line.startswith("|")]
+            keep = [i for i, h in enumerate(rows[0]) if h in (
+                "ENDPOINT", "ID", "IS LEADER", "IS LEARNER", "ERRORS", "HEALTH", "ERROR")]
+            out.append(("$ endpoint %s --cluster -w table" % what,
+                        [rows[0][i] for i in keep] + sorted(str([r[i] for i in keep]) for r in rows[1:])))
         # A new member needs every voter connected for 5 s ("unhealthy
         # cluster" until then): wait for that.
         got = _ctl_when_healthy(eps, "member", "add", "l1", "--learner", "--peer-urls=http://127.0.0.1:%d" % l_port)
