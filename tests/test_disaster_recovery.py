@@ -19,17 +19,13 @@ import pytest
 from etcd3.etcdrpc import rpc_pb2 as pb
 
 import cluster
+from test_cairnctl import cairnctl_binary
+
+# Every test runs its steps on a real etcd cluster and on cairn and compares.
+pytestmark = pytest.mark.skipif(cluster.TARGET != "cairn", reason="compares cairn with etcd")
 
 ALL = dict(key=b"\0", range_end=b"\0")
 TOKEN = "restored-cluster"
-
-
-def _cairnctl():
-    build = os.environ.get("CAIRN_BUILD", "")
-    path = os.path.join(os.path.abspath(build), "cmd", "cairnctl") if build else ""
-    if not path or not os.path.exists(path):
-        pytest.fail("cairnctl not found (CAIRN_BUILD=%r)" % build)
-    return path
 
 
 def _run(cmd, timeout=120):
@@ -92,7 +88,7 @@ def _disaster(kind, base_dir):
 
         # Every member restored from the same file into a new data dir.
         initial = m1.initial_cluster
-        tool = _cairnctl() if kind == "cairn" else cluster.ETCDCTL_BIN
+        tool = cairnctl_binary() if kind == "cairn" else cluster.ETCDCTL_BIN
         for m in c.members:
             shutil.rmtree(m.data_dir, ignore_errors=True)
             _run([tool, "snapshot", "restore", snap, "--name", m.name, "--initial-cluster", initial,
@@ -133,8 +129,6 @@ def _disaster(kind, base_dir):
 
 
 def test_cluster_restored_from_a_snapshot(tmp_path):
-    if cluster.TARGET != "cairn":
-        pytest.skip("compares cairn with etcd")
     want = _disaster("etcd", tmp_path / "etcd")
     assert want["every key"] and want["new cluster id"] and want["members agree"], want
     assert _disaster("cairn", tmp_path / "cairn") == want

@@ -12,6 +12,9 @@ from etcd3.etcdrpc import rpc_pb2 as pb
 
 import cluster
 
+# Every test runs its steps on a real etcd cluster and on cairn and compares.
+pytestmark = pytest.mark.skipif(cluster.TARGET != "cairn", reason="compares cairn with etcd")
+
 
 def _ctl(endpoints, *args, timeout=30):
     p = subprocess.run([cluster.ETCDCTL_BIN, "--endpoints", ",".join(endpoints),
@@ -136,8 +139,6 @@ def _scenario(kind, base_dir):
 
 
 def test_membership_commands_match_etcd(tmp_path):
-    if cluster.TARGET != "cairn":
-        pytest.skip("compares cairn with etcd")
     want = _scenario("etcd", tmp_path / "etcd")
     # etcd 3.4's MemberUpdate drops the learner flag (3.5 keeps it, as cairn).
     want = [(cmd, [line.replace("<l1-peer2>, , false", "<l1-peer2>, , true") for line in res])
@@ -180,8 +181,6 @@ def _join(kind, base_dir):
 
 
 def test_member_joins_an_existing_cluster(tmp_path):
-    if cluster.TARGET != "cairn":
-        pytest.skip("compares cairn with etcd")
     want = _join("etcd", tmp_path / "etcd")
     assert want["values"] == [(b"k%02d" % i, b"v%d" % i) for i in range(50)]
     assert _join("cairn", tmp_path / "cairn") == want
@@ -236,8 +235,6 @@ def _grow(kind, base_dir):
 
 
 def test_grow_three_to_five(tmp_path):
-    if cluster.TARGET != "cairn":
-        pytest.skip("compares cairn with etcd")
     want = _grow("etcd", tmp_path / "etcd")
     assert [s for s, _ in want["members"]] == ["started"] * 5, want
     assert want["put with two down"] == "OK\n" and want["alive members agree"], want
@@ -286,8 +283,6 @@ def _replace(kind, base_dir):
 
 
 def test_replace_a_dead_member(tmp_path):
-    if cluster.TARGET != "cairn":
-        pytest.skip("compares cairn with etcd")
     want = _replace("etcd", tmp_path / "etcd")
     assert want[1] == [(b"r%02d" % i, b"v%d" % i) for i in range(20)]
     assert _replace("cairn", tmp_path / "cairn") == want
@@ -323,8 +318,6 @@ def _remove_leader(kind, base_dir):
 def test_remove_the_leader(tmp_path):
     """The leader removed through itself: it answers, stops (exit 0), and
     the other two elect a leader and take writes; as on etcd."""
-    if cluster.TARGET != "cairn":
-        pytest.skip("compares cairn with etcd")
     want = _remove_leader("etcd", tmp_path / "etcd")
     assert want[0] == "Member <leader> removed"
     assert _remove_leader("cairn", tmp_path / "cairn") == want
@@ -397,8 +390,6 @@ def _learner(kind, base_dir):
 
 
 def test_learner_serves_little_until_promoted(tmp_path):
-    if cluster.TARGET != "cairn":
-        pytest.skip("compares cairn with etcd")
     want = _learner("etcd", tmp_path / "etcd")
     assert want["promote"] == "Member <l1> promoted"
     assert _learner("cairn", tmp_path / "cairn") == want
@@ -435,8 +426,6 @@ def _move_leader(kind, base_dir):
 
 
 def test_move_leader(tmp_path):
-    if cluster.TARGET != "cairn":
-        pytest.skip("compares cairn with etcd")
     want = _move_leader("etcd", tmp_path / "etcd")
     assert want[0] == "Leadership transferred from <leader> to <target>\n"
     assert _move_leader("cairn", tmp_path / "cairn") == want
@@ -462,8 +451,6 @@ def _stop_leader(kind, base_dir):
 def test_clean_stop_of_the_leader_hands_over(tmp_path):
     """SIGTERM to the leader: it hands leadership over before it exits (etcd's
     TransferLeadership), so the others have a leader the moment it is gone."""
-    if cluster.TARGET != "cairn":
-        pytest.skip("compares cairn with etcd")
     want = _stop_leader("etcd", tmp_path / "etcd")
     assert want == [1, False, False, "OK\n"]
     assert _stop_leader("cairn", tmp_path / "cairn") == want
