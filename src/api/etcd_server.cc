@@ -8,6 +8,7 @@
 #include <future>
 #include <thread>
 
+#include "api/health_service.h"
 #include "api/http/client_listener.h"
 #include "api/kv_service.h"
 #include "api/lease_service.h"
@@ -218,12 +219,15 @@ Status EtcdServer::Start() {
   services_.push_back(std::make_unique<MaintenanceService>(&ctx_));
   services_.push_back(std::make_unique<ClusterService>(&ctx_));
   services_.push_back(std::make_unique<AuthService>(&ctx_));
+  auto health = std::make_unique<HealthService>();
+  health_service_ = health.get();
+  services_.push_back(std::move(health));
 
   grpc::ServerBuilder builder;
   for (auto& svc : services_) builder.RegisterService(svc.get());
   unknown_methods_ = std::make_unique<UnknownMethodService>(std::vector<std::string>{
       "etcdserverpb.KV", "etcdserverpb.Watch", "etcdserverpb.Lease", "etcdserverpb.Maintenance",
-      "etcdserverpb.Cluster", "etcdserverpb.Auth"});
+      "etcdserverpb.Cluster", "etcdserverpb.Auth", "grpc.health.v1.Health"});
   builder.RegisterCallbackGenericService(unknown_methods_.get());
   builder.SetMaxReceiveMessageSize(static_cast<int>(config_.max_request_bytes) + kGrpcOverheadBytes);
   builder.SetMaxSendMessageSize(INT32_MAX);
@@ -234,7 +238,7 @@ Status EtcdServer::Start() {
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
-  interceptors.push_back(std::make_unique<MetricsInterceptorFactory>(metrics_.get()));
+  interceptors.push_back(std::make_unique<MetricsInterceptorFactory>(metrics_.get(), &calls_in_flight_));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   grpc_server_ = builder.BuildAndStart();
   if (!grpc_server_) return Status(Code::kInternal, "cannot start the gRPC server");
@@ -473,26 +477,23 @@ void EtcdServer::Stop() {
   // Watch streams never end by themselves: end them so Shutdown need not
   // wait for its deadline.
   if (watch_service_) watch_service_->Stop();
-  // Calls in flight get a grace of 2 s to finish. Shutdown waits for every
-  // call, and a read or proposal that cannot reach the cluster (a removed
-  // or cut-off member's) would wait for its request timeout: once the grace
-  // is over the node stops, failing those with etcd's "server stopped". A
-  // removed member has nothing left to finish.
-  std::promise<void> drained;
-  auto drained_future = drained.get_future();
-  std::thread shutdown;
-  if (grpc_server_) {
-    shutdown = std::thread([this, &drained] {
-      grpc_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
-      drained.set_value();
-    });
-    drained_future.wait_for(removed_.load() ? std::chrono::seconds(0) : std::chrono::seconds(2));
+  if (health_service_) health_service_->Shutdown();
+  // Calls in flight get up to 2 s to finish, as etcd's graceful stop. Then
+  // the node stops, failing what still waits for the cluster (a removed or
+  // cut-off member's reads and proposals would wait for their request
+  // timeout) with etcd's "server stopped", and the gRPC server shuts down at
+  // once, closing idle connections (a Shutdown with a deadline holds them
+  // until the deadline). A removed member has nothing left to finish.
+  const auto grace_end =
+      std::chrono::steady_clock::now() + (removed_.load() ? std::chrono::seconds(0) : std::chrono::seconds(2));
+  while (calls_in_flight_.load() > 0 && std::chrono::steady_clock::now() < grace_end) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   if (peer_server_) peer_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
   if (node_) node_->Stop();
+  if (grpc_server_) grpc_server_->Shutdown(std::chrono::system_clock::now());
   if (transport_) transport_->Stop();
   hub_ptr_ = nullptr;
-  if (shutdown.joinable()) shutdown.join();
   if (grpc_server_) grpc_server_->Wait();
   listeners_.clear();
   grpc_server_.reset();

@@ -78,6 +78,8 @@ class EtcdServer {
   std::vector<std::unique_ptr<grpc::Service>> services_;
   std::unique_ptr<grpc::CallbackGenericService> unknown_methods_;  // answers what services_ do not
   class WatchService* watch_service_ = nullptr;  // owned by services_
+  class HealthService* health_service_ = nullptr;  // owned by services_
+  std::atomic<int64_t> calls_in_flight_{0};  // gRPC calls begun and not done
   std::unique_ptr<grpc::Server> grpc_server_;
   std::vector<std::unique_ptr<http::ClientListener>> listeners_;
   std::mutex stop_mu_;

@@ -11,7 +11,9 @@ using grpc::experimental::InterceptionHookPoints;
 
 class MetricsInterceptor final : public grpc::experimental::Interceptor {
  public:
-  MetricsInterceptor(Metrics* metrics, grpc::experimental::ServerRpcInfo* info) : metrics_(metrics) {
+  MetricsInterceptor(Metrics* metrics, std::atomic<int64_t>* in_flight, grpc::experimental::ServerRpcInfo* info)
+      : metrics_(metrics), in_flight_(in_flight) {
+    in_flight_->fetch_add(1, std::memory_order_relaxed);
     std::string full = info->method() ? info->method() : "";
     // "/etcdserverpb.KV/Range" -> service "etcdserverpb.KV", method "Range"
     size_t slash = full.find('/', 1);
@@ -31,6 +33,8 @@ class MetricsInterceptor final : public grpc::experimental::Interceptor {
     method_ = &metrics_->GrpcMethod(service, method, type_);
     method_->started->Increment();
   }
+
+  ~MetricsInterceptor() override { in_flight_->fetch_sub(1, std::memory_order_relaxed); }
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_MESSAGE)) {
@@ -61,6 +65,7 @@ class MetricsInterceptor final : public grpc::experimental::Interceptor {
 
  private:
   Metrics* metrics_;
+  std::atomic<int64_t>* in_flight_;
   GrpcMethodMetrics* method_ = nullptr;
   std::string_view type_;
   bool unary_ = false;
@@ -71,7 +76,7 @@ class MetricsInterceptor final : public grpc::experimental::Interceptor {
 
 grpc::experimental::Interceptor* MetricsInterceptorFactory::CreateServerInterceptor(
     grpc::experimental::ServerRpcInfo* info) {
-  return new MetricsInterceptor(metrics_, info);
+  return new MetricsInterceptor(metrics_, in_flight_, info);
 }
 
 }  // namespace cairn::api
