@@ -60,7 +60,8 @@ raft-soak: $(BUILD)/Makefile
 	./$(BUILD)/src/raft-soak --profile=$(or $(PROFILE),mixed) $(if $(SEED),--seed=$(SEED) $(if $(TRACE),--trace),--seeds=$(or $(SEEDS),10000) --start=$(or $(START),1))
 
 # make cluster-soak RUNS=20 [TARGET=etcd|cairn] [START=1] - seeded 3-member cluster runs
-#   with random nemesis mixes, each checked by tests/history_check.py; continues after a
+#   with random nemesis mixes (kills, pauses, network faults, membership changes: see
+#   tests/README.md), each checked by tests/history_check.py; continues after a
 #   failure and prints every failing seed with the command that replays it
 .PHONY: cluster-soak
 cluster-soak:
