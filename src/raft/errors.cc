@@ -69,10 +69,10 @@ Status ConfChangePending(const std::string& why) {
 Status InvalidConfChange(const std::string& why) {
   return Make(Code::kInvalidArgument, ErrorKind::kInvalidConfChange, why);
 }
-Status LearnerNotReady(NodeId id, uint64_t match, uint64_t needed) {
+Status LearnerNotReady(NodeId id, uint64_t match, uint64_t leader_match) {
   return Make(Code::kFailedPrecondition, ErrorKind::kLearnerNotReady,
-              "node " + std::to_string(id) + " has " + std::to_string(match) + ", needs " +
-                  std::to_string(needed));
+              "node " + std::to_string(id) + " has " + std::to_string(match) + ", needs 90% of the leader's " +
+                  std::to_string(leader_match));
 }
 Status Compacted() { return Make(Code::kOutOfRange, ErrorKind::kCompacted, ""); }
 Status Unavailable() { return Make(Code::kUnavailable, ErrorKind::kUnavailable, ""); }

@@ -45,7 +45,7 @@ Status ProposalDropped(const std::string& why);
 Status LeaderTransferring(NodeId transferee);
 Status ConfChangePending(const std::string& why);
 Status InvalidConfChange(const std::string& why);
-Status LearnerNotReady(NodeId id, uint64_t match, uint64_t needed);
+Status LearnerNotReady(NodeId id, uint64_t match, uint64_t leader_match);
 Status Compacted();
 Status Unavailable();
 Status SnapshotOutOfDate();

@@ -4,7 +4,11 @@
 // base of a new cluster.
 #pragma once
 
+#include <cstdint>
+#include <string>
 #include <string_view>
+
+#include "storage/engine.h"
 
 namespace cairn::server::meta {
 
@@ -19,5 +23,15 @@ inline constexpr std::string_view kLogBase = "raft_log_base";
 // the image file and the log base it ends at. Cleared in the install's last
 // (synced) write; found at start-up, the install is done again.
 inline constexpr std::string_view kInstalling = "installing_snapshot";
+
+// Stages the member's cluster and member ids (8 bytes big-endian each).
+inline void PutIds(storage::WriteBatch* batch, uint64_t cluster_id, uint64_t member_id) {
+  std::string v;
+  storage::PutFixed64BE(&v, cluster_id);
+  batch->Put(storage::Column::kMeta, kClusterId, v);
+  v.clear();
+  storage::PutFixed64BE(&v, member_id);
+  batch->Put(storage::Column::kMeta, kMemberId, v);
+}
 
 }  // namespace cairn::server::meta

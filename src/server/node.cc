@@ -97,7 +97,6 @@ Status Node::OpenStorage() {
     }
     storage::WriteBatch init(engine_.get());
     init.Put(Column::kMeta, meta::kFormat, meta::kFormatV1);
-    std::string id;
     if (options_.join_existing) {
       Status joined = AdoptRemoteIds();
       if (!joined.ok()) return joined;
@@ -109,11 +108,7 @@ Status Node::OpenStorage() {
       }
       ids_.cluster_id = ComputeClusterId(founders);
     }
-    storage::PutFixed64BE(&id, ids_.cluster_id);
-    init.Put(Column::kMeta, meta::kClusterId, id);
-    id.clear();
-    storage::PutFixed64BE(&id, ids_.member_id);
-    init.Put(Column::kMeta, meta::kMemberId, id);
+    meta::PutIds(&init, ids_.cluster_id, ids_.member_id);
     Status s = engine_->Write(init, true);
     if (!s.ok()) return s;
   } else {
@@ -130,12 +125,7 @@ Status Node::OpenStorage() {
       storage::WriteBatch ids(engine_.get());
       ids_.cluster_id = RandomId();
       ids_.member_id = RandomId();
-      std::string v;
-      storage::PutFixed64BE(&v, ids_.cluster_id);
-      ids.Put(Column::kMeta, meta::kClusterId, v);
-      v.clear();
-      storage::PutFixed64BE(&v, ids_.member_id);
-      ids.Put(Column::kMeta, meta::kMemberId, v);
+      meta::PutIds(&ids, ids_.cluster_id, ids_.member_id);
       Status s = engine_->Write(ids, true);
       if (!s.ok()) return s;
       CAIRN_LOG(kInfo) << "first start after a restore: new member and cluster ids";

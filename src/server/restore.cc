@@ -55,12 +55,7 @@ Result<RestoredMember> WriteNewCluster(const std::string& db_path, const NewClus
   out.cluster_id = ComputeClusterId(ids);
 
   storage::WriteBatch batch(engine->get());
-  std::string v;
-  storage::PutFixed64BE(&v, out.cluster_id);
-  batch.Put(Column::kMeta, meta::kClusterId, v);
-  v.clear();
-  storage::PutFixed64BE(&v, out.member_id);
-  batch.Put(Column::kMeta, meta::kMemberId, v);
+  meta::PutIds(&batch, out.cluster_id, out.member_id);
   for (const auto& [id, m] : members) apply::Applier::PutMember(&batch, m);
   // The log starts after the applied index, every member a voter; the
   // term is the one a new cluster's founding entries have.
