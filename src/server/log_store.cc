@@ -271,4 +271,30 @@ Status LogStore::ResetToSnapshot(const LogBase& base) {
   return Status::Ok();
 }
 
+Status WriteFoundingEntries(wal::Wal* wal, const std::vector<raft::ConfChange>& changes) {
+  std::vector<wal::Entry> entries;
+  for (const raft::ConfChange& change : changes) {
+    raft::Entry e;
+    e.index = entries.size() + 1;
+    e.term = 1;
+    e.type = raft::EntryType::kConfChange;
+    e.data = raft::EncodeConfChange(change);
+    entries.push_back(ToWal(e));
+  }
+  Status s = wal->Append(entries);
+  if (s.ok()) s = wal->SetHardState(wal::HardState{1, 0, entries.size()});
+  if (s.ok()) s = wal->Sync();
+  return s;
+}
+
+Status AlignHardState(wal::Wal* wal, const LogBase& base, uint64_t applied) {
+  const wal::HardState& hs = wal->hard_state();
+  if (hs.commit >= applied && hs.term >= base.term) return Status::Ok();
+  const bool new_term = hs.term < base.term;
+  Status s = wal->SetHardState(wal::HardState{new_term ? base.term : hs.term, new_term ? 0 : hs.vote,
+                                              std::max(hs.commit, applied)});
+  if (s.ok()) s = wal->Sync();
+  return s;
+}
+
 }  // namespace cairn::server

@@ -120,6 +120,16 @@ class LogStore final : public raft::Storage {
   uint64_t cache_used_bytes_ = 0;
 };
 
+// A founding member's log: the initial membership as committed entries of
+// term 1 (index 1, 2, ...), as every founder writes them; synced.
+Status WriteFoundingEntries(wal::Wal* wal, const std::vector<raft::ConfChange>& changes);
+// At start-up, before the core is created: the commit index rides the next
+// sync, so after a crash the log's HardState may be behind what the database
+// applied (every applied entry was committed): raise it to `applied`. A log
+// that starts at a base whose term it never saw (a restored member's) starts
+// in the base's term. Synced if changed.
+Status AlignHardState(wal::Wal* wal, const LogBase& base, uint64_t applied);
+
 // wal::Entry <-> raft::Entry.
 wal::Entry ToWal(const raft::Entry& e);
 raft::Entry FromWal(wal::Entry e);

@@ -238,19 +238,7 @@ Status Node::OpenLog() {
                                        " but the log starts after index " + std::to_string(base.index) +
                                        ": the entries in between are missing");
   }
-  // The commit index rides the next sync; an applied entry was committed, so
-  // the core may start from there (it refuses a commit below `applied`).
-  // A log that starts at a base it never saw the term of (a restored
-  // member's) starts in the base's term.
-  const wal::HardState& hs = wal_->hard_state();
-  if (hs.commit < applied || hs.term < base.term) {
-    const bool new_term = hs.term < base.term;
-    s = wal_->SetHardState(wal::HardState{new_term ? base.term : hs.term, new_term ? 0 : hs.vote,
-                                          std::max(hs.commit, applied)});
-    if (s.ok()) s = wal_->Sync();
-    if (!s.ok()) return s;
-  }
-  return Status::Ok();
+  return AlignHardState(wal_.get(), base, applied);
 }
 
 Status Node::Bootstrap(LogBase* base) {
@@ -270,19 +258,11 @@ Status Node::Bootstrap(LogBase* base) {
     for (const auto& u : urls) m.add_peer_urls(u);
     founders[m.id()] = m;
   }
-  std::vector<wal::Entry> entries;
+  std::vector<raft::ConfChange> changes;
   for (const auto& [id, m] : founders) {
-    raft::Entry e;
-    e.index = entries.size() + 1;
-    e.term = 1;
-    e.type = raft::EntryType::kConfChange;
-    e.data = raft::EncodeConfChange(raft::ConfChange{raft::ConfChangeType::kAddVoter, id, m.SerializeAsString()});
-    entries.push_back(ToWal(e));
+    changes.push_back(raft::ConfChange{raft::ConfChangeType::kAddVoter, id, m.SerializeAsString()});
   }
-  s = wal_->Append(entries);
-  if (s.ok()) s = wal_->SetHardState(wal::HardState{1, 0, entries.size()});
-  if (s.ok()) s = wal_->Sync();
-  return s;
+  return WriteFoundingEntries(wal_.get(), changes);
 }
 
 Status Node::AdoptRemoteIds() {

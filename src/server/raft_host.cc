@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <random>
 
 #include "common/check.h"
 #include "common/logging.h"
@@ -46,19 +47,37 @@ Status RaftHost::Start() {
   if (!node.ok()) return node.status();
   node_ = std::move(*node);
   acked_applied_ = options_.raft.applied;
+  // Read contexts must not repeat across restarts: a leader's answer to a
+  // round asked before a restart may still arrive, and must not be taken for
+  // the answer to a new round (found by the host simulator, seed 37 small).
+  const uint64_t nonce = options_.raft.random != nullptr ? options_.raft.random->Uniform(UINT64_MAX)
+                                                         : (uint64_t{std::random_device{}()} << 32) ^ std::random_device{}();
+  read_context_prefix_ = std::to_string(nonce) + ".";
   const raft::ConfState& conf = store_->LastConfState();
   sole_voter_ = conf.voters.size() == 1 && conf.voters[0] == options_.raft.id;
   if (sole_voter_) node_->Campaign();
   term_ = node_->hard_state().term;
   commit_index_ = node_->hard_state().commit;
-  thread_ = std::thread([this] { Loop(); });
+  next_tick_ms_ = clock_->NowMs() + options_.tick_interval_ms;
+  if (options_.own_thread) thread_ = std::thread([this] { Loop(); });
   return Status::Ok();
 }
 
 void RaftHost::Stop() {
   if (stopping_.exchange(true)) return;
   inbox_.Close();
-  if (thread_.joinable()) thread_.join();
+  if (thread_.joinable()) {
+    thread_.join();
+  } else if (node_) {
+    FailPending();  // no thread: the owner drove the turns
+  }
+}
+
+void RaftHost::Turn() {
+  CHECK(!options_.own_thread) << "Turn() is for hosts without a thread";
+  std::vector<Input> inputs;
+  if (stopping_.load() || !inbox_.PopBatch(&inputs, options_.max_inbox, std::chrono::milliseconds(0))) return;
+  RunTurn(inputs);
 }
 
 bool RaftHost::Propose(Proposal proposal) {
@@ -135,7 +154,7 @@ void RaftHost::Take(Input& in) {
 
 void RaftHost::RequestReads(int64_t now_ms) {
   if (unasked_reads_.empty()) return;
-  const std::string context = std::to_string(++next_read_context_);
+  const std::string context = read_context_prefix_ + std::to_string(++next_read_context_);
   Status s = node_->ReadIndex(context);
   if (!s.ok()) {
     // No leader (an election): ask again next turn; CheckReads times out.
@@ -205,29 +224,36 @@ void RaftHost::Refuse(const Proposal& p, const Status& status) {
 }
 
 void RaftHost::Loop() {
-  const int64_t tick = options_.tick_interval_ms;
-  int64_t next_tick = clock_->NowMs() + tick;
   std::vector<Input> inputs;
   while (true) {
     inputs.clear();
-    const int64_t wait = std::max<int64_t>(0, next_tick - clock_->NowMs());
+    const int64_t wait = std::max<int64_t>(0, next_tick_ms_ - clock_->NowMs());
     if (!inbox_.PopBatch(&inputs, options_.max_batch_entries, std::chrono::milliseconds(wait))) break;
-    for (Input& in : inputs) Take(in);
-    const int64_t now = clock_->NowMs();
-    if (now >= next_tick) {
-      node_->Tick();
-      // After a long stall, one tick: a paused member must not fire a burst
-      // of ticks (and elections) on waking.
-      next_tick = std::max(next_tick + tick, now);
-      if (hooks_.on_tick) hooks_.on_tick(now);
-      CheckReads(now);
-    }
-    ProposeParked();
-    RequestReads(now);
-    ProcessReadys();
-    AckAppliedAndCompact();
-    if (!transfers_.empty()) CheckTransfers(clock_->NowMs());
+    RunTurn(inputs);
   }
+  FailPending();
+}
+
+void RaftHost::RunTurn(std::vector<Input>& inputs) {
+  const int64_t tick = options_.tick_interval_ms;
+  for (Input& in : inputs) Take(in);
+  const int64_t now = clock_->NowMs();
+  if (now >= next_tick_ms_) {
+    node_->Tick();
+    // After a long stall, one tick: a paused member must not fire a burst
+    // of ticks (and elections) on waking.
+    next_tick_ms_ = std::max(next_tick_ms_ + tick, now);
+    if (hooks_.on_tick) hooks_.on_tick(now);
+    CheckReads(now);
+  }
+  ProposeParked();
+  RequestReads(now);
+  ProcessReadys();
+  AckAppliedAndCompact();
+  if (!transfers_.empty()) CheckTransfers(clock_->NowMs());
+}
+
+void RaftHost::FailPending() {
   for (auto& t : transfers_) t.done(errors::Stopped());
   transfers_.clear();
   // (Forwarded ones are dropped: the follower is not stopping, and its
@@ -243,7 +269,7 @@ void RaftHost::Loop() {
   }
   read_rounds_.clear();
   // Proposals still in the inbox (closed: PopBatch drains it).
-  inputs.clear();
+  std::vector<Input> inputs;
   while (inbox_.PopBatch(&inputs, 1024, std::chrono::milliseconds(0)) && !inputs.empty()) {
     for (Input& in : inputs) {
       if (auto* p = std::get_if<Proposal>(&in); p && !p->forwarded) hooks_.refused(p->id, errors::Stopped());
@@ -351,6 +377,7 @@ void RaftHost::ProcessReadys() {
     if (!rd.messages.empty()) transport_->Send(std::move(rd.messages));
     Persist(rd);
     if (stopping_.load()) return;
+    if (hooks_.on_persisted) hooks_.on_persisted(rd);
     if (!rd.entries.empty()) {
       const raft::ConfState& conf = store_->LastConfState();
       sole_voter_ = conf.voters.size() == 1 && conf.voters[0] == options_.raft.id;

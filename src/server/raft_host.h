@@ -78,6 +78,10 @@ struct RaftHostOptions {
   int64_t read_retry_ms = 500;
   // ...and fails ("request timed out") after this long.
   int64_t request_timeout_ms = 7000;
+  // false: Start() starts no thread; the owner (the simulator) calls Turn()
+  // whenever it wants the host to act, with the injected clock at the time
+  // it chooses. Everything else is the same code.
+  bool own_thread = true;
 };
 
 struct RaftHostHooks {
@@ -108,6 +112,10 @@ struct RaftHostHooks {
   // A linearizable read round was confirmed at `index`: run each of `reads`
   // once this member has applied `index`.
   std::function<void(uint64_t index, std::vector<std::function<void(const Status&)>> reads)> on_read_index;
+  // For the simulator's checker (optional): a Ready's snapshot, entries and
+  // HardState are in the log (and synced if rd.must_sync); called before its
+  // persisted_messages go out and before its committed entries are applied.
+  std::function<void(const raft::Ready& rd)> on_persisted;
 };
 
 class RaftHost {
@@ -141,6 +149,9 @@ class RaftHost {
   // Stops the thread; proposals not yet in the log are refused with
   // "server stopped".
   void Stop();
+  // One turn of the loop (see the top of this file) over what the inbox
+  // holds now, without waiting. Only with own_thread = false, from one thread.
+  void Turn();
 
   // Queues a proposal; false (nothing queued) if the inbox is full or the
   // host is stopping.
@@ -199,6 +210,10 @@ class RaftHost {
     int64_t asked_ms = 0;        // when this round was requested
   };
   void Loop();
+  // Steps 1-5 of a turn over `inputs` (taken from the inbox).
+  void RunTurn(std::vector<Input>& inputs);
+  // At stop: every waiting proposal, read and transfer gets "server stopped".
+  void FailPending();
   void Take(Input& in);
   void RequestReads(int64_t now_ms);
   void CheckReads(int64_t now_ms);
@@ -223,7 +238,9 @@ class RaftHost {
   int64_t unasked_since_ms_ = 0;
   std::map<std::string, ReadRound> read_rounds_;  // raft thread only: by context
   uint64_t next_read_context_ = 0;
+  std::string read_context_prefix_;  // unique per start
   uint64_t acked_applied_ = 0;           // raft thread only
+  int64_t next_tick_ms_ = 0;             // raft thread only
   std::atomic<uint64_t> term_{0};
   std::atomic<raft::NodeId> leader_{raft::kNoNode};
   std::atomic<bool> is_leader_{false};
