@@ -59,6 +59,14 @@ raft-soak: $(BUILD)/Makefile
 	cmake --build $(BUILD) -j$(JOBS) --target raft-soak
 	./$(BUILD)/src/raft-soak --profile=$(or $(PROFILE),mixed) $(if $(SEED),--seed=$(SEED) $(if $(TRACE),--trace),--seeds=$(or $(SEEDS),10000) --start=$(or $(START),1))
 
+# make host-soak SEEDS=10000 [START=1] [PROFILE=mixed|small|lease] - the simulator that
+#   drives the server's own Raft host, log store and log files (src/hostsim/) over many
+#   seeds; make host-soak SEED=1234 TRACE=1 - one seed, with a trace
+.PHONY: host-soak
+host-soak: $(BUILD)/Makefile
+	cmake --build $(BUILD) -j$(JOBS) --target host-soak
+	./$(BUILD)/src/host-soak --profile=$(or $(PROFILE),mixed) $(if $(SEED),--seed=$(SEED) $(if $(TRACE),--trace),--seeds=$(or $(SEEDS),1000) --start=$(or $(START),1))
+
 # make cluster-soak RUNS=20 [TARGET=etcd|cairn] [START=1] - seeded 3-member cluster runs
 #   with random nemesis mixes (kills, pauses, network faults, membership changes: see
 #   tests/README.md), each checked by tests/history_check.py; continues after a
