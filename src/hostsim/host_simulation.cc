@@ -16,6 +16,7 @@
 #include "server/log_store.h"
 #include "server/raft_host.h"
 #include "sim/host.h"
+#include "sim/simulation.h"
 #include "wal/wal.h"
 
 namespace cairn::hostsim {
@@ -896,20 +897,8 @@ struct HostSimulation::World {
     Member* leader = FindLeader();
     if (leader == nullptr) return;
     const raft::ConfState conf = leader->store->LastConfState();
-    std::vector<raft::ConfChange> choices;
-    if (static_cast<int>(members.size()) < so.max_nodes) {
-      choices.push_back({raft::ConfChangeType::kAddLearner, next_node_id, "new"});
-    }
-    for (NodeId l : conf.learners) {
-      if (conf.voters.size() < 5) choices.push_back({raft::ConfChangeType::kAddVoter, l, ""});
-      choices.push_back({raft::ConfChangeType::kRemoveNode, l, ""});
-    }
-    if (conf.voters.size() > 1) {
-      for (NodeId v : conf.voters) {
-        choices.push_back({raft::ConfChangeType::kRemoveNode, v, ""});
-        choices.push_back({raft::ConfChangeType::kAddLearner, v, "demote"});
-      }
-    }
+    const std::vector<raft::ConfChange> choices =
+        sim::ConfChangeChoices(conf, static_cast<int>(members.size()), so.max_nodes, next_node_id);
     if (choices.empty()) return;
     const raft::ConfChange change = choices[Uniform(choices.size())];
     const std::string blob = raft::EncodeConfChange(change);

@@ -332,20 +332,8 @@ void Simulation::OnConfChange() {
   Host* leader = FindLeader();
   if (leader == nullptr) return;
   const raft::ConfState conf = leader->node().GetStatus().conf_state;
-  std::vector<raft::ConfChange> choices;
-  if (static_cast<int>(hosts_.size()) < options_.max_nodes) {
-    choices.push_back({raft::ConfChangeType::kAddLearner, next_node_id_, "new"});
-  }
-  for (NodeId l : conf.learners) {
-    if (conf.voters.size() < 5) choices.push_back({raft::ConfChangeType::kAddVoter, l, ""});
-    choices.push_back({raft::ConfChangeType::kRemoveNode, l, ""});
-  }
-  if (conf.voters.size() > 1) {
-    for (NodeId v : conf.voters) {
-      choices.push_back({raft::ConfChangeType::kRemoveNode, v, ""});
-      choices.push_back({raft::ConfChangeType::kAddLearner, v, "demote"});
-    }
-  }
+  const std::vector<raft::ConfChange> choices =
+      ConfChangeChoices(conf, static_cast<int>(hosts_.size()), options_.max_nodes, next_node_id_);
   if (choices.empty()) return;
   const raft::ConfChange change = choices[Uniform(choices.size())];
   auto pos = leader->node().ProposeConfChange(change);
@@ -494,6 +482,23 @@ bool Simulation::OnLivenessProbe() {
     if (!done(id)) return false;
   }
   return true;
+}
+
+std::vector<raft::ConfChange> ConfChangeChoices(const raft::ConfState& conf, int members, int max_nodes,
+                                                NodeId next_id) {
+  std::vector<raft::ConfChange> choices;
+  if (members < max_nodes) choices.push_back({raft::ConfChangeType::kAddLearner, next_id, "new"});
+  for (NodeId l : conf.learners) {
+    if (conf.voters.size() < 5) choices.push_back({raft::ConfChangeType::kAddVoter, l, ""});
+    choices.push_back({raft::ConfChangeType::kRemoveNode, l, ""});
+  }
+  if (conf.voters.size() > 1) {
+    for (NodeId v : conf.voters) {
+      choices.push_back({raft::ConfChangeType::kRemoveNode, v, ""});
+      choices.push_back({raft::ConfChangeType::kAddLearner, v, "demote"});
+    }
+  }
+  return choices;
 }
 
 }  // namespace cairn::sim

@@ -144,4 +144,10 @@ class Simulation final : private HostContext {
   SimStats stats_;
 };
 
+// The membership changes a nemesis may propose to a cluster with `conf`: add a
+// learner (id `next_id`) while there are fewer than `max_nodes` members, promote or
+// remove a learner, remove or demote a voter while more than one is left.
+std::vector<raft::ConfChange> ConfChangeChoices(const raft::ConfState& conf, int members, int max_nodes,
+                                                NodeId next_id);
+
 }  // namespace cairn::sim
