@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "common/logging.h"
+#include "common/trace_points.h"
 #include "peer/raft_codec.h"
 #include "storage/snapshot_stream.h"
 
@@ -80,6 +81,10 @@ class PeerService::Reactor final : public grpc::ServerReadReactor<cairnpb::PeerB
                            << (m.ok() ? "" : ": " + m.status().message());
         }
         continue;
+      }
+      if (trace::Recorder::Get().enabled()) {
+        if (m->type == raft::MessageType::kAppend && !m->entries.empty()) trace::Point("recv_app", m->entries.back().index);
+        if (m->type == raft::MessageType::kAppendResponse) trace::Point("recv_resp", m->index);
       }
       handlers_->step(std::move(*m));
     }

@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "common/logging.h"
+#include "common/trace_points.h"
 #include "peer/raft_codec.h"
 
 namespace cairn::peer {
@@ -389,7 +390,27 @@ void PeerTransport::Run(Peer* peer) {
       }
       writer = stub->Stream(ctx.get(), &end);
     }
-    if (writer->Write(batch)) {
+    // Trace points: a write that carries an append or its answer.
+    const char* traced_before = nullptr;
+    const char* traced_after = nullptr;
+    uint64_t traced_index = 0;
+    if (trace::Recorder::Get().enabled()) {
+      for (const auto& pm : batch.messages()) {
+        if (pm.type() == static_cast<uint32_t>(raft::MessageType::kAppend) && pm.entries_size() > 0) {
+          traced_before = "write_app";
+          traced_after = "wrote_app";
+          traced_index = pm.entries(pm.entries_size() - 1).index();
+        } else if (pm.type() == static_cast<uint32_t>(raft::MessageType::kAppendResponse)) {
+          traced_before = "write_resp";
+          traced_after = "wrote_resp";
+          traced_index = pm.index();
+        }
+      }
+    }
+    if (traced_before) trace::Point(traced_before, traced_index);
+    const bool wrote = writer->Write(batch);
+    if (traced_after) trace::Point(traced_after, traced_index);
+    if (wrote) {
       if (stats_.sent) stats_.sent(peer->id, batch.ByteSizeLong());
       backoff_ms = 100;
       last_error.clear();

@@ -5,6 +5,7 @@
 
 #include "common/check.h"
 #include "common/proto_parse.h"
+#include "common/trace_points.h"
 
 namespace cairn::server {
 
@@ -133,6 +134,7 @@ void ApplyWorker::ApplyEntries(std::vector<raft::Entry>& entries) {
     requests[i - skip] = std::move(*decoded);
     pointers.push_back(&requests[i - skip]);
   }
+  trace::Point("apply_start", entries.back().index);
   const auto t0 = std::chrono::steady_clock::now();
   bool timed = false;
   applier_->ApplyBatch(first, pointers, [&](size_t i, apply::ApplyResult& r) {
@@ -143,6 +145,7 @@ void ApplyWorker::ApplyEntries(std::vector<raft::Entry>& entries) {
     }
     const raft::Entry& entry = entries[skip + i];
     applied_index_ = entry.index;
+    trace::Point("applied", entry.index);
     if (!r.events.empty() && hooks_.on_events) hooks_.on_events(r.revision, r.events);
     const cairnpb::InternalRequest& req = requests[i];
     if (req.has_member_change() && hooks_.on_member_change) hooks_.on_member_change(req.member_change());

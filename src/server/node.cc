@@ -12,6 +12,7 @@
 #include "common/check.h"
 #include "common/proto_parse.h"
 #include "common/logging.h"
+#include "common/trace_points.h"
 #include "server/member_id.h"
 #include "server/meta_keys.h"
 #include "storage/snapshot_stream.h"
@@ -458,7 +459,10 @@ Status Node::StartRaft() {
   rh.apply = [this](std::vector<raft::Entry> entries) { return apply_->Push(std::move(entries)); };
   rh.applied_index = [this] { return apply_->applied_index(); };
   rh.sync_applied = [this] { return engine_->SyncWal(); };
-  rh.accepted = [this](uint64_t id, uint64_t term, uint64_t index) { waiters_.SetPosition(id, term, index); };
+  rh.accepted = [this](uint64_t id, uint64_t term, uint64_t index) {
+    trace::Point("accept", id, index);
+    waiters_.SetPosition(id, term, index);
+  };
   rh.refused = [this](uint64_t id, const Status& s) { waiters_.Fail(id, s); };
   rh.forwarded = [this](uint64_t id) { waiters_.MarkForwarded(id); };
   rh.on_tick = [this](int64_t now) { waiters_.ExpireBefore(now); };
@@ -606,6 +610,7 @@ void Node::Propose(cairnpb::InternalRequest request, Callback done) {
   }
   const uint64_t id = ++request_id_counter_;
   request.set_id(id);
+  trace::Point("propose", id);
   RaftHost::Proposal p{id, request.SerializeAsString()};
   const int64_t timeout_ms = kRequestTimeoutBaseMs + 2 * options_.election_timeout_ms;
   waiters_.Add(id, clock_.NowMs() + timeout_ms, std::move(done));

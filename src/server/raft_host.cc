@@ -6,6 +6,7 @@
 
 #include "common/check.h"
 #include "common/logging.h"
+#include "common/trace_points.h"
 #include "raft/errors.h"
 
 namespace cairn::server {
@@ -13,6 +14,17 @@ namespace cairn::server {
 namespace {
 double SecondsSince(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// Trace points for appends (with their last entry's index) and their
+// answers (with the index accepted); common/trace_points.h.
+void TraceMessage(const raft::Message& m, const char* append_stage, const char* response_stage) {
+  if (!trace::Recorder::Get().enabled()) return;
+  if (m.type == raft::MessageType::kAppend && !m.entries.empty()) {
+    trace::Point(append_stage, m.entries.back().index);
+  } else if (m.type == raft::MessageType::kAppendResponse && !m.reject) {
+    trace::Point(response_stage, m.index);
+  }
 }
 
 // The client's answer for a proposal the core refused.
@@ -133,6 +145,7 @@ void RaftHost::Take(Input& in) {
   if (auto* p = std::get_if<Proposal>(&in)) {
     Park(std::move(*p));
   } else if (auto* m = std::get_if<raft::Message>(&in)) {
+    TraceMessage(*m, "step_app", "step_resp");
     Status s = node_->Step(std::move(*m));
     if (!s.ok()) CAIRN_LOG(kDebug) << "raft: message dropped: " << s.message();
   } else if (auto* u = std::get_if<Unreachable>(&in)) {
@@ -374,18 +387,23 @@ void RaftHost::ProcessReadys() {
       if (changed && hooks_.on_leader_change) hooks_.on_leader_change(leader_.load(), node_->hard_state().term);
     }
     if (rd.hard_state) term_ = rd.hard_state->term;
+    for (const auto& m : rd.messages) TraceMessage(m, "send_app", "send_resp");
     if (!rd.messages.empty()) transport_->Send(std::move(rd.messages));
+    if (!rd.entries.empty()) trace::Point("persist_start", rd.entries.back().index);
     Persist(rd);
+    if (!rd.entries.empty()) trace::Point("persisted", rd.entries.back().index);
     if (stopping_.load()) return;
     if (hooks_.on_persisted) hooks_.on_persisted(rd);
     if (!rd.entries.empty()) {
       const raft::ConfState& conf = store_->LastConfState();
       sole_voter_ = conf.voters.size() == 1 && conf.voters[0] == options_.raft.id;
     }
+    for (const auto& m : rd.persisted_messages) TraceMessage(m, "send_app", "send_resp");
     if (!rd.persisted_messages.empty()) transport_->Send(std::move(rd.persisted_messages));
     node_->AckPersisted(rd.number);
     if (rd.hard_state) commit_index_ = rd.hard_state->commit;
     if (!rd.committed_entries.empty()) {
+      trace::Point("commit", rd.committed_entries.back().index);
       if (!hooks_.apply(std::move(rd.committed_entries))) return;
     }
     // After the committed entries: a read waits for the index it was

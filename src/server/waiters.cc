@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "common/check.h"
+#include "common/trace_points.h"
 
 namespace cairn::server {
 
@@ -64,6 +65,7 @@ void Waiters::Complete(uint64_t id, const cairnpb::InternalResponse& response) {
     done = TakeLocked(id);
   }
   if (done) done(response);
+  trace::Point("done", id);
 }
 
 void Waiters::FailAt(uint64_t index, uint64_t term) {
