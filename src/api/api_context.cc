@@ -4,19 +4,19 @@
 
 namespace cairn::api {
 
-void ProposeAndFinish(const ApiContext& ctx, cairnpb::InternalRequest req, bool needs_space,
-                      grpc::ServerUnaryReactor* reactor,
-                      std::function<Status(const cairnpb::InternalResponse&)> on_applied) {
+void ProposeChecked(const ApiContext& ctx, cairnpb::InternalRequest req, bool needs_space,
+                    std::function<void(const Status&, const cairnpb::InternalResponse&)> done) {
+  static const cairnpb::InternalResponse kNone;
   req.set_proposed_at_unix_ms(std::chrono::duration_cast<std::chrono::milliseconds>(
                                   std::chrono::system_clock::now().time_since_epoch())
                                   .count());
   if (req.ByteSizeLong() > ctx.limits.max_request_bytes) {
-    reactor->Finish(ToGrpc(errors::RequestTooLarge()));
+    done(errors::RequestTooLarge(), kNone);
     return;
   }
   if (needs_space) {
     if (ctx.node->applier()->NoSpaceAlarm()) {
-      reactor->Finish(ToGrpc(errors::NoSpace()));
+      done(errors::NoSpace(), kNone);
       return;
     }
     // etcd's backend quota: refuse, and raise the NOSPACE alarm for everyone.
@@ -29,18 +29,26 @@ void ProposeAndFinish(const ApiContext& ctx, cairnpb::InternalRequest req, bool 
       alarm.mutable_alarm()->set_action(etcdserverpb::AlarmRequest::ACTIVATE);
       alarm.mutable_alarm()->set_memberid(ctx.node->ids().member_id);
       alarm.mutable_alarm()->set_alarm(etcdserverpb::NOSPACE);
-      ctx.node->Propose(std::move(alarm), [reactor](const cairnpb::InternalResponse&) {
-        reactor->Finish(ToGrpc(errors::NoSpace()));
-      });
+      ctx.node->Propose(std::move(alarm),
+                        [done = std::move(done)](const cairnpb::InternalResponse&) { done(errors::NoSpace(), kNone); });
       return;
     }
   }
-  ctx.node->Propose(std::move(req), [reactor, on_applied = std::move(on_applied)](
-                                        const cairnpb::InternalResponse& resp) {
-    Status s = FromResponse(resp);
-    if (s.ok()) s = on_applied(resp);
-    reactor->Finish(ToGrpc(s));
+  ctx.node->Propose(std::move(req), [done = std::move(done)](const cairnpb::InternalResponse& resp) {
+    done(FromResponse(resp), resp);
   });
+}
+
+void ProposeAndFinish(const ApiContext& ctx, cairnpb::InternalRequest req, bool needs_space,
+                      grpc::ServerUnaryReactor* reactor,
+                      std::function<Status(const cairnpb::InternalResponse&)> on_applied) {
+  ProposeChecked(ctx, std::move(req), needs_space,
+                 [reactor, on_applied = std::move(on_applied)](const Status& status,
+                                                               const cairnpb::InternalResponse& resp) {
+                   Status s = status;
+                   if (s.ok()) s = on_applied(resp);
+                   reactor->Finish(ToGrpc(s));
+                 });
 }
 
 }  // namespace cairn::api

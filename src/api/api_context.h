@@ -84,8 +84,13 @@ grpc::ServerUnaryReactor* ReadAndFinish(const ApiContext* ctx, grpc::CallbackSer
   return reactor;
 }
 
-// Proposes `req` after the size and quota checks etcd makes before Raft, and
-// finishes `reactor` from the apply thread with `on_applied`'s status.
+// Proposes `req` after the size and quota checks etcd makes before Raft;
+// `done` runs once, with the refusal or (from the apply thread) the applied
+// response and its status.
+void ProposeChecked(const ApiContext& ctx, cairnpb::InternalRequest req, bool needs_space,
+                    std::function<void(const Status&, const cairnpb::InternalResponse&)> done);
+
+// ProposeChecked, then finishes `reactor` with `on_applied`'s status.
 void ProposeAndFinish(const ApiContext& ctx, cairnpb::InternalRequest req, bool needs_space,
                       grpc::ServerUnaryReactor* reactor,
                       std::function<Status(const cairnpb::InternalResponse&)> on_applied);

@@ -8,10 +8,12 @@
 #include <future>
 #include <thread>
 
+#include "api/election_service.h"
 #include "api/health_service.h"
 #include "api/http/client_listener.h"
 #include "api/kv_service.h"
 #include "api/lease_service.h"
+#include "api/lock_service.h"
 #include "api/maintenance_service.h"
 #include "api/metrics_interceptor.h"
 #include "api/unknown_method_service.h"
@@ -98,6 +100,7 @@ Status EtcdServer::Start() {
   server::NodeHooks hooks;
   hooks.on_events = [this](int64_t rev, const std::vector<mvccpb::Event>& events) {
     if (auto* hub = hub_ptr_.load()) hub->Publish(rev, events);
+    key_events_.Publish(rev, events);
   };
   hooks.on_log_sync = [this](double sec) { metrics_->disk().wal_fsync_duration_seconds->Observe(sec); };
   hooks.on_apply_commit = [this](double sec, size_t entries) {
@@ -219,6 +222,9 @@ Status EtcdServer::Start() {
   services_.push_back(std::make_unique<MaintenanceService>(&ctx_));
   services_.push_back(std::make_unique<ClusterService>(&ctx_));
   services_.push_back(std::make_unique<AuthService>(&ctx_));
+  local_client_ = std::make_unique<LocalClient>(&ctx_, &key_events_);
+  services_.push_back(std::make_unique<LockService>(local_client_.get()));
+  services_.push_back(std::make_unique<ElectionService>(local_client_.get()));
   auto health = std::make_unique<HealthService>();
   health_service_ = health.get();
   services_.push_back(std::move(health));
@@ -227,7 +233,8 @@ Status EtcdServer::Start() {
   for (auto& svc : services_) builder.RegisterService(svc.get());
   unknown_methods_ = std::make_unique<UnknownMethodService>(std::vector<std::string>{
       "etcdserverpb.KV", "etcdserverpb.Watch", "etcdserverpb.Lease", "etcdserverpb.Maintenance",
-      "etcdserverpb.Cluster", "etcdserverpb.Auth", "grpc.health.v1.Health"});
+      "etcdserverpb.Cluster", "etcdserverpb.Auth", "grpc.health.v1.Health",
+      "v3lockpb.Lock", "v3electionpb.Election"});
   builder.RegisterCallbackGenericService(unknown_methods_.get());
   builder.SetMaxReceiveMessageSize(static_cast<int>(config_.max_request_bytes) + kGrpcOverheadBytes);
   builder.SetMaxSendMessageSize(INT32_MAX);
@@ -500,6 +507,7 @@ void EtcdServer::Stop() {
   peer_server_.reset();
   peer_service_.reset();
   services_.clear();
+  local_client_.reset();
   unknown_methods_.reset();
   hub_.reset();
   node_.reset();

@@ -16,6 +16,8 @@
 #include <vector>
 
 #include "api/api_context.h"
+#include "api/key_events.h"
+#include "api/local_client.h"
 #include "api/server_config.h"
 #include "common/metrics.h"
 #include "server/node.h"
@@ -75,6 +77,8 @@ class EtcdServer {
   std::unique_ptr<watch::WatchHub> hub_;
   std::atomic<watch::WatchHub*> hub_ptr_{nullptr};  // read by the apply thread
   ApiContext ctx_;
+  KeyEvents key_events_;                       // for the lock and election services
+  std::unique_ptr<LocalClient> local_client_;  // the same, after services_
   std::vector<std::unique_ptr<grpc::Service>> services_;
   std::unique_ptr<grpc::CallbackGenericService> unknown_methods_;  // answers what services_ do not
   class WatchService* watch_service_ = nullptr;  // owned by services_
