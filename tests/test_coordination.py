@@ -14,6 +14,7 @@ import grpc
 import pytest
 from etcd3.etcdrpc import rpc_pb2
 
+import cluster
 from coordination_client import Coordination
 
 WAIT = 10  # s: the bound of every wait below
@@ -188,3 +189,50 @@ def test_etcdctl_lock_exec_and_elect_listen(cairn):
         for p in (candidate, listener):
             p.kill()
             p.wait(timeout=WAIT)
+
+
+def retry(fn, timeout=WAIT):
+    """fn() until it stops failing (a new leader is being elected)."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            return fn()
+        except grpc.RpcError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.2)
+
+
+def test_lock_and_election_across_members_and_a_leader_change(tmp_path):
+    c = cluster.ReplicatedCluster(cluster.TARGET, tmp_path, size=3).start()
+    try:
+        leader = c.leader()
+        f1, f2 = [m for m in c.members if m is not leader]
+        a, b, on_leader = Coordination(f1.channel()), Coordination(f2.channel()), Coordination(leader.channel())
+
+        held = a.lock(b"x")
+        waiting = b.lock_future(b"x")
+        time.sleep(0.5)
+        assert not waiting.done()
+        on_leader.unlock(held.key)
+        assert waiting.result(timeout=WAIT).key.startswith(b"x/")
+
+        stream = b.observe(b"e")
+        it = iter(stream)
+        won = a.campaign(b"e", b"a1")
+        assert next(it).kv.value == b"a1"
+
+        # A lock waiting on one follower while the leader dies: the wait and
+        # the observer go on under the next leader.
+        held = a.lock(b"y")
+        waiting = b.lock_future(b"y", timeout=60)
+        wait_for(lambda: count(f2, b"y/") == 2, what="the waiter's key")
+        leader.kill9()
+        c.leader(exclude=leader)
+        retry(lambda: a.unlock(held.key))
+        assert waiting.result(timeout=WAIT).key.startswith(b"y/")
+        retry(lambda: a.proclaim(won.leader, b"a2"))
+        assert next(it).kv.value == b"a2"
+        stream.cancel()
+    finally:
+        c.cleanup()
