@@ -42,10 +42,14 @@ struct ApiContext {
 
   // Fills cluster_id, member_id, raft_term, and the revision if it is 0.
   void FillHeader(etcdserverpb::ResponseHeader* h) const {
+    FillClusterHeader(h);
+    if (h->revision() == 0) h->set_revision(node->kv()->CurrentRevision());
+  }
+  // etcd's ClusterServer.header(): the member RPCs' header has no revision.
+  void FillClusterHeader(etcdserverpb::ResponseHeader* h) const {
     h->set_cluster_id(node->ids().cluster_id);
     h->set_member_id(node->ids().member_id);
     h->set_raft_term(node->raft_term());
-    if (h->revision() == 0) h->set_revision(node->kv()->CurrentRevision());
   }
 };
 

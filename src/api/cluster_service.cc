@@ -83,7 +83,7 @@ void ToEtcd(const cairnpb::Member& mem, etcdserverpb::Member* m) {
 template <typename Response>
 void FillMembers(const ApiContext* ctx, const std::vector<cairnpb::Member>& members, Response* response) {
   for (const auto& mem : members) ToEtcd(mem, response->add_members());
-  ctx->FillHeader(response->mutable_header());
+  ctx->FillClusterHeader(response->mutable_header());
 }
 
 // Proposes `change` and finishes with the member list once it is applied.

@@ -249,18 +249,27 @@ Status EtcdServer::Start() {
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
   grpc_server_ = builder.BuildAndStart();
   if (!grpc_server_) return Status(Code::kInternal, "cannot start the gRPC server");
+  {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(INT32_MAX);
+    gateway_ = std::make_unique<JsonGateway>(grpc_server_->InProcessChannel(args));
+  }
 
   for (const auto& url : config_.listen_client_urls) {
     auto u = ParseUrl(url);
     http::ClientListener::Options lo;
     lo.host = u->host;
     lo.port = u->port;
-    lo.max_body_bytes = static_cast<size_t>(config_.max_request_bytes) + kGrpcOverheadBytes;
+    // A gateway body carries the request in JSON, bytes in base64 (4/3):
+    // room for the largest request gRPC would take, which then answers
+    // "request is too large" as etcd's gateway does.
+    lo.max_body_bytes = 2 * (static_cast<size_t>(config_.max_request_bytes) + kGrpcOverheadBytes);
     grpc::Server* server = grpc_server_.get();
     lo.on_grpc_connection = [server](int fd) { grpc::AddInsecureChannelFromFd(server, fd); };
     ExportListenerMetrics(metrics_.get(), &lo);
     auto listener = std::make_unique<http::ClientListener>(lo);
     RegisterHttp(listener.get());
+    gateway_->Register(listener.get());
     s = listener->Start();
     if (!s.ok()) return Status(s.code(), "cannot listen on " + url + ": " + s.message());
     CAIRN_LOG(kInfo) << "serving client requests on " << url;
@@ -480,6 +489,8 @@ void EtcdServer::Stop() {
   }
   stop_cv_.notify_all();
   HandOverLeadership();
+  // Gateway calls that wait (a Lock) would hold the listener's handlers.
+  if (gateway_) gateway_->Stop();
   for (auto& l : listeners_) l->Stop();
   // Watch streams never end by themselves: end them so Shutdown need not
   // wait for its deadline.
@@ -503,6 +514,7 @@ void EtcdServer::Stop() {
   hub_ptr_ = nullptr;
   if (grpc_server_) grpc_server_->Wait();
   listeners_.clear();
+  gateway_.reset();
   grpc_server_.reset();
   peer_server_.reset();
   peer_service_.reset();

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "api/api_context.h"
+#include "api/json_gateway.h"
 #include "api/key_events.h"
 #include "api/local_client.h"
 #include "api/server_config.h"
@@ -85,6 +86,7 @@ class EtcdServer {
   class HealthService* health_service_ = nullptr;  // owned by services_
   std::atomic<int64_t> calls_in_flight_{0};  // gRPC calls begun and not done
   std::unique_ptr<grpc::Server> grpc_server_;
+  std::unique_ptr<JsonGateway> gateway_;  // a client of grpc_server_, on the client URLs
   std::vector<std::unique_ptr<http::ClientListener>> listeners_;
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;

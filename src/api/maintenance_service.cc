@@ -198,7 +198,7 @@ grpc::ServerUnaryReactor* ClusterService::MemberList(grpc::CallbackServerContext
     // published its attributes yet has no name and no client URLs
     // (etcdctl shows it "unstarted").
     ListMembers(response->mutable_members());
-    ctx_->FillHeader(response->mutable_header());
+    ctx_->FillClusterHeader(response->mutable_header());
     return cairn::Status::Ok();
   });
 }
