@@ -115,7 +115,8 @@ struct ClientListener::Connection {
     kClassifying,  // nothing consumed yet; peeking
     kReading,      // HTTP/1.x: waiting for (the rest of) a request
     kHandling,     // HTTP/1.x: the request is with a handler thread
-    kWriting,      // HTTP/1.x: sending the response
+    kStreaming,    // HTTP/1.x: a streamed response has begun and not ended
+    kWriting,      // HTTP/1.x: sending the (end of the) response
   };
 
   uint64_t id = 0;
@@ -128,11 +129,27 @@ struct ClientListener::Connection {
   std::string out;  // bytes to send: a 100 Continue or a response
   size_t out_offset = 0;
   bool close_after_write = false;
+  std::shared_ptr<Writer> writer;  // of the request being answered
+  bool async = false;              // its handler is an AsyncHandler
   uint32_t registered_events = 0;
   TimePoint deadline = TimePoint::max();  // also in EventLoop::deadlines_
 };
 
-// Everything the loop thread touches. Only Complete(), RequestStop() and the
+// What a Writer hands to the loop.
+struct Completion {
+  enum class Kind {
+    kWhole,  // a whole response
+    kAsync,  // the request went to an AsyncHandler: watch for the client leaving
+    kPart,   // the head or a chunk of a streamed response
+    kEnd,    // the end of a streamed response
+  };
+  uint64_t id;
+  Kind kind;
+  std::string bytes;
+  bool keep_alive = false;  // kWhole, kEnd
+};
+
+// Everything the loop thread touches. Only Push(), RequestStop() and the
 // atomics are used from other threads.
 class ClientListener::EventLoop {
  public:
@@ -156,11 +173,11 @@ class ClientListener::EventLoop {
 
   void Run();
 
-  // From a handler thread: the response for connection `id`.
-  void Complete(uint64_t id, std::string bytes, bool keep_alive) {
+  // From a Writer, on any thread.
+  void Push(Completion completion) {
     {
       std::lock_guard<std::mutex> lock(completed_mu_);
-      completed_.push_back({id, std::move(bytes), keep_alive});
+      completed_.push_back(std::move(completion));
     }
     Wake();
   }
@@ -181,11 +198,6 @@ class ClientListener::EventLoop {
 
  private:
   using Phase = Connection::Phase;
-  struct Completion {
-    uint64_t id;
-    std::string bytes;
-    bool keep_alive;
-  };
 
   void Wake() {
     uint64_t one = 1;
@@ -207,6 +219,8 @@ class ClientListener::EventLoop {
   void ReadHttp1(Connection& c, TimePoint now);
   void AfterRead(Connection& c, Http1RequestReader::State state, TimePoint now);
   void Flush(Connection& c, TimePoint now);
+  // A streaming connection's unsent bytes, to its writer; the write deadline.
+  void ReportUnsent(Connection& c, TimePoint now);
   void TakeCompletions(TimePoint now);
   void ExpireDeadlines(TimePoint now);
   void BeginStop(TimePoint now);
@@ -246,7 +260,122 @@ class ClientListener::EventLoop {
   std::atomic<uint64_t> rejected_[kRejectReasonCount] = {};
 
   std::mutex completed_mu_;
-  std::vector<Completion> completed_;  // GUARDED_BY(completed_mu_); one per handling connection
+  // GUARDED_BY(completed_mu_). Bounded: a handling connection has one
+  // kWhole, a streaming one parts up to max_stream_buffer_bytes.
+  std::vector<Completion> completed_;
+};
+
+// The ResponseWriter of one request. Serializes on the caller's thread and
+// hands the bytes to the loop; the loop detaches it (Detach) when the
+// connection closes or the response is over, so a writer kept by a handler
+// never touches a loop that is gone.
+class ClientListener::Writer final : public ResponseWriter {
+ public:
+  Writer(EventLoop* loop, uint64_t id, const Options& options, unsigned version, bool keep_alive,
+         bool head)
+      : loop_(loop), id_(id), options_(options), version_(version), keep_alive_(keep_alive),
+        head_(head) {}
+
+  ~Writer() override {
+    // The connection must not wait for ever on a handler that forgot it.
+    if (state_ == State::kNew) Send(TextResponse(500, "Internal Server Error\n"));
+    if (state_ == State::kStreaming) End();
+  }
+
+  void Send(HttpResponse response) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (state_ != State::kNew || loop_ == nullptr) return;
+    state_ = State::kDone;
+    const bool keep_alive = keep_alive_ && !loop_->stopping();
+    loop_->Push({id_, Completion::Kind::kWhole,
+                 SerializeResponse(response, options_.default_headers, version_, keep_alive, head_),
+                 keep_alive});
+  }
+
+  bool Begin(const HttpResponse& head) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (state_ != State::kNew || loop_ == nullptr) return false;
+    state_ = State::kStreaming;
+    std::string bytes = SerializeStreamHead(head, options_.default_headers, version_, keep_alive_);
+    queued_ += bytes.size();
+    loop_->Push({id_, Completion::Kind::kPart, std::move(bytes)});
+    return true;
+  }
+
+  bool Write(std::string_view bytes) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (state_ != State::kStreaming || loop_ == nullptr) return false;
+    if (head_ || bytes.empty()) return true;
+    std::string chunk = version_ == 10 ? std::string(bytes) : SerializeChunk(bytes);
+    if (queued_ + unsent_ + chunk.size() > options_.max_stream_buffer_bytes) return false;
+    queued_ += chunk.size();
+    loop_->Push({id_, Completion::Kind::kPart, std::move(chunk)});
+    return true;
+  }
+
+  void End() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (state_ != State::kStreaming) return;
+    state_ = State::kDone;
+    if (loop_ == nullptr) return;
+    const bool chunked = version_ != 10;
+    loop_->Push({id_, Completion::Kind::kEnd, chunked && !head_ ? std::string(kLastChunk) : "",
+                 chunked && keep_alive_ && !loop_->stopping()});
+  }
+
+  void OnClose(std::function<void()> callback) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!closed_) {
+        on_close_ = std::move(callback);
+        return;
+      }
+    }
+    callback();
+  }
+
+  // From a handler thread, before an AsyncHandler runs.
+  void MarkAsync() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (loop_ != nullptr && state_ == State::kNew) loop_->Push({id_, Completion::Kind::kAsync, ""});
+  }
+
+  // From the loop.
+  void Detach() {
+    std::function<void()> callback;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      loop_ = nullptr;
+      if (state_ != State::kDone && !closed_) callback = std::move(on_close_);
+      closed_ = true;
+      on_close_ = nullptr;
+    }
+    if (callback) callback();
+  }
+  void Moved(size_t bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    queued_ -= std::min(queued_, bytes);
+  }
+  void SetUnsent(size_t bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    unsent_ = bytes;
+  }
+
+ private:
+  enum class State { kNew, kStreaming, kDone };
+
+  std::mutex mu_;
+  EventLoop* loop_;  // GUARDED_BY(mu_); null once detached
+  const uint64_t id_;
+  const Options& options_;  // the listener's, which outlives the loop
+  const unsigned version_;
+  const bool keep_alive_;
+  const bool head_;
+  State state_ = State::kNew;         // GUARDED_BY(mu_)
+  bool closed_ = false;               // GUARDED_BY(mu_)
+  std::function<void()> on_close_;    // GUARDED_BY(mu_)
+  size_t queued_ = 0;                 // GUARDED_BY(mu_); pushed, not yet in the connection's buffer
+  size_t unsent_ = 0;                 // GUARDED_BY(mu_); in the buffer, not yet sent
 };
 
 void ClientListener::EventLoop::Run() {
@@ -391,6 +520,9 @@ void ClientListener::EventLoop::OnEvent(Connection& c, uint32_t events, TimePoin
   }
   if (c.phase == Phase::kReading && (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP))) {
     ReadHttp1(c, now);
+  } else if (c.async && (c.phase == Phase::kHandling || c.phase == Phase::kStreaming) &&
+             (events & (EPOLLRDHUP | EPOLLHUP))) {
+    Close(c);  // the client went away: the handler's OnClose cancels its work
   } else if (events & EPOLLHUP) {
     Close(c);  // both directions gone: nobody to answer
   }
@@ -490,8 +622,10 @@ void ClientListener::EventLoop::AfterRead(Connection& c, Http1RequestReader::Sta
   c.phase = Phase::kHandling;
   SetDeadline(c, TimePoint::max());
   HttpRequest request = c.reader->TakeRequest(c.remote_address);
-  owner_->SubmitRequest(c.id, std::move(request), c.reader->version(), c.reader->keep_alive(),
-                        c.reader->head());
+  c.async = false;
+  c.writer = std::make_shared<Writer>(this, c.id, options_, c.reader->version(),
+                                      c.reader->keep_alive(), c.reader->head());
+  owner_->SubmitRequest(c.writer, std::move(request));
   UpdateInterest(c);
 }
 
@@ -502,6 +636,7 @@ void ClientListener::EventLoop::Flush(Connection& c, TimePoint now) {
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        if (c.phase == Phase::kStreaming) ReportUnsent(c, now);
         UpdateInterest(c);
         return;
       }
@@ -513,6 +648,7 @@ void ClientListener::EventLoop::Flush(Connection& c, TimePoint now) {
   c.out.clear();
   c.out_offset = 0;
   if (c.phase != Phase::kWriting) {
+    if (c.phase == Phase::kStreaming) ReportUnsent(c, now);
     UpdateInterest(c);
     return;
   }
@@ -529,6 +665,14 @@ void ClientListener::EventLoop::Flush(Connection& c, TimePoint now) {
   if (auto it = connections_.find(id); it != connections_.end()) UpdateInterest(*it->second);
 }
 
+void ClientListener::EventLoop::ReportUnsent(Connection& c, TimePoint now) {
+  const size_t unsent = c.out.size() - c.out_offset;
+  if (c.writer) c.writer->SetUnsent(unsent);
+  // A stream may be quiet for ever (a watch); one the client stops reading is
+  // closed after write_timeout.
+  SetDeadline(c, unsent > 0 ? std::min(c.deadline, now + options_.write_timeout) : TimePoint::max());
+}
+
 void ClientListener::EventLoop::TakeCompletions(TimePoint now) {
   std::vector<Completion> completed;
   {
@@ -539,11 +683,36 @@ void ClientListener::EventLoop::TakeCompletions(TimePoint now) {
     auto it = connections_.find(done.id);
     if (it == connections_.end()) continue;  // closed meanwhile (peer gone, Stop)
     Connection& c = *it->second;
-    c.out += done.bytes;
-    c.close_after_write = !done.keep_alive || stopping_;
-    c.phase = Phase::kWriting;
-    SetDeadline(c, now + options_.write_timeout);
-    Flush(c, now);
+    switch (done.kind) {
+      case Completion::Kind::kAsync:
+        c.async = true;
+        UpdateInterest(c);
+        continue;
+      case Completion::Kind::kPart:
+        if (c.phase != Phase::kHandling && c.phase != Phase::kStreaming) continue;
+        if (c.writer) c.writer->Moved(done.bytes.size());
+        c.out += done.bytes;
+        c.phase = Phase::kStreaming;
+        if (stopping_) {
+          Close(c);  // a stream has no end to wait for
+          continue;
+        }
+        Flush(c, now);
+        continue;
+      case Completion::Kind::kWhole:
+      case Completion::Kind::kEnd:
+        if (c.phase != Phase::kHandling && c.phase != Phase::kStreaming) continue;
+        if (c.writer) {
+          c.writer->Detach();  // the response is over: no OnClose
+          c.writer.reset();
+        }
+        c.out += done.bytes;
+        c.close_after_write = !done.keep_alive || stopping_;
+        c.phase = Phase::kWriting;
+        SetDeadline(c, now + options_.write_timeout);
+        Flush(c, now);
+        continue;
+    }
   }
 }
 
@@ -572,7 +741,8 @@ void ClientListener::EventLoop::BeginStop(TimePoint now) {
   stop_deadline_ = now + options_.write_timeout;
   std::vector<Connection*> idle;
   for (auto& [id, conn] : connections_) {
-    if (conn->phase == Phase::kClassifying || conn->phase == Phase::kReading) {
+    if (conn->phase == Phase::kClassifying || conn->phase == Phase::kReading ||
+        conn->phase == Phase::kStreaming) {
       idle.push_back(conn.get());
     } else {
       conn->close_after_write = true;
@@ -590,6 +760,7 @@ void ClientListener::EventLoop::SetDeadline(Connection& c, TimePoint deadline) {
 void ClientListener::EventLoop::UpdateInterest(Connection& c) {
   uint32_t events = 0;
   if (c.phase == Phase::kClassifying || c.phase == Phase::kReading) events |= EPOLLIN | EPOLLRDHUP;
+  if (c.async && (c.phase == Phase::kHandling || c.phase == Phase::kStreaming)) events |= EPOLLRDHUP;
   if (c.out_offset < c.out.size()) events |= EPOLLOUT;
   if (events == c.registered_events) return;
   struct epoll_event ev = {};
@@ -600,6 +771,7 @@ void ClientListener::EventLoop::UpdateInterest(Connection& c) {
 }
 
 void ClientListener::EventLoop::Close(Connection& c) {
+  if (std::shared_ptr<Writer> writer = std::move(c.writer)) writer->Detach();
   if (c.fd >= 0) {
     ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, c.fd, nullptr);
     ::close(c.fd);
@@ -687,7 +859,12 @@ ClientListener::~ClientListener() { Stop(); }
 
 void ClientListener::Handle(std::string method, std::string path, Handler handler) {
   std::unique_lock<std::shared_mutex> lock(routes_mu_);
-  routes_[std::move(path)].by_method[std::move(method)] = std::move(handler);
+  routes_[std::move(path)].by_method[std::move(method)] = Target{std::move(handler), nullptr};
+}
+
+void ClientListener::HandleAsync(std::string method, std::string path, AsyncHandler handler) {
+  std::unique_lock<std::shared_mutex> lock(routes_mu_);
+  routes_[std::move(path)].by_method[std::move(method)] = Target{nullptr, std::move(handler)};
 }
 
 Status ClientListener::Start() {
@@ -764,11 +941,10 @@ size_t ClientListener::active_connections() const {
 
 ClientListener::Stats ClientListener::stats() const { return loop_ ? loop_->stats() : Stats{}; }
 
-void ClientListener::SubmitRequest(uint64_t id, HttpRequest request, unsigned version,
-                                   bool keep_alive, bool head) {
+void ClientListener::SubmitRequest(std::shared_ptr<Writer> writer, HttpRequest request) {
   {
     std::lock_guard<std::mutex> lock(work_mu_);
-    work_.push_back({id, std::move(request), version, keep_alive, head});
+    work_.push_back({std::move(writer), std::move(request)});
   }
   work_cv_.notify_one();
 }
@@ -783,17 +959,18 @@ void ClientListener::RunHandlers() {
       work = std::move(work_.front());
       work_.pop_front();
     }
-    HttpResponse response = Dispatch(work.request);
-    const bool keep_alive = work.keep_alive && !loop_->stopping();
-    loop_->Complete(work.connection_id,
-                    SerializeResponse(response, options_.default_headers, work.version,
-                                      keep_alive, work.head),
-                    keep_alive);
+    Dispatch(work.request, work.writer);
   }
 }
 
-HttpResponse ClientListener::Dispatch(const HttpRequest& request) {
-  Handler handler;
+void ClientListener::Dispatch(const HttpRequest& request, const std::shared_ptr<Writer>& writer) {
+  if (options_.answer_options && request.method == "OPTIONS") {
+    HttpResponse response;
+    response.content_type.clear();
+    writer->Send(std::move(response));
+    return;
+  }
+  Target target;
   {
     std::shared_lock<std::shared_mutex> lock(routes_mu_);
     const Route* route = nullptr;
@@ -809,7 +986,10 @@ HttpResponse ClientListener::Dispatch(const HttpRequest& request) {
         }
       }
     }
-    if (route == nullptr) return TextResponse(404, "404 page not found\n");
+    if (route == nullptr) {
+      writer->Send(TextResponse(404, "404 page not found\n"));
+      return;
+    }
     auto it = route->by_method.find(request.method);
     if (it == route->by_method.end()) {
       std::string allow;
@@ -819,21 +999,28 @@ HttpResponse ClientListener::Dispatch(const HttpRequest& request) {
       }
       HttpResponse response = TextResponse(405, "Method Not Allowed\n");
       response.headers.emplace_back("Allow", allow);
-      return response;
+      writer->Send(std::move(response));
+      return;
     }
-    handler = it->second;
+    target = it->second;
   }
   // Handlers report failures as status codes; an exception escaping one is a
   // bug, but it must not take the listener down with it.
   try {
-    return handler(request);
+    if (target.async) {
+      writer->MarkAsync();
+      target.async(request, writer);
+    } else {
+      writer->Send(target.handler(request));
+    }
+    return;
   } catch (const std::exception& e) {
     CAIRN_LOG(kError) << "http handler for " << request.method << " " << request.path
                       << " threw: " << e.what();
   } catch (...) {
     CAIRN_LOG(kError) << "http handler for " << request.method << " " << request.path << " threw";
   }
-  return TextResponse(500, "Internal Server Error\n");
+  writer->Send(TextResponse(500, "Internal Server Error\n"));
 }
 
 void ClientListener::Stop() {

@@ -130,6 +130,12 @@ class ClientListener {
     // Added to every HTTP response, including 404s (etcd adds CORS headers on
     // its client URL). Default: none.
     HeaderList default_headers;
+    // Answer OPTIONS on every path with an empty 200 (a CORS preflight, as
+    // etcd's client URL does). Default: false (405 as any other method).
+    bool answer_options = false;
+    // Bytes of a streamed response given to a ResponseWriter and not yet
+    // sent; past it Write() refuses (the client is not reading). Default: 8 MiB.
+    size_t max_stream_buffer_bytes = 8 << 20;
 
     Status Validate() const;
   };
@@ -152,8 +158,12 @@ class ClientListener {
   // matches every path. Unknown paths get 404 "404 page not found\n"; a known
   // path with another method gets 405 with an Allow header. Methods match
   // exactly: to answer HEAD, register "HEAD" too (only headers are sent).
-  // Responses are buffered whole; streaming bodies are not supported.
   void Handle(std::string method, std::string path, Handler handler);
+  // The same for a handler that answers later or in parts (ResponseWriter).
+  // While it has not answered, the connection is watched for the client
+  // going away (the writer's OnClose), and Stop() closes a streaming
+  // response at once rather than waiting for its end.
+  void HandleAsync(std::string method, std::string path, AsyncHandler handler);
 
   // Binds (SO_REUSEADDR), listens and starts the threads.
   // REQUIRES: called at most once.
@@ -172,17 +182,22 @@ class ClientListener {
   void Stop();
 
  private:
+  struct Target {
+    Handler handler;        // one of the two
+    AsyncHandler async;
+  };
   struct Route {
-    std::map<std::string, Handler> by_method;
+    std::map<std::string, Target> by_method;
   };
   struct Connection;
   class EventLoop;
+  class Writer;
 
   void RunHandlers();
-  HttpResponse Dispatch(const HttpRequest& request);
+  // Answers `request` through `writer`, now or (async handlers) later.
+  void Dispatch(const HttpRequest& request, const std::shared_ptr<Writer>& writer);
   // Queues a request for the handler threads. Called by the loop.
-  void SubmitRequest(uint64_t id, HttpRequest request, unsigned version, bool keep_alive,
-                     bool head);
+  void SubmitRequest(std::shared_ptr<Writer> writer, HttpRequest request);
 
   const Options options_;
   int listen_fd_ = -1;
@@ -198,11 +213,8 @@ class ClientListener {
   // Handler work: requests in, serialized responses out (to the loop, which
   // the handler wakes). Bounded: one entry per HTTP/1.x connection at most.
   struct Work {
-    uint64_t connection_id;
+    std::shared_ptr<Writer> writer;  // the way back to the connection
     HttpRequest request;
-    unsigned version;
-    bool keep_alive;
-    bool head;
   };
   std::mutex work_mu_;
   std::condition_variable work_cv_;

@@ -17,9 +17,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <future>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -677,6 +679,176 @@ TEST(ClientListenerTest, GrpcServerWorksThroughListener) {
 
   listener.Stop();  // first, so no connection arrives at a stopped server
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+}
+
+// Reads until `want` has arrived (or kIoTimeoutMs passes without a byte).
+std::string ReadUntil(int fd, std::string_view want) {
+  std::string data;
+  while (data.find(want) == std::string::npos) {
+    std::string chunk = ReadSome(fd);
+    if (chunk.empty()) break;
+    data += chunk;
+  }
+  return data;
+}
+
+TEST(ClientListenerTest, AsyncHandlerAnswersLaterWithoutHoldingAHandlerThread) {
+  auto options = TestOptions();
+  options.handler_threads = 1;
+  ClientListener listener(options);
+  std::mutex mu;
+  std::shared_ptr<ResponseWriter> parked;
+  listener.HandleAsync("POST", "/wait", [&](const HttpRequest&, std::shared_ptr<ResponseWriter> w) {
+    std::lock_guard<std::mutex> lock(mu);
+    parked = std::move(w);
+  });
+  listener.Handle("GET", "/health", Health);
+  ASSERT_TRUE(listener.Start().ok());
+  int waiting = ConnectTo(listener.port());
+  SendAll(waiting, "POST /wait HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+  // The only handler thread is free for others meanwhile.
+  int other = ConnectTo(listener.port());
+  SendAll(other, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(ReadResponse(other).status, 200);
+  std::shared_ptr<ResponseWriter> w;
+  for (int i = 0; i < 500 && !w; ++i) {
+    std::this_thread::sleep_for(milliseconds(10));
+    std::lock_guard<std::mutex> lock(mu);
+    w = parked;
+  }
+  ASSERT_TRUE(w);
+  HttpResponse response;
+  response.body = "later";
+  w->Send(response);
+  w->Send(response);  // a second answer is ignored
+  RawResponse got = ReadResponse(waiting);
+  EXPECT_EQ(got.status, 200);
+  EXPECT_EQ(got.body, "later");
+  // Keep-alive: the connection serves the next request.
+  SendAll(waiting, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(ReadResponse(waiting).status, 200);
+  ::close(waiting);
+  ::close(other);
+}
+
+TEST(ClientListenerTest, StreamsChunksAndTellsTheHandlerWhenTheClientLeaves) {
+  ClientListener listener(TestOptions());
+  std::promise<std::shared_ptr<ResponseWriter>> got_writer;
+  std::promise<void> closed;
+  listener.HandleAsync("POST", "/stream", [&](const HttpRequest&, std::shared_ptr<ResponseWriter> w) {
+    HttpResponse head;
+    head.content_type = "application/json";
+    EXPECT_TRUE(w->Begin(head));
+    EXPECT_TRUE(w->Write("{\"n\":1}\n"));
+    w->OnClose([&closed] { closed.set_value(); });
+    got_writer.set_value(w);
+  });
+  ASSERT_TRUE(listener.Start().ok());
+  int fd = ConnectTo(listener.port());
+  SendAll(fd, "POST /stream HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+  std::string data = ReadUntil(fd, "{\"n\":1}\n\r\n");
+  EXPECT_NE(data.find("Transfer-Encoding: chunked"), std::string::npos) << data;
+  EXPECT_NE(data.find("Content-Type: application/json"), std::string::npos) << data;
+  EXPECT_NE(data.find("\r\n\r\n8\r\n{\"n\":1}\n\r\n"), std::string::npos) << data;
+  auto w = got_writer.get_future().get();
+  EXPECT_TRUE(w->Write("{\"n\":2}\n"));
+  EXPECT_NE(ReadUntil(fd, "{\"n\":2}").find("{\"n\":2}"), std::string::npos);
+  ::close(fd);
+  ASSERT_EQ(closed.get_future().wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  EXPECT_FALSE(w->Write("{\"n\":3}\n"));
+}
+
+TEST(ClientListenerTest, StreamEndsWithTheLastChunkAndKeepsTheConnection) {
+  ClientListener listener(TestOptions());
+  listener.HandleAsync("POST", "/stream", [](const HttpRequest&, std::shared_ptr<ResponseWriter> w) {
+    std::thread([w] {
+      w->Begin(HttpResponse());
+      w->Write("a");
+      w->Write("bc");
+      w->End();
+      w->Write("ignored");
+    }).detach();
+  });
+  listener.Handle("GET", "/health", Health);
+  ASSERT_TRUE(listener.Start().ok());
+  int fd = ConnectTo(listener.port());
+  SendAll(fd, "POST /stream HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+  std::string data = ReadUntil(fd, "0\r\n\r\n");
+  EXPECT_NE(data.find("\r\n\r\n1\r\na\r\n2\r\nbc\r\n0\r\n\r\n"), std::string::npos) << data;
+  SendAll(fd, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_EQ(ReadResponse(fd).status, 200);
+  ::close(fd);
+}
+
+TEST(ClientListenerTest, StreamToAClientThatDoesNotReadIsBounded) {
+  auto options = TestOptions();
+  options.max_stream_buffer_bytes = 1 << 20;
+  options.write_timeout = milliseconds(300);
+  ClientListener listener(options);
+  std::promise<size_t> written;
+  std::atomic<bool> closed{false};
+  listener.HandleAsync("POST", "/stream", [&](const HttpRequest&, std::shared_ptr<ResponseWriter> w) {
+    w->OnClose([&closed] { closed = true; });
+    std::thread([w, &written, &closed] {
+      w->Begin(HttpResponse());
+      const std::string part(64 * 1024, 'x');
+      size_t total = 0;
+      // A refused part is retried (a writer that waits for room) until the
+      // listener gives up on the connection; bounded by 10 s of refusals.
+      for (int refused = 0; total < (size_t{1} << 30) && !closed && refused < 10000;) {
+        if (w->Write(part)) {
+          total += part.size();
+        } else {
+          ++refused;
+          std::this_thread::sleep_for(milliseconds(1));
+        }
+      }
+      written.set_value(total);
+    }).detach();
+  });
+  ASSERT_TRUE(listener.Start().ok());
+  int fd = ConnectTo(listener.port());
+  SendAll(fd, "POST /stream HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+  auto f = written.get_future();
+  ASSERT_EQ(f.wait_for(std::chrono::seconds(20)), std::future_status::ready);
+  // The client never reads: once the kernel's buffers are full nothing more
+  // is taken, and after write_timeout the listener closes the connection.
+  EXPECT_TRUE(closed);
+  EXPECT_LT(f.get(), size_t{64} << 20);
+  ::close(fd);
+}
+
+TEST(ClientListenerTest, StopClosesStreamsAndAnswersOptions) {
+  auto options = TestOptions();
+  options.answer_options = true;
+  auto listener = std::make_unique<ClientListener>(options);
+  std::promise<void> closed;
+  std::shared_ptr<ResponseWriter> kept;
+  listener->HandleAsync("POST", "/stream", [&](const HttpRequest&, std::shared_ptr<ResponseWriter> w) {
+    w->Begin(HttpResponse());
+    w->OnClose([&closed] { closed.set_value(); });
+    kept = w;
+  });
+  ASSERT_TRUE(listener->Start().ok());
+  int pre = ConnectTo(listener->port());
+  SendAll(pre, "OPTIONS /v3/kv/range HTTP/1.1\r\nHost: x\r\n\r\n");
+  RawResponse preflight = ReadResponse(pre);
+  EXPECT_EQ(preflight.status, 200);
+  EXPECT_EQ(preflight.body, "");
+  int fd = ConnectTo(listener->port());
+  SendAll(fd, "POST /stream HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+  EXPECT_NE(ReadUntil(fd, "\r\n\r\n").find("200 OK"), std::string::npos);
+  const auto began = std::chrono::steady_clock::now();
+  listener->Stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - began, std::chrono::seconds(2));
+  EXPECT_EQ(closed.get_future().wait_for(std::chrono::seconds(0)), std::future_status::ready);
+  listener.reset();
+  // A writer kept past the listener is inert.
+  EXPECT_FALSE(kept->Write("late"));
+  kept->End();
+  kept.reset();
+  ::close(fd);
+  ::close(pre);
 }
 
 }  // namespace

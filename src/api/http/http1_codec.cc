@@ -5,6 +5,7 @@
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/http.hpp>
 #include <cstdint>
+#include <cstdio>
 #include <limits>
 
 namespace cairn::http {
@@ -146,8 +147,10 @@ Http1RequestReader::State Http1RequestReader::Next() {
   return Parse();
 }
 
-std::string SerializeResponse(const HttpResponse& response, const HeaderList& defaults,
-                              unsigned version, bool keep_alive, bool head_only) {
+namespace {
+
+bhttp::response<bhttp::string_body> MakeHead(const HttpResponse& response, const HeaderList& defaults,
+                                              unsigned version) {
   bhttp::response<bhttp::string_body> res;
   res.version(version == 10 ? 10 : 11);
   int status = response.status;
@@ -164,10 +167,10 @@ std::string SerializeResponse(const HttpResponse& response, const HeaderList& de
   if (!response.content_type.empty() && !HasLineBreak(response.content_type)) {
     res.set(bhttp::field::content_type, response.content_type);
   }
-  res.keep_alive(keep_alive);
-  res.content_length(response.body.size());
-  if (!head_only) res.body() = response.body;
+  return res;
+}
 
+std::string Serialize(bhttp::response<bhttp::string_body>& res, bool head_only) {
   std::string out;
   bhttp::serializer<false, bhttp::string_body> serializer(res);
   serializer.split(head_only);
@@ -184,6 +187,39 @@ std::string SerializeResponse(const HttpResponse& response, const HeaderList& de
       serializer.consume(n);
     });
   }
+  return out;
+}
+
+}  // namespace
+
+std::string SerializeResponse(const HttpResponse& response, const HeaderList& defaults,
+                              unsigned version, bool keep_alive, bool head_only) {
+  auto res = MakeHead(response, defaults, version);
+  res.keep_alive(keep_alive);
+  res.content_length(response.body.size());
+  if (!head_only) res.body() = response.body;
+  return Serialize(res, head_only);
+}
+
+std::string SerializeStreamHead(const HttpResponse& head, const HeaderList& defaults, unsigned version,
+                                bool keep_alive) {
+  auto res = MakeHead(head, defaults, version);
+  if (version == 10) {
+    res.keep_alive(false);
+  } else {
+    res.keep_alive(keep_alive);
+    res.chunked(true);
+  }
+  return Serialize(res, /*head_only=*/true);
+}
+
+std::string SerializeChunk(std::string_view bytes) {
+  if (bytes.empty()) return "";
+  char size[32];
+  const int n = std::snprintf(size, sizeof(size), "%zx\r\n", bytes.size());
+  std::string out(size, static_cast<size_t>(n));
+  out.append(bytes);
+  out.append("\r\n");
   return out;
 }
 

@@ -89,4 +89,14 @@ inline constexpr std::string_view kContinueResponse = "HTTP/1.1 100 Continue\r\n
 std::string SerializeResponse(const HttpResponse& response, const HeaderList& defaults,
                               unsigned version, bool keep_alive, bool head_only);
 
+// The head of a streamed response: `Transfer-Encoding: chunked` on HTTP/1.1;
+// on HTTP/1.0 neither length nor chunks (the body ends when the connection
+// closes, so keep_alive is ignored).
+std::string SerializeStreamHead(const HttpResponse& head, const HeaderList& defaults, unsigned version,
+                                bool keep_alive);
+// One chunk of `bytes` (nothing for empty bytes, which would end the body),
+// and the last chunk.
+std::string SerializeChunk(std::string_view bytes);
+inline constexpr std::string_view kLastChunk = "0\r\n\r\n";
+
 }  // namespace cairn::http

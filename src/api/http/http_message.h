@@ -3,6 +3,7 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -33,6 +34,34 @@ struct HttpResponse {
 };
 
 using Handler = std::function<HttpResponse(const HttpRequest&)>;
+
+// The way back to the client for a response given later, from any thread:
+// whole (Send) or as a stream of parts (Begin, Write..., End), written with
+// chunked transfer encoding. The first of Send or Begin wins; calls after
+// the response is over, or after the connection closed, do nothing. A
+// writer dropped before answering answers 500.
+class ResponseWriter {
+ public:
+  virtual ~ResponseWriter() = default;
+  virtual void Send(HttpResponse response) = 0;
+  // Starts a streamed response with `head`'s status, content type and headers
+  // (its body is ignored). False if the connection is gone.
+  virtual bool Begin(const HttpResponse& head) = 0;
+  // One part. False if the connection is gone, or when the client reads so
+  // slowly that the listener's bound on unsent bytes would be passed (the
+  // part is then dropped): the caller gives up and Ends.
+  virtual bool Write(std::string_view bytes) = 0;
+  virtual void End() = 0;
+  // `callback` runs once when the connection closes before the response is
+  // over (the client went away, a write timed out, the listener stopped);
+  // at once if that already happened. It runs on the listener's event loop
+  // (or the caller's thread) and must be quick: cancel work, nothing more.
+  virtual void OnClose(std::function<void()> callback) = 0;
+};
+
+// A handler that answers through `writer`, now or later; it must return
+// quickly (it runs on a handler thread).
+using AsyncHandler = std::function<void(const HttpRequest&, std::shared_ptr<ResponseWriter> writer)>;
 
 // A plain-text response as Go's http.Error writes it.
 HttpResponse TextResponse(int status, std::string body);
