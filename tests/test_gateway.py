@@ -151,3 +151,122 @@ def test_gateway_lock_waits_and_stop_is_not_held(server_factory):
     assert time.monotonic() - began < 10
     t.join(10)
     assert not t.is_alive()
+
+
+def stream(server, path, body, lines, timeout=10):
+    """POSTs `body` (a JSON text) and reads `lines` lines of the streamed
+    answer (fewer if it ends first): (status, headers, parsed lines). The
+    connection is closed afterwards, which ends the call on the server."""
+    import http.client
+    host, port = server.host_port.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        if resp.getheader("Transfer-Encoding") != "chunked":
+            return resp.status, dict(resp.getheaders()), json.loads(resp.read() or b"null")
+        out = []
+        while len(out) < lines:
+            line = resp.readline()
+            if not line:
+                break
+            out.append(json.loads(line))
+        return resp.status, dict(resp.getheaders()), out
+    finally:
+        conn.close()
+
+
+def stream_scenario(server):
+    out = []
+    key = b64("w")
+    for v in ("a", "b"):
+        curl(server, "/v3/kv/put", {"key": key, "value": b64(v)})
+    status, headers, got = stream(server, "/v3/watch",
+                                  json.dumps({"create_request": {"key": key, "start_revision": "1"}}), 2)
+    out.append(("watch", status, headers.get("Content-Type"), norm(got)))
+    # Two watches in one body: two created responses, by watch id.
+    body = json.dumps({"create_request": {"key": key}}) + json.dumps({"create_request": {"key": b64("x")}})
+    out.append(("two watches", norm(stream(server, "/v3/watch", body, 2)[2])))
+    lease = curl(server, "/v3/lease/grant", {"TTL": 60})[1]["ID"]
+    status, _, got = stream(server, "/v3/lease/keepalive", json.dumps({"ID": lease}) * 2, 5)
+    out.append(("keepalive", status, norm(got)))  # two answers, then the stream ends
+    out.append(("keepalive unknown", norm(stream(server, "/v3/lease/keepalive", '{"ID":"123"}', 5)[2])))
+    status, _, err = stream(server, "/v3/watch", '{"bad', 1)
+    out.append(("bad stream body", status, sorted(err), err["code"]))
+    status, _, err = stream(server, "/v3/watch", '{"create_request":{"filters":["NOPE"]}}', 1)
+    out.append(("bad enum", status, err))
+    curl(server, "/v3/election/campaign", {"name": b64("e"), "lease": lease, "value": b64("v1")})
+    status, _, got = stream(server, "/v3/election/observe", json.dumps({"name": b64("e")}), 1)
+    out.append(("observe", status, base64.b64decode(got[0]["result"]["kv"]["value"])))
+    status, _, got = stream(server, "/v3/maintenance/snapshot", "{}", 1)
+    out.append(("snapshot", status, "blob" in got[0]["result"]))
+    # etcd's 3.3 paths and CORS.
+    status, beta = curl(server, "/v3beta/kv/range", {"key": key})
+    out.append(("v3beta", status, norm(beta)))
+    p = subprocess.run(["curl", "-s", "-i", "-X", "OPTIONS", "http://%s/v3/kv/put" % server.host_port],
+                       capture_output=True, timeout=30, check=True)
+    head = p.stdout.decode().split("\r\n")
+    out.append(("options", head[0], sorted(h for h in head if h.startswith("Access-Control"))))
+    return out
+
+
+def test_gateway_streams_as_etcd(cairn, etcd):
+    got = stream_scenario(cairn)
+    want = stream_scenario(etcd)
+    for g, w in zip(got, want):
+        assert g == w
+    assert len(got) == len(want)
+
+
+def metric(server, name):
+    import re
+    p = subprocess.run(["curl", "-s", "http://%s/metrics" % server.host_port], capture_output=True,
+                       timeout=30, check=True)
+    m = re.search(r"^%s (\S+)$" % re.escape(name), p.stdout.decode(), re.M)
+    return float(m.group(1))
+
+
+def test_gateway_watch_streams_events_and_ends_when_the_client_leaves(cairn):
+    import http.client
+    import time
+    host, port = cairn.host_port.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request("POST", "/v3/watch", body=json.dumps({"create_request": {"key": b64("k")}}))
+    resp = conn.getresponse()
+    assert json.loads(resp.readline())["result"]["created"] is True
+    assert metric(cairn, "etcd_debugging_mvcc_watcher_total") == 1
+    for i in range(3):
+        curl(cairn, "/v3/kv/put", {"key": b64("k"), "value": b64(str(i))})
+        ev = json.loads(resp.readline())["result"]["events"]
+        assert [base64.b64decode(e["kv"]["value"]) for e in ev] == [str(i).encode()]
+    conn.close()
+    deadline = time.monotonic() + 10
+    while metric(cairn, "etcd_debugging_mvcc_watcher_total") != 0:
+        assert time.monotonic() < deadline, "the watch outlived its HTTP client"
+        time.sleep(0.05)
+
+
+def test_gateway_waiting_locks_hold_no_thread_and_leave_with_their_client(cairn):
+    """Lock calls waiting through the gateway do not take the listener's
+    threads (/health still answers), and one whose client goes away gives up
+    its place in the queue."""
+    import http.client
+    status, first = curl(cairn, "/v3/lock/lock", {"name": b64("q")})
+    assert status == 200
+    host, port = cairn.host_port.rsplit(":", 1)
+    waiting = []
+    for _ in range(4):
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("POST", "/v3/lock/lock", body=json.dumps({"name": b64("q")}))
+        waiting.append(conn)
+    p = subprocess.run(["curl", "-s", "-m", "5", "http://%s/health" % cairn.host_port],
+                       capture_output=True, timeout=30)
+    assert json.loads(p.stdout)["health"] == "true"
+    for conn in waiting:
+        conn.close()
+    # The queue is the holder alone again: the next Lock gets it on Unlock.
+    curl(cairn, "/v3/lock/unlock", {"key": first["key"]})
+    p = subprocess.run(["curl", "-s", "-m", "5", "http://%s/v3/lock/lock" % cairn.host_port,
+                        "-d", json.dumps({"name": b64("q")})], capture_output=True, timeout=30)
+    assert p.returncode == 0, "Lock still waiting behind clients that left"
+    assert base64.b64decode(json.loads(p.stdout)["key"]).startswith(b"q/")

@@ -196,6 +196,11 @@ Status EtcdServer::Start() {
     metrics_->mvcc().current_revision->Set(static_cast<double>(node_->kv()->CurrentRevision()));
     metrics_->mvcc().compact_revision->Set(static_cast<double>(node_->kv()->CompactRevision()));
     metrics_->server().proposals_pending->Set(static_cast<double>(node_->pending_proposals()));
+    if (auto* hub = hub_ptr_.load()) {
+      metrics_->mvcc().watch_stream_total->Set(static_cast<double>(hub->StreamCount()));
+      metrics_->mvcc().watcher_total->Set(static_cast<double>(hub->WatcherCount()));
+      metrics_->mvcc().slow_watcher_total->Set(static_cast<double>(hub->SlowWatcherCount()));
+    }
     // Counters the node keeps as totals: add what is new since the last scrape.
     auto catch_up = [](prometheus::Counter* c, uint64_t total) {
       if (static_cast<double>(total) > c->Value()) c->Increment(static_cast<double>(total) - c->Value());
@@ -264,6 +269,12 @@ Status EtcdServer::Start() {
     // room for the largest request gRPC would take, which then answers
     // "request is too large" as etcd's gateway does.
     lo.max_body_bytes = 2 * (static_cast<size_t>(config_.max_request_bytes) + kGrpcOverheadBytes);
+    // etcd's client URL with its default --cors '*': CORS headers on every
+    // response, and OPTIONS (a browser's preflight) answered on every path.
+    lo.default_headers = {{"Access-Control-Allow-Headers", "accept, content-type, authorization"},
+                          {"Access-Control-Allow-Methods", "POST, GET, OPTIONS, PUT, DELETE"},
+                          {"Access-Control-Allow-Origin", "*"}};
+    lo.answer_options = true;
     grpc::Server* server = grpc_server_.get();
     lo.on_grpc_connection = [server](int fd) { grpc::AddInsecureChannelFromFd(server, fd); };
     ExportListenerMetrics(metrics_.get(), &lo);

@@ -13,18 +13,25 @@
 // grpc-gateway maps the code to. `Authorization` is passed on as the
 // `authorization` metadata etcd reads the auth token from.
 //
-// Unary methods only: the streams (/v3/watch, /v3/lease/keepalive,
-// /v3/election/observe, /v3/maintenance/snapshot) need a streaming HTTP
-// response, which the client listener does not write yet.
+// The streams (/v3/watch, /v3/lease/keepalive, /v3/election/observe,
+// /v3/maintenance/snapshot) take a body of one or more JSON objects, one
+// request message each (then the client side of the stream is closed, as
+// grpc-gateway does once the body is read), and answer a chunked response,
+// one line `{"result":...}` per message; an error after the first line is
+// grpc-gateway's `{"error":{"grpc_code",...}}` line. A client that stops
+// reading (the listener's bound on unsent bytes) or goes away cancels its
+// call. The same paths under /v3beta/ answer too, as on etcd.
 //
-// Thread-safety: thread-safe. Calls run on the listener's handler threads
-// and wait for the answer; Stop() cancels those still waiting (a Lock can
-// wait for ever) and refuses new ones, so the listener can stop.
+// Thread-safety: thread-safe. No call holds a listener thread: each is an
+// asynchronous gRPC call answered through the listener's ResponseWriter.
+// Stop() cancels those in flight (a Lock or a watch waits for ever) and
+// refuses new ones; the destructor waits (bounded) for them to finish.
 #pragma once
 
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -41,6 +48,7 @@ namespace cairn::api {
 class JsonGateway {
  public:
   explicit JsonGateway(std::shared_ptr<grpc::Channel> channel);
+  ~JsonGateway();
 
   // Registers every route on `listener` (and a 404 for other /v3/ paths).
   void Register(http::ClientListener* listener);
@@ -52,13 +60,24 @@ class JsonGateway {
   static http::HttpResponse ErrorResponse(grpc::StatusCode code, const std::string& message);
 
  private:
-  http::HttpResponse Call(const google::protobuf::MethodDescriptor* method, const http::HttpRequest& request);
+  struct Call;
+  class StreamCall;
+
+  static void Authorize(const http::HttpRequest& request, grpc::ClientContext* context);
+  void Unary(const google::protobuf::MethodDescriptor* method, const http::HttpRequest& request,
+             std::shared_ptr<http::ResponseWriter> writer);
+  void Stream(const google::protobuf::MethodDescriptor* method, const http::HttpRequest& request,
+              std::shared_ptr<http::ResponseWriter> writer);
+  // From the stream's OnDone: takes it out of streams_, returns the last reference.
+  std::shared_ptr<StreamCall> Done(StreamCall* stream);
 
   std::shared_ptr<grpc::Channel> channel_;
   grpc::GenericStub stub_;
   std::mutex mu_;
-  bool stopped_ = false;                      // GUARDED_BY(mu_)
-  std::set<grpc::ClientContext*> in_flight_;  // GUARDED_BY(mu_)
+  std::condition_variable done_cv_;              // calls_ or streams_ shrank
+  bool stopped_ = false;                         // GUARDED_BY(mu_)
+  std::set<std::shared_ptr<Call>> calls_;        // GUARDED_BY(mu_); until gRPC reports each done
+  std::set<std::shared_ptr<StreamCall>> streams_;  // GUARDED_BY(mu_); the same
 };
 
 }  // namespace cairn::api
