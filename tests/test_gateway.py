@@ -270,3 +270,21 @@ def test_gateway_waiting_locks_hold_no_thread_and_leave_with_their_client(cairn)
                         "-d", json.dumps({"name": b64("q")})], capture_output=True, timeout=30)
     assert p.returncode == 0, "Lock still waiting behind clients that left"
     assert base64.b64decode(json.loads(p.stdout)["key"]).startswith(b"q/")
+
+
+def test_gateway_doc_block(cairn):
+    """docs/gateway.md's curl walk-through, against a fresh server; member and
+    cluster ids (they follow the member's name and URLs) aside."""
+    import os
+    import re
+    from test_readme import console_steps
+    doc = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "gateway.md")
+
+    def ids(line):
+        return re.sub(r'"(cluster_id|member_id)":"\d+"', r'"\1":"<id>"', line)
+
+    for cmd, expected in console_steps("gateway", doc):
+        cmd = cmd.replace("127.0.0.1:2379", cairn.host_port)
+        p = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, "step failed: %s\nstderr: %s" % (cmd, p.stderr)
+        assert [ids(l) for l in p.stdout.splitlines()] == [ids(l) for l in expected], cmd

@@ -12,10 +12,12 @@ import subprocess
 README = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "README.md")
 
 
-def console_steps(tag=""):
-    text = open(README, encoding="utf-8").read()
+def console_steps(tag="", path=README):
+    """The (command, expected output lines) of the ```console [tag] block of
+    `path` (the README by default)."""
+    text = open(path, encoding="utf-8").read()
     m = re.search(r"```console%s\n(.*?)```" % re.escape(tag and " " + tag), text, re.S)
-    assert m, "README has no ```console%s block" % (tag and " " + tag)
+    assert m, "%s has no ```console%s block" % (os.path.basename(path), tag and " " + tag)
     lines = m.group(1).splitlines()
     steps, i = [], 0
     while i < len(lines):
