@@ -16,6 +16,7 @@
 #include "commands.h"
 #include "mvcc/kv_store.h"
 #include "printer.h"
+#include "server/etcd_snapshot.h"
 #include "server/restore.h"
 #include "storage/engine.h"
 #include "storage/snapshot_stream.h"
@@ -112,13 +113,23 @@ struct StatusOptions {
   std::string snapshot_path;
 };
 
+// A cairn or an etcd snapshot into a new database at `db`.
+Status RestoreAnySnapshot(const std::string& path, const std::string& db) {
+  if (server::IsEtcdSnapshot(path)) {
+    // As etcdctl's status, which reads the database and ignores the hash.
+    auto imported = server::ImportEtcdSnapshot(path, db, /*skip_hash_check=*/true);
+    return imported.status();
+  }
+  return storage::RestoreSnapshot(path, db);
+}
+
 int RunStatus(const StatusOptions& options, const GlobalOptions& global) {
   auto size = SnapshotFileSize(options.snapshot_path);
   if (!size.ok()) return ExitWithError(kExitError, size.status().message());
   auto tmp = TempDir::Create("cairnctl-status-");
   if (!tmp.ok()) return ExitWithError(kExitError, tmp.status().message());
   const std::string db = (*tmp)->path() + "/" + kDbName;
-  Status s = storage::RestoreSnapshot(options.snapshot_path, db);
+  Status s = RestoreAnySnapshot(options.snapshot_path, db);
   if (!s.ok()) return ExitWithError(kExitError, SnapshotError(options.snapshot_path, s));
   auto info = Inspect(db);
   if (!info.ok()) return ExitWithError(kExitError, info.status().message());
@@ -146,6 +157,7 @@ int RunStatus(const StatusOptions& options, const GlobalOptions& global) {
 struct RestoreOptions {
   std::string snapshot_path;
   std::string data_dir;  // Default: <name>.cairn, as the server's
+  bool skip_hash_check = false;
   // The new cluster, with etcd's flags and defaults: this member alone.
   api::ServerConfig cluster;
 };
@@ -189,7 +201,8 @@ int RunRestore(const RestoreOptions& options) {
   // and the membership are the flags', the old cluster's are dropped.
   auto restored = server::RestoreMember(
       options.snapshot_path, db,
-      server::NewCluster{options.cluster.name, *members, options.cluster.initial_cluster_token});
+      server::NewCluster{options.cluster.name, *members, options.cluster.initial_cluster_token},
+      options.skip_hash_check);
   if (!restored.ok()) {
     undo();
     return ExitWithError(kExitError, SnapshotError(options.snapshot_path, restored.status()));
@@ -199,7 +212,8 @@ int RunRestore(const RestoreOptions& options) {
     undo();
     return ExitWithError(kExitError, "restored database is unreadable: " + info.status().message());
   }
-  std::cout << "restored snapshot path=" << options.snapshot_path << " data-dir=" << data_dir
+  for (const auto& w : restored->warnings) std::cerr << "warning: " << w << std::endl;
+  std::cout << "restored " << (restored->from_etcd ? "etcd " : "") << "snapshot path=" << options.snapshot_path << " data-dir=" << data_dir
             << " revision=" << info->revision << " keys=" << info->total_keys
             << " hash=" << Hex(info->hash) << " member-id=" << Hex(restored->member_id)
             << " cluster-id=" << Hex(restored->cluster_id) << std::endl;
@@ -214,7 +228,7 @@ void AddSnapshotCommand(CLI::App& app, const GlobalOptions& global, int* exit_co
 
   auto restore = std::make_shared<RestoreOptions>();
   CLI::App* r = snapshot->add_subcommand(
-      "restore", "Restores a snapshot (from `etcdctl snapshot save`) into a new data directory");
+      "restore", "Restores a snapshot (from `etcdctl snapshot save`, of cairn or of etcd) into a new data directory");
   r->add_option("filename", restore->snapshot_path, "The snapshot file")->required();
   r->add_option(
       "--data-dir", restore->data_dir,
@@ -231,6 +245,8 @@ void AddSnapshotCommand(CLI::App& app, const GlobalOptions& global, int* exit_co
                 "List of this member's peer URLs to advertise to the rest of the cluster")
       ->delimiter(',')
       ->capture_default_str();
+  r->add_flag("--skip-hash-check", restore->skip_hash_check,
+              "Ignore snapshot integrity hash value (required if copied from an etcd data directory)");
   r->callback([restore, exit_code] { *exit_code = RunRestore(*restore); });
 
   auto status = std::make_shared<StatusOptions>();

@@ -86,6 +86,12 @@ void Applier::PutMember(storage::WriteBatch* batch, const cairnpb::Member& membe
   batch->Put(Column::kMeta, MemberKey(kMemberPrefix, member.id()), member.SerializeAsString());
 }
 
+void Applier::PutAppliedIndex(storage::WriteBatch* batch, uint64_t index) {
+  std::string v;
+  storage::PutFixed64BE(&v, index);
+  batch->Put(Column::kMeta, kMetaAppliedIndex, v);
+}
+
 Result<uint64_t> Applier::AppliedIndexOf(storage::Engine* engine) {
   std::string v;
   auto found = engine->Get(Column::kMeta, kMetaAppliedIndex, &v);

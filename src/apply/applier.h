@@ -61,6 +61,8 @@ class Applier {
   static void PutMember(storage::WriteBatch* batch, const cairnpb::Member& member);
   // The applied index a database holds (0 if none).
   static Result<uint64_t> AppliedIndexOf(storage::Engine* engine);
+  // Stages `index` as the applied index of a database being made (an import).
+  static void PutAppliedIndex(storage::WriteBatch* batch, uint64_t index);
 
  private:
   // Stages one entry in `batch` as a WriteTxn beginning at `*rev`; advances

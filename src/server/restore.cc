@@ -5,6 +5,7 @@
 
 #include "apply/applier.h"
 #include "cairnpb/internal.pb.h"
+#include "server/etcd_snapshot.h"
 #include "server/log_store.h"
 #include "server/member_id.h"
 #include "server/meta_keys.h"
@@ -72,10 +73,22 @@ Result<RestoredMember> WriteNewCluster(const std::string& db_path, const NewClus
 }  // namespace
 
 Result<RestoredMember> RestoreMember(const std::string& snapshot_path, const std::string& db_path,
-                                     const NewCluster& cluster) {
-  Status s = storage::RestoreSnapshot(snapshot_path, db_path, KeepFromSnapshot);
-  if (!s.ok()) return s;
+                                     const NewCluster& cluster, bool skip_hash_check) {
+  std::vector<std::string> warnings;
+  const bool from_etcd = IsEtcdSnapshot(snapshot_path);
+  if (from_etcd) {
+    auto imported = ImportEtcdSnapshot(snapshot_path, db_path, skip_hash_check);
+    if (!imported.ok()) return imported.status();
+    warnings = imported->warnings;
+  } else {
+    Status s = storage::RestoreSnapshot(snapshot_path, db_path, KeepFromSnapshot);
+    if (!s.ok()) return s;
+  }
   auto restored = WriteNewCluster(db_path, cluster);
+  if (restored.ok()) {
+    restored->from_etcd = from_etcd;
+    restored->warnings = std::move(warnings);
+  }
   if (!restored.ok()) {
     std::error_code ec;
     std::filesystem::remove_all(db_path, ec);

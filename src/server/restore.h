@@ -31,12 +31,16 @@ struct RestoredMember {
   uint64_t member_id = 0;
   uint64_t cluster_id = 0;
   uint64_t applied_index = 0;  // where the new log starts
+  bool from_etcd = false;      // the file was an etcd snapshot (server/etcd_snapshot.h)
+  std::vector<std::string> warnings;  // what an etcd snapshot held that was not restored
 };
 
-// Verifies `snapshot_path` and creates the database `db_path` (which must not
-// exist or be empty) from it as member `cluster.name` of `cluster`. On
-// failure nothing is left at `db_path`.
+// Verifies `snapshot_path` (a cairn snapshot, or an etcd one: a bbolt file,
+// whose hash is required unless `skip_hash_check`, as etcdctl's restore) and
+// creates the database `db_path` (which must not exist or be empty) from it
+// as member `cluster.name` of `cluster`. On failure nothing is left at
+// `db_path`.
 Result<RestoredMember> RestoreMember(const std::string& snapshot_path, const std::string& db_path,
-                                     const NewCluster& cluster);
+                                     const NewCluster& cluster, bool skip_hash_check = false);
 
 }  // namespace cairn::server
