@@ -213,7 +213,7 @@ int RunRestore(const RestoreOptions& options) {
     return ExitWithError(kExitError, "restored database is unreadable: " + info.status().message());
   }
   for (const auto& w : restored->warnings) std::cerr << "warning: " << w << std::endl;
-  std::cout << "restored " << (restored->from_etcd ? "etcd " : "") << "snapshot path=" << options.snapshot_path << " data-dir=" << data_dir
+  std::cout << "restored snapshot path=" << options.snapshot_path << " data-dir=" << data_dir
             << " revision=" << info->revision << " keys=" << info->total_keys
             << " hash=" << Hex(info->hash) << " member-id=" << Hex(restored->member_id)
             << " cluster-id=" << Hex(restored->cluster_id) << std::endl;

@@ -1,15 +1,16 @@
 #include "api/maintenance_service.h"
 
-#include "storage/snapshot_stream.h"
+#include "server/etcd_snapshot.h"
 
 namespace cairn::api {
 
 namespace {
-// Streams a SnapshotReader's chunks, one write in flight.
+// Streams an etcd snapshot (bbolt, then its SHA-256) of the member's
+// database, one write in flight, as etcd's Maintenance.Snapshot.
 class SnapshotReactor final : public grpc::ServerWriteReactor<etcdserverpb::SnapshotResponse> {
  public:
   explicit SnapshotReactor(const ApiContext* ctx)
-      : ctx_(ctx), reader_(ctx->node->engine(), ctx->node->engine()->GetSnapshot()) {
+      : ctx_(ctx), stream_(ctx->node->engine(), ctx->node->engine()->GetSnapshot()) {
     ctx_->FillHeader(response_.mutable_header());
     Next();
   }
@@ -25,12 +26,8 @@ class SnapshotReactor final : public grpc::ServerWriteReactor<etcdserverpb::Snap
  private:
   static constexpr size_t kChunkBytes = 32 * 1024;
   void Next() {
-    if (finished_) {
-      Finish(grpc::Status::OK);
-      return;
-    }
     std::string blob;
-    auto more = reader_.NextChunk(&blob, kChunkBytes);
+    auto more = stream_.NextChunk(&blob, kChunkBytes);
     if (!more.ok()) {
       Finish(ToGrpc(more.status()));
       return;
@@ -39,16 +36,15 @@ class SnapshotReactor final : public grpc::ServerWriteReactor<etcdserverpb::Snap
       Finish(grpc::Status::OK);
       return;
     }
+    sent_ += blob.size();
     response_.set_blob(std::move(blob));
-    // The total is unknown in advance; 0 marks the last chunk.
-    finished_ = reader_.done();
-    response_.set_remaining_bytes(finished_ ? 0 : kChunkBytes);
+    response_.set_remaining_bytes(stream_.total_bytes() - sent_);
     StartWrite(&response_);
   }
   const ApiContext* ctx_;
-  storage::SnapshotReader reader_;
+  server::EtcdSnapshotStream stream_;
   etcdserverpb::SnapshotResponse response_;
-  bool finished_ = false;
+  uint64_t sent_ = 0;
 };
 
 constexpr int kRecursionLimit = 100;  // protobuf's default: nothing here nests

@@ -92,9 +92,28 @@ void Applier::PutAppliedIndex(storage::WriteBatch* batch, uint64_t index) {
   batch->Put(Column::kMeta, kMetaAppliedIndex, v);
 }
 
-Result<uint64_t> Applier::AppliedIndexOf(storage::Engine* engine) {
+Result<std::vector<cairnpb::Member>> Applier::MembersOf(storage::Engine* engine, const storage::Snapshot* snapshot,
+                                                        std::vector<uint64_t>* removed) {
+  std::vector<cairnpb::Member> members;
+  auto it = engine->NewIterator(Column::kMeta, snapshot);
+  for (it->Seek(kMemberPrefix); it->Valid() && it->key().starts_with(kMemberPrefix); it->Next()) {
+    cairnpb::Member m;
+    if (!m.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return Status(Code::kDataLoss, "apply: malformed member record");
+    }
+    members.push_back(std::move(m));
+  }
+  for (it->Seek(kRemovedPrefix); it->Valid() && it->key().starts_with(kRemovedPrefix); it->Next()) {
+    if (it->key().size() != kRemovedPrefix.size() + 8) return Status(Code::kDataLoss, "apply: malformed removed id");
+    removed->push_back(storage::DecodeFixed64BE(it->key().substr(kRemovedPrefix.size())));
+  }
+  if (!it->status().ok()) return it->status();
+  return members;
+}
+
+Result<uint64_t> Applier::AppliedIndexOf(storage::Engine* engine, const storage::Snapshot* snapshot) {
   std::string v;
-  auto found = engine->Get(Column::kMeta, kMetaAppliedIndex, &v);
+  auto found = engine->Get(Column::kMeta, kMetaAppliedIndex, &v, snapshot);
   if (!found.ok()) return found.status();
   if (!*found) return uint64_t{0};
   if (v.size() != 8) return Status(Code::kDataLoss, "corrupt applied index record");

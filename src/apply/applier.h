@@ -60,7 +60,10 @@ class Applier {
   static bool IsMemberTableKey(std::string_view key);
   static void PutMember(storage::WriteBatch* batch, const cairnpb::Member& member);
   // The applied index a database holds (0 if none).
-  static Result<uint64_t> AppliedIndexOf(storage::Engine* engine);
+  static Result<uint64_t> AppliedIndexOf(storage::Engine* engine, const storage::Snapshot* snapshot = nullptr);
+  // The member table at `snapshot`: members, and ids removed.
+  static Result<std::vector<cairnpb::Member>> MembersOf(storage::Engine* engine, const storage::Snapshot* snapshot,
+                                                        std::vector<uint64_t>* removed);
   // Stages `index` as the applied index of a database being made (an import).
   static void PutAppliedIndex(storage::WriteBatch* batch, uint64_t index);
 

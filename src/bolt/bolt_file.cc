@@ -66,7 +66,11 @@ struct Level {
 }  // namespace
 
 struct BoltWriter::Impl {
+  enum class Mode { kFile, kPlan, kStream };
+  Mode mode = Mode::kFile;
   int fd = -1;
+  Sink sink;
+  Layout planned;
   uint32_t page_size = kDefaultPageSize;
   uint64_t next_page = kFirstDataPage;
   std::string buffer;          // pages not yet written, starting at buffer_page
@@ -89,6 +93,17 @@ struct BoltWriter::Impl {
   }
 
   Status FlushBuffer() {
+    if (mode == Mode::kPlan) {
+      buffer_page += buffer.size() / page_size;
+      buffer.clear();
+      return Status::Ok();
+    }
+    if (mode == Mode::kStream) {
+      Status s = sink(buffer);
+      buffer_page += buffer.size() / page_size;
+      buffer.clear();
+      return s;
+    }
     size_t done = 0;
     const off_t at = static_cast<off_t>(buffer_page * page_size);
     while (done < buffer.size()) {
@@ -135,6 +150,7 @@ struct BoltWriter::Impl {
     }
     next_page += pages;
     ++pages_in_bucket;
+    if (mode == Mode::kPlan) return id;
     buffer += page;
     if (buffer.size() >= kWriteBufferBytes && error.ok()) error = FlushBuffer();
     return id;
@@ -186,7 +202,16 @@ struct BoltWriter::Impl {
     in_bucket = false;
   }
 
-  std::string Meta(uint64_t page_id, uint64_t root, uint64_t txid) const {
+  // Meta 0, meta 1 and the (empty) freelist: the file's first three pages.
+  std::string Head(Layout layout) const {
+    std::string head = Meta(0, layout, 0) + Meta(1, layout, 1);
+    std::string freelist(page_size, '\0');
+    Put64(&freelist, 0, 2);
+    Put16(&freelist, 8, kFreelistPage);
+    return head + freelist;
+  }
+
+  std::string Meta(uint64_t page_id, Layout layout, uint64_t txid) const {
     std::string page(page_size, '\0');
     Put64(&page, 0, page_id);
     Put16(&page, 8, kMetaPage);
@@ -195,10 +220,10 @@ struct BoltWriter::Impl {
     Put32(&page, m + 4, kVersion);
     Put32(&page, m + 8, page_size);
     Put32(&page, m + 12, 0);
-    Put64(&page, m + 16, root);
+    Put64(&page, m + 16, layout.root);
     Put64(&page, m + 24, 0);  // the root bucket's sequence
     Put64(&page, m + 32, 2);  // freelist page
-    Put64(&page, m + 40, next_page);
+    Put64(&page, m + 40, layout.pages);
     Put64(&page, m + 48, txid);
     Put64(&page, m + 56, Fnv64a(reinterpret_cast<const uint8_t*>(page.data() + m), 56));
     return page;
@@ -216,6 +241,24 @@ Result<std::unique_ptr<BoltWriter>> BoltWriter::Create(const std::string& path, 
   impl->page_size = page_size;
   impl->fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (impl->fd < 0) return Status(Code::kInternal, "cannot create " + path + ": " + ErrnoText());
+  return std::unique_ptr<BoltWriter>(new BoltWriter(std::move(impl)));
+}
+
+std::unique_ptr<BoltWriter> BoltWriter::Plan(uint32_t page_size) {
+  auto impl = std::make_unique<Impl>();
+  impl->mode = Impl::Mode::kPlan;
+  impl->page_size = page_size;
+  return std::unique_ptr<BoltWriter>(new BoltWriter(std::move(impl)));
+}
+
+std::unique_ptr<BoltWriter> BoltWriter::Stream(Layout layout, Sink sink, uint32_t page_size) {
+  auto impl = std::make_unique<Impl>();
+  impl->mode = Impl::Mode::kStream;
+  impl->page_size = page_size;
+  impl->sink = std::move(sink);
+  impl->planned = layout;
+  impl->buffer = impl->Head(layout);
+  impl->buffer_page = 0;
   return std::unique_ptr<BoltWriter>(new BoltWriter(std::move(impl)));
 }
 
@@ -246,7 +289,7 @@ Status BoltWriter::Put(std::string_view key, std::string_view value) {
   return w.error;
 }
 
-Status BoltWriter::Finish() {
+Result<Layout> BoltWriter::Finish() {
   Impl& w = *impl_;
   if (w.finished) return Status(Code::kFailedPrecondition, "the bolt file is finished");
   w.CloseBucket();
@@ -256,16 +299,18 @@ Status BoltWriter::Finish() {
     Put64(&header, 0, root);
     w.AddLeaf(name, header, kBucketLeafFlag);
   }
-  const uint64_t root = w.CloseTree();
+  const Layout layout{w.CloseTree(), w.next_page};
   w.finished = true;
   if (!w.error.ok()) return w.error;
+  if (w.mode == Impl::Mode::kStream && !(layout == w.planned)) {
+    return Status(Code::kInternal, "bolt: the data streamed is not the data planned (root " +
+                                       std::to_string(layout.root) + " of " + std::to_string(layout.pages) +
+                                       " pages, planned " + std::to_string(w.planned.root) + " of " +
+                                       std::to_string(w.planned.pages) + ")");
+  }
   if (Status s = w.FlushBuffer(); !s.ok()) return s;
-  std::string head = w.Meta(0, root, 0) + w.Meta(1, root, 1);
-  std::string freelist(w.page_size, '\0');
-  Put64(&freelist, 0, 2);
-  Put16(&freelist, 8, kFreelistPage);
-  head += freelist;
-  w.buffer = std::move(head);
+  if (w.mode != Impl::Mode::kFile) return layout;
+  w.buffer = w.Head(layout);
   w.buffer_page = 0;
   if (Status s = w.FlushBuffer(); !s.ok()) return s;
   if (::fsync(w.fd) != 0) return Status(Code::kInternal, "syncing the snapshot file: " + ErrnoText());
@@ -274,7 +319,7 @@ Status BoltWriter::Finish() {
     return Status(Code::kInternal, "closing the snapshot file: " + ErrnoText());
   }
   w.fd = -1;
-  return Status::Ok();
+  return layout;
 }
 
 uint64_t BoltWriter::size() const { return impl_->next_page * impl_->page_size; }
@@ -407,6 +452,30 @@ Result<std::unique_ptr<BoltReader>> BoltReader::Open(const std::string& path, in
     return Impl::Corrupt("the file is shorter than its " + std::to_string(impl->pages) + " pages (truncated?)");
   }
   return std::unique_ptr<BoltReader>(new BoltReader(std::move(impl)));
+}
+
+Result<std::pair<uint32_t, uint64_t>> BoltReader::PagesOf(const std::string& path) {
+  auto r = Open(path, -1);
+  if (r.ok()) return std::make_pair((*r)->impl_->page_size, (*r)->impl_->pages);
+  // Open refuses a short file after choosing its meta: read the metas alone.
+  std::string head(2 * 65536 + kPageHeaderBytes + kMetaBytes, '\0');
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status(Code::kNotFound, "cannot open " + path + ": " + ErrnoText());
+  ssize_t n = ::pread(fd, head.data(), head.size(), 0);
+  ::close(fd);
+  if (n <= 0) return Impl::Corrupt("no valid meta page");
+  Impl probe;
+  probe.base = reinterpret_cast<const uint8_t*>(head.data());
+  probe.size = static_cast<size_t>(n);
+  uint32_t ps = 0, ps1 = 0;
+  uint64_t root = 0, pages = 0, tx = 0, pages1 = 0, tx1 = 0;
+  const bool ok0 = probe.ReadMeta(0, &ps, &root, &pages, &tx);
+  const uint32_t guess = ok0 ? ps : kDefaultPageSize;
+  const bool ok1 = guess >= 512 && guess <= 65536 && probe.ReadMeta(guess, &ps1, &root, &pages1, &tx1);
+  probe.base = nullptr;  // not ours to unmap
+  if (!ok0 && !ok1) return Impl::Corrupt("no valid meta page");
+  if (ok1 && (!ok0 || tx1 > tx)) return std::make_pair(ps1, pages1);
+  return std::make_pair(ps, pages);
 }
 
 Result<std::vector<std::string>> BoltReader::Buckets() const {

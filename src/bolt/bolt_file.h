@@ -30,6 +30,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/status.h"
@@ -40,15 +41,35 @@ inline constexpr uint32_t kMagic = 0xED0CDAED;
 inline constexpr uint32_t kVersion = 2;
 inline constexpr uint32_t kDefaultPageSize = 4096;
 
+// Where a finished tree's pages are: the root bucket's page and the page
+// count (both in the meta pages).
+struct Layout {
+  uint64_t root = 0;
+  uint64_t pages = 0;
+  bool operator==(const Layout&) const = default;
+};
+
 // Writes a new bbolt file: buckets in increasing name order, each bucket's
 // keys in increasing byte order (bbolt's order). Pages are written as they
-// fill, so memory holds one leaf page per level plus one branch entry per
-// page written; the meta pages are written last, by Finish().
+// fill, so memory holds one page per tree level plus one branch entry per
+// page written. Three modes:
+//  - Create: into a file; the meta pages are written last, by Finish();
+//  - Plan: writes nothing, only lays the pages out: Finish() returns the
+//    Layout that the same buckets and keys will have;
+//  - Stream: the file's bytes in order, meta pages first, to a sink: the
+//    meta pages need the Layout, so the same data goes first through Plan
+//    (twice over the data, no temporary file).
 class BoltWriter {
  public:
+  using Sink = std::function<Status(std::string_view bytes)>;
+
   // Creates (truncates) `path`.
   static Result<std::unique_ptr<BoltWriter>> Create(const std::string& path,
                                                     uint32_t page_size = kDefaultPageSize);
+  static std::unique_ptr<BoltWriter> Plan(uint32_t page_size = kDefaultPageSize);
+  // `layout`: what Plan's Finish returned for the same data. The sink gets
+  // whole pages, in order, in pieces of about 1 MiB.
+  static std::unique_ptr<BoltWriter> Stream(Layout layout, Sink sink, uint32_t page_size = kDefaultPageSize);
   ~BoltWriter();
 
   // Starts the next bucket; the previous one is closed. InvalidArgument if
@@ -57,9 +78,10 @@ class BoltWriter {
   // InvalidArgument if no bucket is open or `key` is empty or not greater
   // than the previous key of this bucket.
   Status Put(std::string_view key, std::string_view value);
-  // Writes what is left, the root bucket and the meta pages, and fsyncs.
+  // Writes what is left and the root bucket (and, for a file, the meta pages,
+  // then fsyncs). Stream: Internal if the data did not match the plan.
   // Nothing may be added afterwards.
-  Status Finish();
+  Result<Layout> Finish();
 
   // Bytes of the file so far (all of it after Finish).
   uint64_t size() const;
@@ -78,6 +100,11 @@ class BoltReader {
   // snapshot has a 32-byte hash after the database, which is not part of it).
   static Result<std::unique_ptr<BoltReader>> Open(const std::string& path, int64_t size = -1);
   ~BoltReader();
+
+  // The page size and page count the valid meta page of the file names,
+  // without reading further (so also of a truncated file); DataLoss if
+  // neither meta page is valid.
+  static Result<std::pair<uint32_t, uint64_t>> PagesOf(const std::string& path);
 
   // The top-level bucket names, in order.
   Result<std::vector<std::string>> Buckets() const;

@@ -83,6 +83,39 @@ TEST_F(BoltFileTest, RoundTripsSmallAndLargeBuckets) {
             Code::kNotFound);
 }
 
+TEST_F(BoltFileTest, StreamAfterPlanIsTheFileByteForByte) {
+  Data data;
+  data["a"];
+  for (int i = 0; i < 20000; ++i) data["b"]["k" + std::to_string(1000000 + i)] = std::string(i % 5000 == 0 ? 9000 : i % 90, 'v');
+  data["c"]["x"] = "y";
+  const std::string path = Path("db");
+  Write(path, data);
+  auto feed = [&](BoltWriter* w) {
+    for (const auto& [bucket, kvs] : data) {
+      EXPECT_TRUE(w->BeginBucket(bucket).ok());
+      for (const auto& [k, v] : kvs) EXPECT_TRUE(w->Put(k, v).ok());
+    }
+    return w->Finish();
+  };
+  auto plan = BoltWriter::Plan();
+  auto layout = feed(plan.get());
+  ASSERT_TRUE(layout.ok());
+  std::string streamed;
+  auto stream = BoltWriter::Stream(*layout, [&](std::string_view b) {
+    streamed.append(b);
+    return Status::Ok();
+  });
+  ASSERT_TRUE(feed(stream.get()).ok());
+  std::ifstream f(path, std::ios::binary);
+  const std::string file((std::istreambuf_iterator<char>(f)), {});
+  EXPECT_EQ(streamed.size(), file.size());
+  EXPECT_TRUE(streamed == file);
+  // Other data than planned is refused.
+  auto wrong = BoltWriter::Stream(*layout, [](std::string_view) { return Status::Ok(); });
+  ASSERT_TRUE(wrong->BeginBucket("a").ok());
+  EXPECT_EQ(wrong->Finish().status().code(), Code::kInternal);
+}
+
 TEST_F(BoltFileTest, ReadsTheDatabaseBeforeATrailer) {
   Data data;
   data["a"]["k"] = "v";

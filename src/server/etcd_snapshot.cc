@@ -8,8 +8,11 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <tuple>
+#include <nlohmann/json.hpp>
 
 #include "apply/applier.h"
+#include "cairnpb/internal.pb.h"
 #include "bolt/bolt_file.h"
 #include "leasepb/lease.pb.h"
 #include "lease/lessor.h"
@@ -43,12 +46,27 @@ std::string Hex(const unsigned char* p, size_t n) {
 }
 
 // etcdctl's check: a file whose size is 32 past a multiple of 512 carries
-// the SHA-256 of what precedes it. Returns the database's size.
+// the SHA-256 of what precedes it; a file without one is refused unless
+// `skip_hash_check`. Returns the database's size. The messages say how the
+// file is broken: cut short (the meta pages say how long it should be) or
+// changed (the hash).
 Result<int64_t> CheckHash(const std::string& path, bool skip_hash_check) {
   std::error_code ec;
-  const auto size = fs::file_size(path, ec);
+  const uint64_t size = fs::file_size(path, ec);
   if (ec) return Status(Code::kNotFound, "cannot read " + path + ": " + ec.message());
+  auto pages = bolt::BoltReader::PagesOf(path);
+  if (!pages.ok()) {
+    return Status(Code::kDataLoss, path + " is truncated or corrupt: " + pages.status().message() + " (it has " +
+                                       std::to_string(size) + " bytes)");
+  }
+  const uint64_t db_bytes = static_cast<uint64_t>(pages->first) * pages->second;
   const bool has_hash = size % 512 == kShaBytes;
+  // Short of its pages, or with a piece of a hash after them.
+  if ((has_hash && size - kShaBytes < db_bytes) || (!has_hash && size != db_bytes && size < db_bytes + kShaBytes)) {
+    return Status(Code::kDataLoss, path + " is truncated or corrupt: an etcd snapshot of " +
+                                       std::to_string(pages->second) + " pages should have " +
+                                       std::to_string(db_bytes + kShaBytes) + " bytes, it has " + std::to_string(size));
+  }
   if (!has_hash) {
     if (!skip_hash_check) return Status(Code::kDataLoss, "snapshot missing hash but --skip-hash-check=false");
     return static_cast<int64_t>(size);
@@ -72,7 +90,8 @@ Result<int64_t> CheckHash(const std::string& path, bool skip_hash_check) {
   unsigned int got_len = 0;
   EVP_DigestFinal_ex(ctx.get(), got, &got_len);
   if (std::memcmp(got, want, kShaBytes) != 0) {
-    return Status(Code::kDataLoss, "expected sha256 " + Hex(want, kShaBytes) + ", got " + Hex(got, kShaBytes));
+    return Status(Code::kDataLoss, path + " is corrupt: snapshot checksum mismatch (expected sha256 " +
+                                       Hex(want, kShaBytes) + ", got " + Hex(got, kShaBytes) + ")");
   }
   return static_cast<int64_t>(size - kShaBytes);
 }
@@ -243,7 +262,10 @@ bool IsEtcdSnapshot(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   char head[64] = {};
   in.read(head, sizeof(head));
-  return bolt::LooksLikeBolt(std::string_view(head, static_cast<size_t>(in.gcount())));
+  const std::string_view got(head, static_cast<size_t>(in.gcount()));
+  // Or cut inside its first page: a meta page header (page 0, flag 0x04).
+  return bolt::LooksLikeBolt(got) ||
+         (got.size() >= 10 && got.substr(0, 10) == std::string_view("\0\0\0\0\0\0\0\0\x04\0", 10));
 }
 
 Result<EtcdImport> ImportEtcdSnapshot(const std::string& path, const std::string& db_path, bool skip_hash_check) {
@@ -273,6 +295,329 @@ Result<EtcdImport> ImportEtcdSnapshot(const std::string& path, const std::string
     return s;
   }
   return out;
+}
+
+// ------------------------------------------------------------------ export
+
+namespace {
+
+// etcd's revision key.
+std::string EtcdRevKey(int64_t main, int64_t sub, bool tombstone) {
+  std::string k;
+  storage::PutFixed64BE(&k, static_cast<uint64_t>(main));
+  k += '_';
+  storage::PutFixed64BE(&k, static_cast<uint64_t>(sub));
+  if (tombstone) k += 't';
+  return k;
+}
+
+std::string Fixed64(uint64_t v) {
+  std::string out;
+  storage::PutFixed64BE(&out, v);
+  return out;
+}
+
+// etcd's types.ID.String(): hex, no padding.
+std::string IdString(uint64_t id) {
+  char buf[17];
+  std::snprintf(buf, sizeof(buf), "%llx", static_cast<unsigned long long>(id));
+  return buf;
+}
+
+constexpr const char* kBuckets[] = {"alarm",  "auth",    "authRoles",       "authUsers", "cluster",
+                                    "key",    "lease",   "members",         "members_removed", "meta"};
+constexpr size_t kBucketCount = sizeof(kBuckets) / sizeof(kBuckets[0]);
+
+}  // namespace
+
+// The records of etcd's buckets for a database at a snapshot, in bbolt's
+// order, fed to a writer a few at a time.
+class EtcdSnapshotStream::Records {
+ public:
+  Records(storage::Engine* engine, const storage::Snapshot* snapshot) : engine_(engine), snapshot_(snapshot) {}
+
+  // Feeds up to `budget` records; true once every bucket is written.
+  Result<bool> Feed(bolt::BoltWriter* w, size_t budget) {
+    while (budget > 0) {
+      if (bucket_ == kBucketCount) return true;
+      const std::string_view name = kBuckets[bucket_];
+      if (!begun_) {
+        if (Status s = w->BeginBucket(name); !s.ok()) return s;
+        begun_ = true;
+        if (Status s = Prepare(name); !s.ok()) return s;
+      }
+      std::string key, value;
+      auto more = Next(name, &key, &value);
+      if (!more.ok()) return more.status();
+      if (!*more) {
+        ++bucket_;
+        begun_ = false;
+        continue;
+      }
+      if (Status s = w->Put(key, value); !s.ok()) return s;
+      --budget;
+    }
+    return bucket_ == kBucketCount;
+  }
+
+ private:
+  Status Prepare(std::string_view name) {
+    small_.clear();
+    small_pos_ = 0;
+    it_.reset();
+    if (name == "key") {
+      if (Status st = CollectCompacted(); !st.ok()) return st;
+      it_ = engine_->NewIterator(Column::kRev, snapshot_);
+      it_->SeekToFirst();
+    } else if (name == "lease") {
+      it_ = engine_->NewIterator(Column::kLease, snapshot_);
+      it_->SeekToFirst();
+    } else if (name == "auth") {
+      small_.emplace_back("authRevision", Fixed64(1));
+    } else if (name == "cluster") {
+      small_.emplace_back("clusterVersion", "3.5.0");
+    } else if (name == "members" || name == "members_removed") {
+      std::vector<uint64_t> removed;
+      auto members = apply::Applier::MembersOf(engine_, snapshot_, &removed);
+      if (!members.ok()) return members.status();
+      if (name == "members") {
+        for (const auto& m : *members) {
+          // etcd's membership.Member as JSON.
+          nlohmann::ordered_json j;
+          j["id"] = m.id();
+          j["peerURLs"] = std::vector<std::string>(m.peer_urls().begin(), m.peer_urls().end());
+          if (m.is_learner()) j["isLearner"] = true;
+          if (!m.name().empty()) j["name"] = m.name();
+          if (m.client_urls_size() > 0) {
+            j["clientURLs"] = std::vector<std::string>(m.client_urls().begin(), m.client_urls().end());
+          }
+          small_.emplace_back(IdString(m.id()), j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+        }
+      } else {
+        for (uint64_t id : removed) small_.emplace_back(IdString(id), "removed");
+      }
+      std::sort(small_.begin(), small_.end());
+    } else if (name == "meta") {
+      auto applied = apply::Applier::AppliedIndexOf(engine_, snapshot_);
+      if (!applied.ok()) return applied.status();
+      small_.emplace_back("consistent_index", Fixed64(*applied));
+      for (const auto& [mine, theirs] : {std::pair{mvcc::KvStore::kMetaFinishedCompactRev, "finishedCompactRev"},
+                                         std::pair{mvcc::KvStore::kMetaScheduledCompactRev, "scheduledCompactRev"}}) {
+        std::string v;
+        auto found = engine_->Get(Column::kMeta, mine, &v, snapshot_);
+        if (!found.ok()) return found.status();
+        if (*found && v.size() == 8) small_.emplace_back(theirs, EtcdRevKey(Be64(v), 0, false));
+      }
+    }
+    return Status::Ok();
+  }
+
+  // The versions a compaction kept whose change-log rows it removed (the
+  // change log starts at the compacted revision; a key's newest version
+  // below it stays in kKey only), in revision order.
+  Status CollectCompacted() {
+    compacted_.clear();
+    compacted_pos_ = 0;
+    int64_t upto = 0;
+    for (auto k : {mvcc::KvStore::kMetaFinishedCompactRev, mvcc::KvStore::kMetaScheduledCompactRev}) {
+      std::string v;
+      auto found = engine_->Get(Column::kMeta, k, &v, snapshot_);
+      if (!found.ok()) return found.status();
+      if (*found && v.size() == 8) upto = std::max(upto, Be64(v));
+    }
+    if (upto <= 0) return Status::Ok();
+    auto it = engine_->NewIterator(Column::kKey, snapshot_);
+    std::string key, row;
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      int64_t main = 0, sub = 0;
+      if (!mvcc::DecodeVersionKey(it->key(), &key, &main, &sub)) {
+        return Status(Code::kDataLoss, "snapshot: malformed version key");
+      }
+      if (main > upto) continue;
+      auto found = engine_->Get(Column::kRev, mvcc::RevKey(main, sub), &row, snapshot_);
+      if (!found.ok()) return found.status();
+      if (!*found) compacted_.push_back({main, sub, key});
+    }
+    if (!it->status().ok()) return it->status();
+    std::sort(compacted_.begin(), compacted_.end());
+    return Status::Ok();
+  }
+
+  Result<bool> Next(std::string_view name, std::string* key, std::string* value) {
+    if (name == "key") {
+      int64_t main = 0, sub = 0;
+      std::string user_key;
+      char kind = 'v';
+      const bool from_log = it_->Valid();
+      if (from_log) {
+        const std::string_view change = it_->value();
+        if (!mvcc::DecodeRevKey(it_->key(), &main, &sub) || change.empty() ||
+            (change[0] != 'v' && change[0] != 't')) {
+          return Status(Code::kDataLoss, "snapshot: malformed change log record");
+        }
+        kind = change[0];
+        user_key = std::string(change.substr(1));
+      }
+      if (compacted_pos_ < compacted_.size() &&
+          (!from_log || std::tie(compacted_[compacted_pos_].main, compacted_[compacted_pos_].sub) <
+                            std::tie(main, sub))) {
+        const Compacted& c = compacted_[compacted_pos_++];
+        std::string version;
+        auto found = engine_->Get(Column::kKey, mvcc::VersionKey(c.key, c.main, c.sub), &version, snapshot_);
+        if (!found.ok()) return found.status();
+        if (!*found || version.empty()) return Status(Code::kDataLoss, "snapshot: a kept version vanished");
+        if (version[0] == 't') {
+          mvccpb::KeyValue kv;
+          kv.set_key(c.key);
+          *value = kv.SerializeAsString();
+        } else {
+          *value = version.substr(1);
+        }
+        *key = EtcdRevKey(c.main, c.sub, version[0] == 't');
+        return true;
+      }
+      if (!from_log) return FinishIterator();
+      if (kind == 't') {
+        mvccpb::KeyValue kv;
+        kv.set_key(user_key);
+        *value = kv.SerializeAsString();
+      } else {
+        std::string version;
+        auto found = engine_->Get(Column::kKey, mvcc::VersionKey(user_key, main, sub), &version, snapshot_);
+        if (!found.ok()) return found.status();
+        if (!*found || version.empty() || version[0] != 'v') {
+          return Status(Code::kDataLoss, "snapshot: no version for the change at revision " + std::to_string(main));
+        }
+        *value = version.substr(1);
+      }
+      *key = EtcdRevKey(main, sub, kind == 't');
+      it_->Next();
+      return true;
+    }
+    if (name == "lease") {
+      if (!it_->Valid()) return FinishIterator();
+      if (it_->key().size() != 8 || it_->value().size() != 8) {
+        return Status(Code::kDataLoss, "snapshot: malformed lease record");
+      }
+      leasepb::Lease l;
+      l.set_id(Be64(it_->key()));
+      l.set_ttl(Be64(it_->value()));
+      *key = std::string(it_->key());
+      *value = l.SerializeAsString();
+      it_->Next();
+      return true;
+    }
+    if (small_pos_ == small_.size()) return false;
+    *key = small_[small_pos_].first;
+    *value = small_[small_pos_].second;
+    ++small_pos_;
+    return true;
+  }
+
+  Result<bool> FinishIterator() {
+    Status s = it_->status();
+    it_.reset();
+    if (!s.ok()) return s;
+    return false;
+  }
+
+  storage::Engine* engine_;
+  const storage::Snapshot* snapshot_;
+  size_t bucket_ = 0;
+  bool begun_ = false;
+  std::unique_ptr<storage::Iterator> it_;
+  std::vector<std::pair<std::string, std::string>> small_;
+  size_t small_pos_ = 0;
+  struct Compacted {
+    int64_t main;
+    int64_t sub;
+    std::string key;
+    bool operator<(const Compacted& o) const { return std::tie(main, sub) < std::tie(o.main, o.sub); }
+  };
+  std::vector<Compacted> compacted_;  // one per key at most
+  size_t compacted_pos_ = 0;
+};
+
+struct EtcdSnapshotStream::Hasher {
+  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx{EVP_MD_CTX_new(), EVP_MD_CTX_free};
+  Hasher() { EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr); }
+  void Update(std::string_view b) { EVP_DigestUpdate(ctx.get(), b.data(), b.size()); }
+  std::string Final() {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_DigestFinal_ex(ctx.get(), md, &len);
+    return std::string(reinterpret_cast<char*>(md), len);
+  }
+};
+
+EtcdSnapshotStream::EtcdSnapshotStream(storage::Engine* engine, std::shared_ptr<const storage::Snapshot> snapshot)
+    : engine_(engine), snapshot_(std::move(snapshot)) {}
+
+EtcdSnapshotStream::~EtcdSnapshotStream() = default;
+
+Result<bool> EtcdSnapshotStream::NextChunk(std::string* out, size_t max_bytes) {
+  constexpr size_t kRecordsPerStep = 1024;
+  if (!planned_) {
+    planned_ = true;
+    // Pass one: where the pages go.
+    auto plan = bolt::BoltWriter::Plan();
+    Records records(engine_, snapshot_.get());
+    for (;;) {
+      auto all = records.Feed(plan.get(), kRecordsPerStep);
+      if (!all.ok()) return all.status();
+      if (*all) break;
+    }
+    auto layout = plan->Finish();
+    if (!layout.ok()) return layout.status();
+    total_bytes_ = layout->pages * bolt::kDefaultPageSize + kShaBytes;
+    hasher_ = std::make_unique<Hasher>();
+    records_ = std::make_unique<Records>(engine_, snapshot_.get());
+    writer_ = bolt::BoltWriter::Stream(*layout, [this](std::string_view bytes) {
+      hasher_->Update(bytes);
+      pending_.append(bytes);
+      return Status::Ok();
+    });
+  }
+  // Pass two: the pages, then the hash of them.
+  while (pending_.size() < max_bytes && !done_ && writer_) {
+    if (!fed_) {
+      auto all = records_->Feed(writer_.get(), kRecordsPerStep);
+      if (!all.ok()) return all.status();
+      if (!*all) continue;
+      fed_ = true;
+    }
+    auto finished = writer_->Finish();
+    if (!finished.ok()) return finished.status();
+    pending_ += hasher_->Final();
+    writer_.reset();
+    records_.reset();
+  }
+  if (pending_.empty()) {
+    done_ = true;
+    return false;
+  }
+  const size_t n = std::min(max_bytes, pending_.size());
+  out->append(pending_, 0, n);
+  pending_.erase(0, n);
+  if (pending_.empty() && !writer_) done_ = true;
+  return true;
+}
+
+Status WriteEtcdSnapshot(storage::Engine* engine, std::shared_ptr<const storage::Snapshot> snapshot,
+                         const std::string& path) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  if (!f) return Status(Code::kInternal, "cannot create " + path);
+  EtcdSnapshotStream stream(engine, std::move(snapshot));
+  for (;;) {
+    std::string chunk;
+    auto more = stream.NextChunk(&chunk, 1 << 20);
+    if (!more.ok()) return more.status();
+    if (!*more) break;
+    f.write(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+  }
+  f.close();
+  if (!f) return Status(Code::kInternal, "writing " + path);
+  return Status::Ok();
 }
 
 }  // namespace cairn::server

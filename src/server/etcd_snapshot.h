@@ -1,6 +1,9 @@
 // etcd's snapshot files (what `etcdctl snapshot save` writes from a real etcd:
-// its bbolt backend, then the SHA-256 of it) read into a cairn database, so
-// a team moves its data from etcd to cairn with the file it already has.
+// its bbolt backend, then the SHA-256 of it), both ways: read into a cairn
+// database, so a team moves its data from etcd to cairn with the file it
+// already has, and written from one (EtcdSnapshotStream, what cairn's
+// Maintenance.Snapshot sends), so `etcdctl snapshot restore` and a real etcd
+// take cairn's data back.
 //
 // What is read, bucket by bucket (etcd's server/mvcc/buckets):
 //  - key: every kept version, keyed BE64(main) '_' BE64(sub) ['t' for a
@@ -15,16 +18,65 @@
 // from its flags, as etcdctl's restore does), alarms, and auth (cairn has no
 // users or roles yet: their presence is reported as a warning).
 //
-// Thread-safety: pure functions over files nobody else has open.
+// Written: the same buckets, as etcd 3.5 writes them: key (every version
+// the database keeps, deletions as a KeyValue holding only the key), lease
+// (ID and TTL), members and members_removed (the member table, as JSON),
+// meta (consistent_index = the applied index, the compaction), cluster
+// (clusterVersion), auth (authRevision; no users or roles), alarm (empty).
+//
+// Thread-safety: the functions are pure over files nobody else has open; an
+// EtcdSnapshotStream belongs to one thread at a time.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "common/status.h"
+#include "storage/engine.h"
+
+namespace cairn::bolt {
+class BoltWriter;
+}
 
 namespace cairn::server {
+
+// The etcd snapshot of a database at one point in time, as a byte stream
+// (bbolt pages, then the SHA-256 of them). The data is read twice, once to
+// lay the pages out (the meta pages, first in the file, say where the root
+// is) and once to send them, so nothing is staged on disk and memory stays
+// at about a MiB.
+class EtcdSnapshotStream {
+ public:
+  // Reads at `snapshot`, which the stream keeps.
+  EtcdSnapshotStream(storage::Engine* engine, std::shared_ptr<const storage::Snapshot> snapshot);
+  ~EtcdSnapshotStream();
+  // Appends up to `max_bytes` of the stream to `out`; false once done.
+  Result<bool> NextChunk(std::string* out, size_t max_bytes);
+  bool done() const { return done_; }
+  // The stream's length; known once NextChunk has been called.
+  uint64_t total_bytes() const { return total_bytes_; }
+
+  class Records;
+
+ private:
+  storage::Engine* engine_;
+  std::shared_ptr<const storage::Snapshot> snapshot_;
+  std::unique_ptr<Records> records_;
+  std::unique_ptr<bolt::BoltWriter> writer_;
+  std::string pending_;
+  struct Hasher;
+  std::unique_ptr<Hasher> hasher_;
+  bool planned_ = false;
+  bool fed_ = false;
+  bool done_ = false;
+  uint64_t total_bytes_ = 0;
+};
+
+// Writes the etcd snapshot of `engine` at `snapshot` to `path` (a new file).
+Status WriteEtcdSnapshot(storage::Engine* engine, std::shared_ptr<const storage::Snapshot> snapshot,
+                         const std::string& path);
 
 struct EtcdImport {
   int64_t revision = 0;          // the current revision
