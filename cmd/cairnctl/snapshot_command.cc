@@ -152,6 +152,45 @@ int RunStatus(const StatusOptions& options, const GlobalOptions& global) {
   return kExitSuccess;
 }
 
+// ---------------------------------------------------------------- save
+
+struct SaveOptions {
+  std::string data_dir;
+  std::string snapshot_path;
+};
+
+// An etcd snapshot of a stopped member's data dir (the running server's is
+// `etcdctl snapshot save`): written to a temporary file beside the target,
+// then renamed, as etcdctl does, so a failed save leaves no half file.
+int RunSave(const SaveOptions& options) {
+  const std::string db = (fs::path(options.data_dir) / kDbName).string();
+  std::error_code ec;
+  if (!fs::exists(db, ec)) {
+    return ExitWithError(kExitError, "data-dir \"" + options.data_dir + "\" holds no cairn database");
+  }
+  storage::EngineOptions eo;
+  eo.path = db;
+  eo.create_if_missing = false;
+  eo.block_cache_bytes = 8 << 20;
+  auto engine = storage::Engine::Open(eo);
+  if (!engine.ok()) {
+    return ExitWithError(kExitError, "cannot open " + db + " (is the member still running?): " +
+                                         engine.status().message());
+  }
+  const std::string part = options.snapshot_path + ".part";
+  Status s = server::WriteEtcdSnapshot(engine->get(), (*engine)->GetSnapshot(), part);
+  if (s.ok()) {
+    fs::rename(part, options.snapshot_path, ec);
+    if (ec) s = Status(Code::kInternal, "rename " + part + ": " + ec.message());
+  }
+  if (!s.ok()) {
+    fs::remove(part, ec);
+    return ExitWithError(kExitError, s.message());
+  }
+  std::cout << "Snapshot saved at " << options.snapshot_path << std::endl;
+  return kExitSuccess;
+}
+
 // ---------------------------------------------------------------- restore
 
 struct RestoreOptions {
@@ -223,7 +262,7 @@ int RunRestore(const RestoreOptions& options) {
 }  // namespace
 
 void AddSnapshotCommand(CLI::App& app, const GlobalOptions& global, int* exit_code) {
-  CLI::App* snapshot = app.add_subcommand("snapshot", "Verifies and restores cairn snapshots");
+  CLI::App* snapshot = app.add_subcommand("snapshot", "Saves, verifies and restores snapshots (etcd's file format)");
   snapshot->require_subcommand(1);
 
   auto restore = std::make_shared<RestoreOptions>();
@@ -248,6 +287,13 @@ void AddSnapshotCommand(CLI::App& app, const GlobalOptions& global, int* exit_co
   r->add_flag("--skip-hash-check", restore->skip_hash_check,
               "Ignore snapshot integrity hash value (required if copied from an etcd data directory)");
   r->callback([restore, exit_code] { *exit_code = RunRestore(*restore); });
+
+  auto save = std::make_shared<SaveOptions>();
+  CLI::App* sv = snapshot->add_subcommand(
+      "save", "Writes an etcd-format snapshot of a stopped member's data directory (of a running one: etcdctl snapshot save)");
+  sv->add_option("filename", save->snapshot_path, "The snapshot file to write")->required();
+  sv->add_option("--data-dir", save->data_dir, "The member's data directory")->required();
+  sv->callback([save, exit_code] { *exit_code = RunSave(*save); });
 
   auto status = std::make_shared<StatusOptions>();
   CLI::App* st = snapshot->add_subcommand(
