@@ -68,6 +68,12 @@ def test_random_ops(seed, cairn, etcd):
     gen = diffgen.Generator(seed)
     run_ops(gen, cairn, etcd, NOPS, seed, "test_random_ops")
     assert_same_state(cairn, etcd, "seed %d" % seed)
+    # HashKV is etcd's algorithm over the same records: the same hash and
+    # compacted revision after the same history (lease ids are the ops').
+    got = cairn.maint.HashKV(pb.HashKVRequest(revision=0), timeout=10)
+    want = etcd.maint.HashKV(pb.HashKVRequest(revision=0), timeout=10)
+    assert (got.hash, got.compact_revision, got.header.revision) == \
+        (want.hash, want.compact_revision, want.header.revision), "HashKV differs (seed %d)" % seed
 
 
 def _ev_text(ev):

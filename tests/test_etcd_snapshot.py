@@ -87,6 +87,12 @@ def test_etcd_snapshot_restored_into_cairn(server_factory, tmp_path):
         for rev in range(20, now.header.revision + 1):
             want = etcd.kv.Range(pb.RangeRequest(revision=rev, **ALL), timeout=10)
             assert _kvs(cairn.kv.Range(pb.RangeRequest(revision=rev, **ALL), timeout=10)) == _kvs(want), rev
+        # HashKV is etcd's algorithm over the same records: equal at every
+        # kept revision (and so equal to what etcd's corruption check expects).
+        for rev in (21, 30, now.header.revision, 0):
+            want = etcd.maint.HashKV(pb.HashKVRequest(revision=rev), timeout=10)
+            got = cairn.maint.HashKV(pb.HashKVRequest(revision=rev), timeout=10)
+            assert (got.hash, got.compact_revision) == (want.hash, want.compact_revision), rev
         for server in (etcd, cairn):
             with pytest.raises(Exception) as err:
                 server.kv.Range(pb.RangeRequest(revision=19, **ALL), timeout=10)
@@ -201,6 +207,9 @@ def test_etcd_to_cairn_to_etcd(server_factory, tmp_path):
               "--data-dir", back.data_dir])
         back.start()
         _same_history(cairn, back, rev - 5)
+        for r in (rev - 4, rev, 0):
+            assert cairn.maint.HashKV(pb.HashKVRequest(revision=r), timeout=10).hash == \
+                back.maint.HashKV(pb.HashKVRequest(revision=r), timeout=10).hash, r
         with pytest.raises(Exception) as err:
             back.kv.Range(pb.RangeRequest(revision=rev - 6, **ALL), timeout=10)
         assert "required revision has been compacted" in str(err.value)

@@ -1,7 +1,9 @@
 #include "mvcc/kv_store.h"
 
+#include <algorithm>
 #include <boost/crc.hpp>
 #include <mutex>
+#include <tuple>
 #include <unordered_set>
 
 #include "common/check.h"
@@ -449,34 +451,100 @@ Status KvStore::CompactPhysical(int64_t rev) {
 Result<uint32_t> KvStore::HashKV(int64_t rev, int64_t* hash_rev, int64_t* compact_rev) const {
   auto txn = Read();
   if (rev > txn->Rev()) return errors::FutureRev();
+  // etcd: a revision at or below the compacted one is compacted; 0 is the current.
+  if (rev > 0 && rev <= txn->FirstRev()) return errors::Compacted();
   if (rev <= 0) rev = txn->Rev();
-  if (rev < txn->FirstRev()) return errors::Compacted();
   *hash_rev = rev;
   *compact_rev = txn->FirstRev();
-  boost::crc_optimal<32, 0x1EDC6F41, 0xFFFFFFFF, 0xFFFFFFFF, true, true> crc;
-  auto it = engine_->NewIterator(Column::kKey, txn->snapshot());
-  std::string last_prefix;
-  bool kept_compacted = false;
-  for (it->SeekToFirst(); it->Valid(); it->Next()) {
-    std::string_view encoded = it->key();
-    std::string_view prefix = encoded.substr(0, encoded.size() - kVersionSuffixBytes);
-    int64_t version_rev = VersionMain(encoded);
-    if (prefix != last_prefix) {
-      last_prefix = std::string(prefix);
-      kept_compacted = false;
+  const int64_t compacted = *compact_rev;
+  // etcd's hash (mvcc HashByRev): CRC-32C of "key", then of every record of
+  // its key bucket up to `rev` in revision order, the bucket key (BE64 main
+  // '_' BE64 sub, 't' for a deletion) and value (the KeyValue; a deletion's
+  // holds only the key) of each. At or below the compacted revision only the
+  // records in etcd's keep set at `rev` count: a key's newest version at or
+  // below `rev` when the key is live there (so a kept old version no longer
+  // counts once the key changed after the compaction); if no key is live at
+  // `rev`, all of them (etcd's `len(keep) > 0` test). Cairn's records are
+  // etcd's records, so the hash is the one etcd gives for the same history,
+  // and the same before and after physical compaction.
+  struct Kept {
+    int64_t main, sub;
+    std::string encoded;  // kKey record key
+    bool operator<(const Kept& o) const { return std::tie(main, sub) < std::tie(o.main, o.sub); }
+  };
+  std::vector<Kept> kept;  // one per key at most
+  if (compacted > 0) {
+    std::vector<Kept> in_keep, others;  // survivors still the newest at `rev`, and the rest
+    bool any_live = false;
+    auto it = engine_->NewIterator(Column::kKey, txn->snapshot());
+    std::string last_prefix;
+    bool seen_rev = false, seen_compacted = false, newest_is_old = false;
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      std::string_view encoded = it->key();
+      std::string_view prefix = encoded.substr(0, encoded.size() - kVersionSuffixBytes);
+      if (prefix != last_prefix) {  // versions come newest first within a key
+        last_prefix = std::string(prefix);
+        seen_rev = seen_compacted = newest_is_old = false;
+      }
+      const int64_t main_rev = VersionMain(encoded);
+      if (main_rev > rev || seen_compacted) continue;
+      const bool live = !it->value().empty() && it->value()[0] == kLive;
+      if (!seen_rev) {  // the key's newest version at `rev`
+        seen_rev = true;
+        any_live = any_live || live;
+        newest_is_old = main_rev <= compacted;
+      }
+      if (main_rev > compacted) continue;
+      seen_compacted = true;  // its newest version at or below the compaction
+      if (!live) continue;
+      std::string key;
+      int64_t main = 0, sub = 0;
+      if (!DecodeVersionKey(encoded, &key, &main, &sub)) return Status(Code::kDataLoss, "mvcc: malformed version key");
+      (newest_is_old ? in_keep : others).push_back({main, sub, std::string(encoded)});
     }
-    if (version_rev > rev) continue;
-    if (version_rev <= *compact_rev) {
-      // Only the newest live version at or below the compaction survives it.
-      if (kept_compacted) continue;
-      kept_compacted = true;
-      if (it->value().empty() || it->value()[0] != kLive) continue;
-    }
-    crc.process_bytes(encoded.data(), encoded.size());
-    crc.process_bytes(it->value().data(), it->value().size());
+    if (Status st = it->status(); !st.ok()) return st;
+    kept = std::move(in_keep);
+    if (!any_live) kept.insert(kept.end(), others.begin(), others.end());
+    std::sort(kept.begin(), kept.end());
   }
-  Status s = it->status();
-  if (!s.ok()) return s;
+
+  boost::crc_optimal<32, 0x1EDC6F41, 0xFFFFFFFF, 0xFFFFFFFF, true, true> crc;
+  crc.process_bytes("key", 3);
+  auto record = [&crc](int64_t main, int64_t sub, bool tombstone, std::string_view kv) {
+    std::string k;
+    storage::PutFixed64BE(&k, static_cast<uint64_t>(main));
+    k += '_';
+    storage::PutFixed64BE(&k, static_cast<uint64_t>(sub));
+    if (tombstone) k += 't';
+    crc.process_bytes(k.data(), k.size());
+    crc.process_bytes(kv.data(), kv.size());
+  };
+  std::string value;
+  for (const Kept& k : kept) {
+    auto found = engine_->Get(Column::kKey, k.encoded, &value, txn->snapshot());
+    if (!found.ok()) return found.status();
+    if (!*found || value.empty()) return Status(Code::kDataLoss, "mvcc: a kept version vanished");
+    record(k.main, k.sub, false, std::string_view(value).substr(1));
+  }
+  auto it = engine_->NewIterator(Column::kRev, txn->snapshot(), RevKey(std::max<int64_t>(compacted, 0) + 1, 0),
+                                 RevKey(rev + 1, 0));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    int64_t main = 0, sub = 0;
+    std::string_view row = it->value();
+    if (!DecodeRevKey(it->key(), &main, &sub) || row.empty()) return Status(Code::kDataLoss, "mvcc: malformed change log");
+    const std::string key(row.substr(1));
+    if (row[0] == kTombstone) {
+      mvccpb::KeyValue kv;
+      kv.set_key(key);
+      record(main, sub, true, kv.SerializeAsString());
+      continue;
+    }
+    auto found = engine_->Get(Column::kKey, VersionKey(key, main, sub), &value, txn->snapshot());
+    if (!found.ok()) return found.status();
+    if (!*found || value.empty() || value[0] != kLive) return Status(Code::kDataLoss, "mvcc: a change without its version");
+    record(main, sub, false, std::string_view(value).substr(1));
+  }
+  if (Status st = it->status(); !st.ok()) return st;
   return static_cast<uint32_t>(crc.checksum());
 }
 
