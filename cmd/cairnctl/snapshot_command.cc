@@ -58,7 +58,7 @@ Result<SnapshotInfo> Inspect(const std::string& db_path) {
   if (!all.ok()) return all.status();
   info.total_keys = all->count;
   int64_t hash_rev = 0, compact_rev = 0;
-  auto hash = kv.HashKV(info.revision, &hash_rev, &compact_rev);
+  auto hash = kv.HashKV(0, &hash_rev, &compact_rev);
   if (!hash.ok()) return hash.status();
   info.hash = *hash;
   return info;
