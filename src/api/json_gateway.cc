@@ -177,6 +177,19 @@ std::string ToJson(const google::protobuf::Descriptor* type, const grpc::ByteBuf
   return json;
 }
 
+// Removes the element holding `item` from `set`; returns it (null if none).
+template <typename T>
+std::shared_ptr<T> TakeOut(std::set<std::shared_ptr<T>>* set, const T* item) {
+  for (auto it = set->begin(); it != set->end(); ++it) {
+    if (it->get() == item) {
+      std::shared_ptr<T> out = *it;
+      set->erase(it);
+      return out;
+    }
+  }
+  return nullptr;
+}
+
 const char* HttpStatusText(int status) {
   switch (status) {
     case 200: return "OK";
@@ -429,13 +442,7 @@ void JsonGateway::Unary(const google::protobuf::MethodDescriptor* method, const 
                     }
                     std::shared_ptr<Call> last;  // freed outside the lock
                     std::lock_guard<std::mutex> lock(mu_);
-                    for (auto it = calls_.begin(); it != calls_.end(); ++it) {
-                      if (it->get() == call) {
-                        last = *it;
-                        calls_.erase(it);
-                        break;
-                      }
-                    }
+                    last = TakeOut(&calls_, call);
                     done_cv_.notify_all();
                   });
 }
@@ -484,14 +491,7 @@ void JsonGateway::Stream(const google::protobuf::MethodDescriptor* method, const
 
 std::shared_ptr<JsonGateway::StreamCall> JsonGateway::Done(StreamCall* stream) {
   std::lock_guard<std::mutex> lock(mu_);
-  std::shared_ptr<StreamCall> self;
-  for (auto it = streams_.begin(); it != streams_.end(); ++it) {
-    if (it->get() == stream) {
-      self = *it;
-      streams_.erase(it);
-      break;
-    }
-  }
+  std::shared_ptr<StreamCall> self = TakeOut(&streams_, stream);
   done_cv_.notify_all();
   return self;
 }
