@@ -445,19 +445,12 @@ class EtcdSnapshotStream::Records {
 
   Result<bool> Next(std::string_view name, std::string* key, std::string* value) {
     if (name == "key") {
-      int64_t main = 0, sub = 0;
-      std::string user_key;
-      char kind = 'v';
-      const bool from_log = it_->Valid();
-      if (from_log) {
-        const std::string_view change = it_->value();
-        if (!mvcc::DecodeRevKey(it_->key(), &main, &sub) || change.empty() ||
-            (change[0] != 'v' && change[0] != 't')) {
-          return Status(Code::kDataLoss, "snapshot: malformed change log record");
-        }
-        kind = change[0];
-        user_key = std::string(change.substr(1));
+      if (ahead_pos_ == ahead_.size()) {
+        if (Status st = ReadAhead(); !st.ok()) return st;
       }
+      const bool from_log = ahead_pos_ < ahead_.size();
+      const int64_t main = from_log ? ahead_[ahead_pos_].main : 0;
+      const int64_t sub = from_log ? ahead_[ahead_pos_].sub : 0;
       if (compacted_pos_ < compacted_.size() &&
           (!from_log || std::tie(compacted_[compacted_pos_].main, compacted_[compacted_pos_].sub) <
                             std::tie(main, sub))) {
@@ -477,21 +470,9 @@ class EtcdSnapshotStream::Records {
         return true;
       }
       if (!from_log) return FinishIterator();
-      if (kind == 't') {
-        mvccpb::KeyValue kv;
-        kv.set_key(user_key);
-        *value = kv.SerializeAsString();
-      } else {
-        std::string version;
-        auto found = engine_->Get(Column::kKey, mvcc::VersionKey(user_key, main, sub), &version, snapshot_);
-        if (!found.ok()) return found.status();
-        if (!*found || version.empty() || version[0] != 'v') {
-          return Status(Code::kDataLoss, "snapshot: no version for the change at revision " + std::to_string(main));
-        }
-        *value = version.substr(1);
-      }
-      *key = EtcdRevKey(main, sub, kind == 't');
-      it_->Next();
+      Ahead& a = ahead_[ahead_pos_++];
+      *key = EtcdRevKey(a.main, a.sub, a.tombstone);
+      *value = std::move(a.value);
       return true;
     }
     if (name == "lease") {
@@ -512,6 +493,48 @@ class EtcdSnapshotStream::Records {
     *value = small_[small_pos_].second;
     ++small_pos_;
     return true;
+  }
+
+  // The next change-log rows with their values, the versions read in one
+  // MultiGet (a point read per row is most of a snapshot's time).
+  Status ReadAhead() {
+    constexpr size_t kBatch = 512;
+    ahead_.clear();
+    ahead_pos_ = 0;
+    std::vector<std::string> version_keys;
+    std::vector<size_t> wanted;  // index in ahead_ of each version key
+    for (; it_->Valid() && ahead_.size() < kBatch; it_->Next()) {
+      Ahead a;
+      const std::string_view change = it_->value();
+      if (!mvcc::DecodeRevKey(it_->key(), &a.main, &a.sub) || change.empty() ||
+          (change[0] != 'v' && change[0] != 't')) {
+        return Status(Code::kDataLoss, "snapshot: malformed change log record");
+      }
+      a.tombstone = change[0] == 't';
+      const std::string_view user_key = change.substr(1);
+      if (a.tombstone) {
+        mvccpb::KeyValue kv;
+        kv.set_key(std::string(user_key));
+        a.value = kv.SerializeAsString();
+      } else {
+        version_keys.push_back(mvcc::VersionKey(user_key, a.main, a.sub));
+        wanted.push_back(ahead_.size());
+      }
+      ahead_.push_back(std::move(a));
+    }
+    if (!it_->status().ok()) return it_->status();
+    if (version_keys.empty()) return Status::Ok();
+    std::vector<std::string> versions;
+    std::vector<bool> found;
+    if (Status st = engine_->MultiGet(Column::kKey, version_keys, &versions, &found, snapshot_); !st.ok()) return st;
+    for (size_t i = 0; i < wanted.size(); ++i) {
+      Ahead& a = ahead_[wanted[i]];
+      if (!found[i] || versions[i].empty() || versions[i][0] != 'v') {
+        return Status(Code::kDataLoss, "snapshot: no version for the change at revision " + std::to_string(a.main));
+      }
+      a.value = versions[i].substr(1);
+    }
+    return Status::Ok();
   }
 
   Result<bool> FinishIterator() {
@@ -536,6 +559,13 @@ class EtcdSnapshotStream::Records {
   };
   std::vector<Compacted> compacted_;  // one per key at most
   size_t compacted_pos_ = 0;
+  struct Ahead {
+    int64_t main = 0, sub = 0;
+    bool tombstone = false;
+    std::string value;  // etcd's record value
+  };
+  std::vector<Ahead> ahead_;  // change-log rows read ahead, with their values
+  size_t ahead_pos_ = 0;
 };
 
 struct EtcdSnapshotStream::Hasher {

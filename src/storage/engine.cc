@@ -218,6 +218,27 @@ Result<bool> Engine::Get(Column c, std::string_view key, std::string* value,
   return true;
 }
 
+Status Engine::MultiGet(Column c, const std::vector<std::string>& keys, std::vector<std::string>* values,
+                        std::vector<bool>* found, const Snapshot* snapshot) const {
+  rocksdb::ReadOptions ro;
+  if (snapshot) ro.snapshot = snapshot->raw();
+  std::vector<rocksdb::Slice> slices;
+  slices.reserve(keys.size());
+  for (const auto& k : keys) slices.emplace_back(k);
+  std::vector<rocksdb::PinnableSlice> pinned(keys.size());
+  std::vector<rocksdb::Status> statuses(keys.size());
+  db_->MultiGet(ro, handle(c), keys.size(), slices.data(), pinned.data(), statuses.data());
+  values->assign(keys.size(), std::string());
+  found->assign(keys.size(), false);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (statuses[i].IsNotFound()) continue;
+    if (!statuses[i].ok()) return FromRocks(statuses[i]);
+    (*values)[i].assign(pinned[i].data(), pinned[i].size());
+    (*found)[i] = true;
+  }
+  return Status::Ok();
+}
+
 std::shared_ptr<const Snapshot> Engine::GetSnapshot() const {
   return std::shared_ptr<const Snapshot>(new Snapshot(db_.get(), db_->GetSnapshot()));
 }

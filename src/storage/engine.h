@@ -131,6 +131,11 @@ class Engine {
   // Point read of the latest state (snapshot == nullptr) or of a snapshot.
   Result<bool> Get(Column c, std::string_view key, std::string* value,
                    const Snapshot* snapshot = nullptr) const;
+  // Point reads of many keys at once (RocksDB's MultiGet: one pass over the
+  // memtables and files for the batch). (*values)[i] is set where
+  // (*found)[i]; the first error is returned.
+  Status MultiGet(Column c, const std::vector<std::string>& keys, std::vector<std::string>* values,
+                  std::vector<bool>* found, const Snapshot* snapshot = nullptr) const;
   std::shared_ptr<const Snapshot> GetSnapshot() const;
   std::unique_ptr<Iterator> NewIterator(Column c, const Snapshot* snapshot = nullptr,
                                         std::string_view lower = {},

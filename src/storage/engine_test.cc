@@ -102,6 +102,22 @@ TEST_F(EngineTest, PutGetAndColumnsAreSeparate) {
   EXPECT_EQ(Get(Column::kKey, "empty"), "");
 }
 
+TEST_F(EngineTest, MultiGetReadsManyKeysAtASnapshot) {
+  Commit({{"a", "1"}, {"b", "2"}, {"c", ""}});
+  auto snap = engine_->GetSnapshot();
+  Commit({{"a", "changed"}, {"d", "4"}});
+  std::vector<std::string> values;
+  std::vector<bool> found;
+  ASSERT_TRUE(engine_->MultiGet(Column::kKey, {"c", "zz", "a", "d"}, &values, &found, snap.get()).ok());
+  EXPECT_EQ(found, (std::vector<bool>{true, false, true, false}));
+  EXPECT_EQ(values[0], "");
+  EXPECT_EQ(values[2], "1");
+  ASSERT_TRUE(engine_->MultiGet(Column::kKey, {"a", "d"}, &values, &found).ok());
+  EXPECT_EQ(values, (std::vector<std::string>{"changed", "4"}));
+  ASSERT_TRUE(engine_->MultiGet(Column::kMeta, {}, &values, &found).ok());
+  EXPECT_TRUE(values.empty());
+}
+
 TEST_F(EngineTest, BatchReadsItsOwnWritesOverCommittedState) {
   Commit({{"a", "1"}, {"b", "1"}, {"c", "1"}});
   WriteBatch b(engine_.get());
