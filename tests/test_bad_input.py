@@ -406,8 +406,10 @@ def test_memory_returns_after_rejected_huge_requests(cairn):
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, (code, details)
     del huge
     # Each was ~64 MiB of buffers; what is left after a few seconds must be
-    # well below one of them (without the fix 45..110 MiB stayed).
-    bound = 24 << 20
+    # well below one of them (without the trimmer 45..110 MiB stayed; with
+    # it, 0..26 MiB in 20 runs on 2026-12-04: what malloc_trim cannot give
+    # back varies with where the last request's buffers lay).
+    bound = 32 << 20
     deadline = time.monotonic() + 10
     while True:
         grown = _rss_bytes(cairn.pid) - before

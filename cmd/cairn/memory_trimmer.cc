@@ -48,12 +48,19 @@ void MemoryTrimmer::Run() {
   };
   malloc_trim(0);
   size_t other = measure_other();
+  size_t last_live = 0;
   std::unique_lock<std::mutex> lock(mu_);
   while (!cv_.wait_for(lock, options_.interval, [this] { return stop_; })) {
     const struct mallinfo2 m = mallinfo2();
-    const size_t accounted = other + m.uordblks + m.hblkhd;
+    const size_t live = m.uordblks + m.hblkhd;
+    const size_t accounted = other + live;
     const size_t resident = ResidentBytes();
-    if (resident <= accounted || resident - accounted <= options_.slack_bytes) continue;
+    // Also when more than the slack was freed since the last look: a trim
+    // made while big buffers were being freed measured some of their pages
+    // as `other`, which the estimate alone would then never look at again.
+    const bool freed_a_lot = last_live > live && last_live - live > options_.slack_bytes;
+    last_live = live;
+    if (!freed_a_lot && (resident <= accounted || resident - accounted <= options_.slack_bytes)) continue;
     malloc_trim(0);
     // Whatever trimming could not return is not looked at again.
     other = measure_other();

@@ -12,7 +12,10 @@
 //
 // A thread looks every `interval` at how much of the resident size is free
 // heap memory malloc holds (estimated from mallinfo2 and the resident size
-// after the last trim) and trims when that is more than `slack_bytes`, so an
+// after the last trim) and trims when that is more than `slack_bytes`, or when
+// more than `slack_bytes` of live memory was freed since its last look (a trim
+// made while big buffers were being freed counts some of their pages as not
+// malloc's, which the estimate alone would then never look at again), so an
 // idle or steady server, or one that grows with live data, is not trimmed
 // over and over.
 //
