@@ -1,5 +1,6 @@
 #include "mvcc/key_codec.h"
 
+#include "mvccpb/kv.pb.h"
 #include "storage/engine.h"
 
 namespace cairn::mvcc {
@@ -85,6 +86,21 @@ bool DecodeRevKey(std::string_view encoded, int64_t* main, int64_t* sub) {
   *main = static_cast<int64_t>(storage::DecodeFixed64BE(encoded.substr(0, 8)));
   *sub = static_cast<int64_t>(storage::DecodeFixed64BE(encoded.substr(8, 8)));
   return true;
+}
+
+std::string EtcdRevisionKey(int64_t main, int64_t sub, bool tombstone) {
+  std::string k;
+  storage::PutFixed64BE(&k, static_cast<uint64_t>(main));
+  k += '_';
+  storage::PutFixed64BE(&k, static_cast<uint64_t>(sub));
+  if (tombstone) k += 't';
+  return k;
+}
+
+std::string EtcdTombstoneValue(std::string_view key) {
+  mvccpb::KeyValue kv;
+  kv.set_key(std::string(key));
+  return kv.SerializeAsString();
 }
 
 }  // namespace cairn::mvcc

@@ -40,6 +40,13 @@ int64_t VersionMain(std::string_view encoded);
 std::string NextKeySeekTarget(std::string_view encoded_version_key);
 
 std::string RevKey(int64_t main, int64_t sub);
+
+// etcd's key-bucket record of a version (its bbolt backend and snapshots):
+// the key BE64(main) '_' BE64(sub), 't' appended for a deletion, and a
+// deletion's value, a KeyValue holding only the key. A live version's value
+// is the KeyValue cairn stores after its 'v'.
+std::string EtcdRevisionKey(int64_t main, int64_t sub, bool tombstone);
+std::string EtcdTombstoneValue(std::string_view key);
 bool DecodeRevKey(std::string_view encoded, int64_t* main, int64_t* sub);
 
 }  // namespace cairn::mvcc

@@ -511,11 +511,7 @@ Result<uint32_t> KvStore::HashKV(int64_t rev, int64_t* hash_rev, int64_t* compac
   boost::crc_optimal<32, 0x1EDC6F41, 0xFFFFFFFF, 0xFFFFFFFF, true, true> crc;
   crc.process_bytes("key", 3);
   auto record = [&crc](int64_t main, int64_t sub, bool tombstone, std::string_view kv) {
-    std::string k;
-    storage::PutFixed64BE(&k, static_cast<uint64_t>(main));
-    k += '_';
-    storage::PutFixed64BE(&k, static_cast<uint64_t>(sub));
-    if (tombstone) k += 't';
+    const std::string k = EtcdRevisionKey(main, sub, tombstone);
     crc.process_bytes(k.data(), k.size());
     crc.process_bytes(kv.data(), kv.size());
   };
@@ -534,9 +530,7 @@ Result<uint32_t> KvStore::HashKV(int64_t rev, int64_t* hash_rev, int64_t* compac
     if (!DecodeRevKey(it->key(), &main, &sub) || row.empty()) return Status(Code::kDataLoss, "mvcc: malformed change log");
     const std::string key(row.substr(1));
     if (row[0] == kTombstone) {
-      mvccpb::KeyValue kv;
-      kv.set_key(key);
-      record(main, sub, true, kv.SerializeAsString());
+      record(main, sub, true, EtcdTombstoneValue(key));
       continue;
     }
     auto found = engine_->Get(Column::kKey, VersionKey(key, main, sub), &value, txn->snapshot());

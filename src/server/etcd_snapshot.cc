@@ -45,6 +45,19 @@ std::string Hex(const unsigned char* p, size_t n) {
   return out;
 }
 
+// SHA-256, for etcd's snapshot trailer (checked on import, written on export).
+struct Sha256 {
+  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx{EVP_MD_CTX_new(), EVP_MD_CTX_free};
+  Sha256() { EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr); }
+  void Update(std::string_view b) { EVP_DigestUpdate(ctx.get(), b.data(), b.size()); }
+  std::string Final() {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_DigestFinal_ex(ctx.get(), md, &len);
+    return std::string(reinterpret_cast<char*>(md), len);
+  }
+};
+
 // etcdctl's check: a file whose size is 32 past a multiple of 512 carries
 // the SHA-256 of what precedes it; a file without one is refused unless
 // `skip_hash_check`. Returns the database's size. The messages say how the
@@ -72,26 +85,24 @@ Result<int64_t> CheckHash(const std::string& path, bool skip_hash_check) {
     return static_cast<int64_t>(size);
   }
   std::ifstream in(path, std::ios::binary);
-  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr);
+  Sha256 hasher;
   std::vector<char> buf(1 << 20);
   uint64_t left = size - kShaBytes;
   while (left > 0 && in) {
     const size_t n = static_cast<size_t>(std::min<uint64_t>(left, buf.size()));
     in.read(buf.data(), static_cast<std::streamsize>(n));
     if (static_cast<size_t>(in.gcount()) != n) break;
-    EVP_DigestUpdate(ctx.get(), buf.data(), n);
+    hasher.Update(std::string_view(buf.data(), n));
     left -= n;
   }
   unsigned char want[kShaBytes];
   in.read(reinterpret_cast<char*>(want), kShaBytes);
   if (left != 0 || !in) return Status(Code::kInternal, "cannot read " + path);
-  unsigned char got[EVP_MAX_MD_SIZE];
-  unsigned int got_len = 0;
-  EVP_DigestFinal_ex(ctx.get(), got, &got_len);
-  if (std::memcmp(got, want, kShaBytes) != 0) {
+  const std::string got = hasher.Final();
+  if (got.size() != kShaBytes || std::memcmp(got.data(), want, kShaBytes) != 0) {
     return Status(Code::kDataLoss, path + " is corrupt: snapshot checksum mismatch (expected sha256 " +
-                                       Hex(want, kShaBytes) + ", got " + Hex(got, kShaBytes) + ")");
+                                       Hex(want, kShaBytes) + ", got " +
+                                       Hex(reinterpret_cast<const unsigned char*>(got.data()), got.size()) + ")");
   }
   return static_cast<int64_t>(size - kShaBytes);
 }
@@ -301,16 +312,6 @@ Result<EtcdImport> ImportEtcdSnapshot(const std::string& path, const std::string
 
 namespace {
 
-// etcd's revision key.
-std::string EtcdRevKey(int64_t main, int64_t sub, bool tombstone) {
-  std::string k;
-  storage::PutFixed64BE(&k, static_cast<uint64_t>(main));
-  k += '_';
-  storage::PutFixed64BE(&k, static_cast<uint64_t>(sub));
-  if (tombstone) k += 't';
-  return k;
-}
-
 std::string Fixed64(uint64_t v) {
   std::string out;
   storage::PutFixed64BE(&out, v);
@@ -406,7 +407,7 @@ class EtcdSnapshotStream::Records {
         std::string v;
         auto found = engine_->Get(Column::kMeta, mine, &v, snapshot_);
         if (!found.ok()) return found.status();
-        if (*found && v.size() == 8) small_.emplace_back(theirs, EtcdRevKey(Be64(v), 0, false));
+        if (*found && v.size() == 8) small_.emplace_back(theirs, mvcc::EtcdRevisionKey(Be64(v), 0, false));
       }
     }
     return Status::Ok();
@@ -459,19 +460,13 @@ class EtcdSnapshotStream::Records {
         auto found = engine_->Get(Column::kKey, mvcc::VersionKey(c.key, c.main, c.sub), &version, snapshot_);
         if (!found.ok()) return found.status();
         if (!*found || version.empty()) return Status(Code::kDataLoss, "snapshot: a kept version vanished");
-        if (version[0] == 't') {
-          mvccpb::KeyValue kv;
-          kv.set_key(c.key);
-          *value = kv.SerializeAsString();
-        } else {
-          *value = version.substr(1);
-        }
-        *key = EtcdRevKey(c.main, c.sub, version[0] == 't');
+        *value = version[0] == 't' ? mvcc::EtcdTombstoneValue(c.key) : version.substr(1);
+        *key = mvcc::EtcdRevisionKey(c.main, c.sub, version[0] == 't');
         return true;
       }
       if (!from_log) return FinishIterator();
       Ahead& a = ahead_[ahead_pos_++];
-      *key = EtcdRevKey(a.main, a.sub, a.tombstone);
+      *key = mvcc::EtcdRevisionKey(a.main, a.sub, a.tombstone);
       *value = std::move(a.value);
       return true;
     }
@@ -513,9 +508,7 @@ class EtcdSnapshotStream::Records {
       a.tombstone = change[0] == 't';
       const std::string_view user_key = change.substr(1);
       if (a.tombstone) {
-        mvccpb::KeyValue kv;
-        kv.set_key(std::string(user_key));
-        a.value = kv.SerializeAsString();
+        a.value = mvcc::EtcdTombstoneValue(user_key);
       } else {
         version_keys.push_back(mvcc::VersionKey(user_key, a.main, a.sub));
         wanted.push_back(ahead_.size());
@@ -568,17 +561,7 @@ class EtcdSnapshotStream::Records {
   size_t ahead_pos_ = 0;
 };
 
-struct EtcdSnapshotStream::Hasher {
-  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx{EVP_MD_CTX_new(), EVP_MD_CTX_free};
-  Hasher() { EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr); }
-  void Update(std::string_view b) { EVP_DigestUpdate(ctx.get(), b.data(), b.size()); }
-  std::string Final() {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    EVP_DigestFinal_ex(ctx.get(), md, &len);
-    return std::string(reinterpret_cast<char*>(md), len);
-  }
-};
+struct EtcdSnapshotStream::Hasher : Sha256 {};
 
 EtcdSnapshotStream::EtcdSnapshotStream(storage::Engine* engine, std::shared_ptr<const storage::Snapshot> snapshot)
     : engine_(engine), snapshot_(std::move(snapshot)) {}
