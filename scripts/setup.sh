@@ -7,7 +7,7 @@ libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
 librocksdb-dev libssl-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
 libboost-dev prometheus-cpp-dev libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
 etcd-server etcd-client python3 python3-etcd3 python3-grpcio python3-pytest
-curl gnuplot-nox"
+curl openssl gnuplot-nox"
 missing=""
 for p in $PKGS; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -78,10 +78,14 @@ class Server:
     """One single-node server process.
 
     kind: "cairn" or "etcd".  extra_args: flags appended verbatim (e.g.
-    ["--quota-backend-bytes", "1048576"]).
+    ["--quota-backend-bytes", "1048576"]).  client_tls: None for an http://
+    client URL, else an https:// one, and the files this harness's own
+    clients (gRPC, etcdctl, python-etcd3) use: an object with .ca and
+    optionally .cert/.key (tls_certs.ClientFiles); the server's TLS flags go
+    in extra_args.
     """
 
-    def __init__(self, kind, base_dir, name="n1", extra_args=()):
+    def __init__(self, kind, base_dir, name="n1", extra_args=(), client_tls=None):
         assert kind in ("cairn", "etcd"), kind
         self.kind = kind
         self.name = name
@@ -90,6 +94,7 @@ class Server:
         self.data_dir = os.path.join(self.base_dir, "data")
         self.log_path = os.path.join(self.base_dir, "server.log")
         self.extra_args = list(extra_args)
+        self.client_tls = client_tls
         self.client_port = free_port()
         self.peer_port = free_port()
         self.proc = None
@@ -108,7 +113,22 @@ class Server:
 
     @property
     def endpoint(self):
-        return "http://127.0.0.1:%d" % self.client_port
+        scheme = "https" if self.client_tls else "http"
+        return "%s://127.0.0.1:%d" % (scheme, self.client_port)
+
+    def _grpc_channel(self, options=None):
+        if not self.client_tls:
+            return grpc.insecure_channel(self.host_port, options=options)
+        t = self.client_tls
+
+        def read(path):
+            with open(path, "rb") as f:
+                return f.read()
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=read(t.ca),
+            private_key=read(t.key) if t.key else None,
+            certificate_chain=read(t.cert) if t.cert else None)
+        return grpc.secure_channel(self.host_port, creds, options=options)
 
     @property
     def pid(self):
@@ -201,7 +221,7 @@ class Server:
                 raise ServerError("%s exited with %s during startup:\n%s"
                                   % (self, self.proc.returncode, self.log_tail()))
             try:
-                with grpc.insecure_channel(self.host_port) as ch:
+                with self._grpc_channel() as ch:
                     stub = rpc_pb2_grpc.MaintenanceStub(ch)
                     st = stub.Status(rpc_pb2.StatusRequest(), timeout=2)
                     if st.leader != 0:
@@ -278,8 +298,7 @@ class Server:
     # --------------------------------------------------------------- gRPC
     def channel(self):
         if self._channel is None:
-            self._channel = grpc.insecure_channel(
-                self.host_port,
+            self._channel = self._grpc_channel(
                 options=[("grpc.max_receive_message_length", 64 << 20),
                          ("grpc.max_send_message_length", 64 << 20)])
         return self._channel
@@ -310,13 +329,27 @@ class Server:
     def client(self):
         """A python-etcd3 high-level client; the caller closes it."""
         import etcd3
+        t = self.client_tls
+        if t:
+            return etcd3.client(host="127.0.0.1", port=self.client_port, timeout=10,
+                                ca_cert=t.ca, cert_cert=t.cert, cert_key=t.key)
         return etcd3.client(host="127.0.0.1", port=self.client_port, timeout=10)
+
+    def tls_args(self):
+        """etcdctl's flags for this server's client TLS files."""
+        t = self.client_tls
+        if not t:
+            return []
+        args = ["--cacert", t.ca]
+        if t.cert:
+            args += ["--cert", t.cert, "--key", t.key]
+        return args
 
     # ------------------------------------------------------------ etcdctl
     def etcdctl(self, *args, input=None, timeout=30, check=False):
         env = etcdctl_env()
         cmd = [ETCDCTL_BIN, "--endpoints", self.endpoint, "--dial-timeout", "10s",
-               "--command-timeout", "20s"] + [str(a) for a in args]
+               "--command-timeout", "20s"] + self.tls_args() + [str(a) for a in args]
         p = subprocess.run(cmd, input=input, capture_output=True, text=True,
                            timeout=timeout, env=env)
         if check and p.returncode != 0:
@@ -327,7 +360,7 @@ class Server:
     def etcdctl_popen(self, *args):
         env = etcdctl_env()
         cmd = [ETCDCTL_BIN, "--endpoints", self.endpoint, "--dial-timeout", "10s"] + \
-            [str(a) for a in args]
+            self.tls_args() + [str(a) for a in args]
         p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, env=env, start_new_session=True)
         _CHILDREN.add(p)

@@ -7,8 +7,9 @@ Fixtures:
   cairn          a fresh server of the target kind (cairn, or etcd when
                  CAIRN_TEST_TARGET=etcd), default flags
   etcd           a fresh real etcd (reference for differential tests)
-  server_factory make(kind=None, extra_args=(), start=True) -> Server, for
-                 servers with extra flags (quota, max-request-bytes, ...)
+  server_factory make(kind=None, extra_args=(), start=True, client_tls=None)
+                 -> Server, for servers with extra flags (quota,
+                 max-request-bytes, TLS, ...)
 """
 
 import os
@@ -34,11 +35,11 @@ def server_factory(tmp_path):
     servers = []
     counter = [0]
 
-    def make(kind=None, extra_args=(), start=True, name="n1"):
+    def make(kind=None, extra_args=(), start=True, name="n1", client_tls=None):
         kind = kind or cluster.TARGET
         counter[0] += 1
         s = cluster.Server(kind, tmp_path / ("%s%d" % (kind, counter[0])),
-                           name=name, extra_args=extra_args)
+                           name=name, extra_args=extra_args, client_tls=client_tls)
         servers.append(s)
         if start:
             s.start()

@@ -78,6 +78,40 @@ bool LoadConfigFile(const std::string& path, cairn::api::ServerConfig* c) {
     str("auto-compaction-mode", &c->auto_compaction_mode);
     str("auto-compaction-retention", &c->auto_compaction_retention);
     str("log-level", &c->log_level);
+    auto list = [&](const YAML::Node& node, std::vector<std::string>* out) {
+      if (!node) return;
+      if (node.IsSequence()) {
+        out->clear();
+        for (const auto& item : node) out->push_back(item.as<std::string>());
+      } else {
+        *out = SplitCommas(node.as<std::string>());
+      }
+    };
+    auto security = [&](const char* key, cairn::api::TransportSecurity* t) {
+      const YAML::Node node = root[key];
+      if (!node) return;
+      auto field = [&](const char* k, std::string* out) {
+        if (node[k]) *out = node[k].as<std::string>();
+      };
+      field("cert-file", &t->cert_file);
+      field("key-file", &t->key_file);
+      field("client-cert-file", &t->client_cert_file);
+      field("client-key-file", &t->client_key_file);
+      field("trusted-ca-file", &t->trusted_ca_file);
+      if (node["client-cert-auth"]) t->client_cert_auth = node["client-cert-auth"].as<bool>();
+      if (node["auto-tls"]) t->auto_tls = node["auto-tls"].as<bool>();
+      list(node["allowed-cn"], &t->allowed_cn);
+      list(node["allowed-hostname"], &t->allowed_hostname);
+      if (node["crl-file"] && !node["crl-file"].as<std::string>().empty()) {
+        throw std::runtime_error(std::string(key) + ": crl-file is not supported yet");
+      }
+    };
+    security("client-transport-security", &c->client_tls);
+    security("peer-transport-security", &c->peer_tls);
+    list(root["cipher-suites"], &c->cipher_suites);
+    str("tls-min-version", &c->tls_min_version);
+    str("tls-max-version", &c->tls_max_version);
+    num("self-signed-cert-validity", &c->self_signed_cert_validity);
   } catch (const std::exception& e) {
     std::cerr << "cairn: bad value in config file " << path << ": " << e.what() << std::endl;
     return false;
@@ -186,6 +220,43 @@ int main(int argc, char** argv) {
                  "Retention for auto compaction: hours or duration (periodic), count (revision); 0 = off")
       ->capture_default_str();
   app.add_option("--log-level", config.log_level, "debug, info, warn, error")->capture_default_str();
+  // TLS, with etcd's flags (see docs/security.md).
+  std::string cipher_suites, peer_allowed_cn, peer_allowed_hostname, client_crl_file, peer_crl_file;
+  auto& ct = config.client_tls;
+  auto& pt = config.peer_tls;
+  app.add_option("--cert-file", ct.cert_file, "Path to the client server TLS cert file");
+  app.add_option("--key-file", ct.key_file, "Path to the client server TLS key file");
+  app.add_option("--client-cert-file", ct.client_cert_file,
+                 "Path to an explicit client TLS cert file (accepted for etcd compatibility)");
+  app.add_option("--client-key-file", ct.client_key_file,
+                 "Path to an explicit client TLS key file (accepted for etcd compatibility)");
+  app.add_option("--trusted-ca-file", ct.trusted_ca_file,
+                 "Path to the client server TLS trusted CA cert file; client certificates are then required");
+  app.add_flag("--client-cert-auth", ct.client_cert_auth, "Enable client cert authentication");
+  app.add_flag("--auto-tls", ct.auto_tls, "Client TLS using generated certificates");
+  app.add_option("--client-crl-file", client_crl_file, "Not supported yet; refused when set");
+  app.add_option("--peer-cert-file", pt.cert_file, "Path to the peer server TLS cert file");
+  app.add_option("--peer-key-file", pt.key_file, "Path to the peer server TLS key file");
+  app.add_option("--peer-client-cert-file", pt.client_cert_file,
+                 "Path to an explicit peer client TLS cert file, otherwise the peer cert file is used");
+  app.add_option("--peer-client-key-file", pt.client_key_file,
+                 "Path to an explicit peer client TLS key file, otherwise the peer key file is used");
+  app.add_option("--peer-trusted-ca-file", pt.trusted_ca_file, "Path to the peer server TLS trusted CA file");
+  app.add_flag("--peer-client-cert-auth", pt.client_cert_auth, "Enable peer client cert authentication");
+  app.add_flag("--peer-auto-tls", pt.auto_tls, "Peer TLS using generated certificates");
+  app.add_option("--peer-crl-file", peer_crl_file, "Not supported yet; refused when set");
+  app.add_option("--peer-cert-allowed-cn", peer_allowed_cn,
+                 "Comma-separated list of allowed CNs for inter-peer TLS authentication");
+  app.add_option("--peer-cert-allowed-hostname", peer_allowed_hostname,
+                 "Comma-separated list of allowed SAN hostnames for inter-peer TLS authentication");
+  app.add_option("--cipher-suites", cipher_suites,
+                 "Comma-separated list of supported TLS cipher suites between client/server and peers (Go names)");
+  app.add_option("--tls-min-version", config.tls_min_version,
+                 "Minimum TLS version supported. Possible values: TLS1.2, TLS1.3")->capture_default_str();
+  app.add_option("--tls-max-version", config.tls_max_version,
+                 "Maximum TLS version supported. Possible values: TLS1.2, TLS1.3 (empty: the highest)");
+  app.add_option("--self-signed-cert-validity", config.self_signed_cert_validity,
+                 "The validity period of the client and peer certificates, unit is year")->capture_default_str();
   // etcd flags accepted for compatibility that a single member ignores.
   app.add_option("--snapshot-count", config.snapshot_count,
                  "Log entries kept for followers that fall behind; further behind, they get a snapshot");
@@ -213,6 +284,13 @@ int main(int argc, char** argv) {
     config.initial_advertise_peer_urls = SplitCommas(initial_advertise_peer_urls);
   }
   if (!listen_peer_urls.empty()) config.listen_peer_urls = SplitCommas(listen_peer_urls);
+  if (!cipher_suites.empty()) config.cipher_suites = SplitCommas(cipher_suites);
+  if (!peer_allowed_cn.empty()) pt.allowed_cn = SplitCommas(peer_allowed_cn);
+  if (!peer_allowed_hostname.empty()) pt.allowed_hostname = SplitCommas(peer_allowed_hostname);
+  if (!client_crl_file.empty() || !peer_crl_file.empty()) {
+    std::cerr << "cairn: --client-crl-file and --peer-crl-file are not supported yet" << std::endl;
+    return 1;
+  }
   if (!config_file.empty() && !LoadConfigFile(config_file, &config)) return 1;
 
   cairn::LogLevel level;

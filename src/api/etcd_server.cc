@@ -57,10 +57,80 @@ EtcdServer::EtcdServer(ServerConfig config) : config_(std::move(config)) {}
 
 EtcdServer::~EtcdServer() { Stop(); }
 
+Status EtcdServer::PrepareClientTls() {
+  http::TlsOptions o;
+  const TransportSecurity& sec = config_.client_tls;
+  o.cert_file = sec.cert_file;
+  o.key_file = sec.key_file;
+  o.trusted_ca_file = sec.trusted_ca_file;
+  o.client_cert_auth = sec.client_cert_auth;
+  o.cipher_suites = config_.cipher_suites;
+  o.min_version = config_.tls_min_version;
+  o.max_version = config_.tls_max_version;
+  if (sec.auto_tls) {
+    if (!sec.Empty()) {
+      CAIRN_LOG(kWarn) << "ignoring client auto TLS since certs given";
+    } else {
+      std::vector<std::string> hosts;
+      for (const auto& url : config_.listen_client_urls) {
+        if (auto u = ParseUrl(url); u.ok()) hosts.push_back(u->host);
+      }
+      auto files = http::EnsureSelfSignedCert(config_.data_dir + "/fixtures/client", hosts,
+                                              static_cast<int>(config_.self_signed_cert_validity),
+                                              /*client_usage=*/false);
+      if (!files.ok()) return Status(files.status().code(), "failed to get client self-signed certs: " +
+                                                               files.status().message());
+      o.cert_file = files->cert_file;
+      o.key_file = files->key_file;
+    }
+  }
+  const bool have_cert = !o.cert_file.empty() || !o.key_file.empty();
+  bool any_https = false;
+  for (const auto& url : config_.listen_client_urls) {
+    auto u = ParseUrl(url);
+    if (u->scheme == "https") {
+      if (!have_cert) {
+        return Status(Code::kInvalidArgument, "TLS key/cert (--cert-file, --key-file) must be provided for client url " +
+                                                  url + " with HTTPS scheme");
+      }
+      any_https = true;
+    } else {
+      if (have_cert && !sec.auto_tls) {
+        CAIRN_LOG(kWarn) << "scheme is http or unix while key and cert files are present; ignoring key and cert "
+                            "files (client-url "
+                         << url << ")";
+      }
+      if (sec.client_cert_auth) {
+        CAIRN_LOG(kWarn) << "scheme is http or unix while --client-cert-auth is enabled; ignoring client cert auth "
+                            "for this URL (client-url "
+                         << url << ")";
+      }
+    }
+  }
+  for (const auto& url : config_.listen_metrics_urls) {
+    if (ParseUrl(url)->scheme != "https") continue;
+    if (!have_cert) {
+      return Status(Code::kInvalidArgument,
+                    "client TLS key/cert (--cert-file, --key-file) must be provided for metrics secure url");
+    }
+    any_https = true;
+  }
+  if (!any_https) return Status::Ok();
+  auto context = http::TlsContext::Create(o);
+  if (!context.ok()) return context.status();
+  client_tls_ = *context;
+  CAIRN_LOG(kInfo) << "starting with client TLS (cert-file " << o.cert_file << ", key-file " << o.key_file
+                   << ", trusted-ca-file " << o.trusted_ca_file << ", client-cert-auth "
+                   << (o.RequiresClientCertificate() ? "true" : "false") << ")";
+  return Status::Ok();
+}
+
 Status EtcdServer::Start() {
   Status s = config_.Validate();
   if (!s.ok()) return s;
   if (config_.data_dir.empty()) config_.data_dir = config_.name + ".cairn";
+  s = PrepareClientTls();
+  if (!s.ok()) return s;
 
   metrics_ = std::make_unique<Metrics>();
   server::NodeOptions no;
@@ -277,6 +347,7 @@ Status EtcdServer::Start() {
     lo.answer_options = true;
     grpc::Server* server = grpc_server_.get();
     lo.on_grpc_connection = [server](int fd) { grpc::AddInsecureChannelFromFd(server, fd); };
+    if (u->scheme == "https") lo.tls = client_tls_;
     ExportListenerMetrics(metrics_.get(), &lo);
     auto listener = std::make_unique<http::ClientListener>(lo);
     RegisterHttp(listener.get());
@@ -292,6 +363,7 @@ Status EtcdServer::Start() {
     lo.host = u->host;
     lo.port = u->port;
     lo.http_only = true;
+    if (u->scheme == "https") lo.tls = client_tls_;
     ExportListenerMetrics(metrics_.get(), &lo);
     auto listener = std::make_unique<http::ClientListener>(lo);
     RegisterHttp(listener.get());

@@ -15,6 +15,7 @@
 #include <mutex>
 #include <vector>
 
+#include "api/http/tls_context.h"
 #include "api/api_context.h"
 #include "api/json_gateway.h"
 #include "api/key_events.h"
@@ -56,6 +57,9 @@ class EtcdServer {
   std::vector<uint16_t> client_ports() const;
 
  private:
+  // --cert-file ... or --auto-tls into client_tls_; etcd's start-up errors
+  // for https URLs without a certificate.
+  Status PrepareClientTls();
   void StartAutoCompaction();
   Status StartPeerServer();
   // --initial-cluster-state existing: the cluster id and member table from
@@ -88,6 +92,8 @@ class EtcdServer {
   std::unique_ptr<grpc::Server> grpc_server_;
   std::unique_ptr<JsonGateway> gateway_;  // a client of grpc_server_, on the client URLs
   std::vector<std::unique_ptr<http::ClientListener>> listeners_;
+  // For the https:// client and metrics URLs; null when none is https.
+  std::shared_ptr<http::TlsContext> client_tls_;
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;
   bool stopped_ = false;

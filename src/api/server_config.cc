@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cctype>
 
+#include "api/http/tls_context.h"
+
 namespace cairn::api {
 
 Result<Url> ParseUrl(const std::string& url) {
@@ -10,8 +12,8 @@ Result<Url> ParseUrl(const std::string& url) {
   size_t p = url.find("://");
   if (p == std::string::npos) return Status(Code::kInvalidArgument, "URL must have a scheme: " + url);
   u.scheme = url.substr(0, p);
-  if (u.scheme != "http") {
-    return Status(Code::kInvalidArgument, "unsupported URL scheme (only http for now): " + url);
+  if (u.scheme != "http" && u.scheme != "https") {
+    return Status(Code::kInvalidArgument, "unsupported URL scheme (http or https): " + url);
   }
   std::string rest = url.substr(p + 3);
   while (!rest.empty() && rest.back() == '/') rest.pop_back();
@@ -142,6 +144,9 @@ Status ServerConfig::Validate() const {
   for (const auto& u : listen_peer_urls) {
     auto p = ParseUrl(u);
     if (!p.ok()) return p.status();
+    if (p->scheme == "https") {
+      return Status(Code::kInvalidArgument, "https peer URLs (peer TLS) are not supported yet: " + u);
+    }
   }
   auto members = InitialMembers();
   if (!members.ok()) return members.status();
@@ -154,6 +159,10 @@ Status ServerConfig::Validate() const {
     auto p = ParseUrl(u);
     if (!p.ok()) return p.status();
   }
+  if (self_signed_cert_validity <= 0) {
+    return Status(Code::kInvalidArgument, "selfSignedCertValidity is invalid,it should be greater than 0");
+  }
+  if (Status s = http::ValidateTlsVersions(tls_min_version, tls_max_version, cipher_suites); !s.ok()) return s;
   if (max_request_bytes <= 0) return Status(Code::kInvalidArgument, "--max-request-bytes must be > 0");
   if (max_txn_ops <= 0) return Status(Code::kInvalidArgument, "--max-txn-ops must be > 0");
   if (quota_backend_bytes < 0) return Status(Code::kInvalidArgument, "--quota-backend-bytes must be >= 0");

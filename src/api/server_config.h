@@ -10,6 +10,20 @@
 
 namespace cairn::api {
 
+// etcd's client-transport-security / peer-transport-security (the flags
+// --cert-file ... and --peer-cert-file ...).
+struct TransportSecurity {
+  std::string cert_file, key_file;
+  std::string client_cert_file, client_key_file;  // this member as a TLS client (peers)
+  std::string trusted_ca_file;
+  bool client_cert_auth = false;
+  bool auto_tls = false;
+  std::vector<std::string> allowed_cn;        // peers: --peer-cert-allowed-cn
+  std::vector<std::string> allowed_hostname;  // --peer-cert-allowed-hostname
+  // etcd's TLSInfo.Empty(): no certificate given.
+  bool Empty() const { return cert_file.empty() && key_file.empty(); }
+};
+
 struct ServerConfig {
   std::string name = "default";
   // Default: "<name>.cairn" in the working directory (etcd: "<name>.etcd").
@@ -39,6 +53,11 @@ struct ServerConfig {
   std::string auto_compaction_mode = "periodic";  // "periodic" or "revision"
   std::string auto_compaction_retention = "0";    // 0 = off
   std::string log_level = "info";
+  TransportSecurity client_tls, peer_tls;
+  std::vector<std::string> cipher_suites;  // Go's names
+  std::string tls_min_version = "TLS1.2";
+  std::string tls_max_version;
+  int64_t self_signed_cert_validity = 1;  // years, for --auto-tls
 
   Status Validate() const;
   // The founding members: name -> peer URLs, in --initial-cluster order.

@@ -71,6 +71,8 @@ Status Node::OpenStorage() {
   }
   if (fs::exists(dir, ec) && !fs::exists(db, ec)) {
     for (auto it = fs::directory_iterator(dir, ec); it != fs::directory_iterator(); ++it) {
+      // fixtures/: certificates --auto-tls generated before the first start.
+      if (it->path().filename() == "fixtures" && it->is_directory()) continue;
       return Status(Code::kFailedPrecondition,
                     "data dir " + dir.string() +
                         " is not empty and holds no cairn database (is it another program's?)");

@@ -1,4 +1,5 @@
 #include "api/http/client_listener.h"
+#include "api/http/tls_terminator.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -123,6 +124,7 @@ struct ClientListener::Connection {
   int fd = -1;
   std::string remote_address;  // "ip:port", for handlers and logs
   std::string source;          // "ip", the per-source key
+  bool from_tls = false;       // the plaintext end of a TLS connection
   Phase phase = Phase::kClassifying;
   size_t peeked = 0;  // bytes seen while classifying
   std::unique_ptr<Http1RequestReader> reader;
@@ -156,6 +158,7 @@ class ClientListener::EventLoop {
   EventLoop(ClientListener* owner, int listen_fd) : owner_(owner), options_(owner->options_),
                                                     listen_fd_(listen_fd) {}
   ~EventLoop() {
+    for (auto& p : plaintext_) ::close(p.fd);
     if (epoll_fd_ >= 0) ::close(epoll_fd_);
     if (wake_fd_ >= 0) ::close(wake_fd_);
   }
@@ -178,6 +181,22 @@ class ClientListener::EventLoop {
     {
       std::lock_guard<std::mutex> lock(completed_mu_);
       completed_.push_back(std::move(completion));
+    }
+    Wake();
+  }
+
+  // From the TLS terminator's thread: a decrypted connection to serve.
+  void PushPlaintext(int fd, const std::string& remote, const std::string& source) {
+    {
+      std::lock_guard<std::mutex> lock(completed_mu_);
+      if (!plaintext_closed_) {
+        plaintext_.push_back({fd, remote, source});
+        fd = -1;
+      }
+    }
+    if (fd >= 0) {
+      ::close(fd);
+      return;
     }
     Wake();
   }
@@ -212,7 +231,9 @@ class ClientListener::EventLoop {
   }
 
   void AcceptBatch(TimePoint now);
-  bool Admit(int fd, const std::string& remote, const std::string& source, TimePoint now);
+  bool Admit(int fd, const std::string& remote, const std::string& source, TimePoint now,
+             bool from_tls = false);
+  void TakePlaintext(TimePoint now);
   bool EvictOldest(const std::string* source, RejectReason reason);
   void OnEvent(Connection& c, uint32_t events, TimePoint now);
   void Classify(Connection& c, TimePoint now);
@@ -260,6 +281,12 @@ class ClientListener::EventLoop {
   std::atomic<uint64_t> rejected_[kRejectReasonCount] = {};
 
   std::mutex completed_mu_;
+  struct Plaintext {
+    int fd;
+    std::string remote, source;
+  };
+  std::vector<Plaintext> plaintext_;  // GUARDED_BY(completed_mu_)
+  bool plaintext_closed_ = false;     // GUARDED_BY(completed_mu_)
   // GUARDED_BY(completed_mu_). Bounded: a handling connection has one
   // kWhole, a streaming one parts up to max_stream_buffer_bytes.
   std::vector<Completion> completed_;
@@ -400,6 +427,7 @@ void ClientListener::EventLoop::Run() {
       }
     }
     TakeCompletions(now);
+    TakePlaintext(now);
     now = SteadyClock::now();
     ExpireDeadlines(now);
     FlushRejectLogs(now);
@@ -414,6 +442,21 @@ void ClientListener::EventLoop::Run() {
     if (stopping_ && (connections_.empty() || now >= stop_deadline_)) break;
   }
   while (!connections_.empty()) Close(*connections_.begin()->second);
+  std::lock_guard<std::mutex> lock(completed_mu_);
+  plaintext_closed_ = true;
+  for (auto& p : plaintext_) ::close(p.fd);
+  plaintext_.clear();
+}
+
+void ClientListener::EventLoop::TakePlaintext(TimePoint now) {
+  std::vector<Plaintext> batch;
+  {
+    std::lock_guard<std::mutex> lock(completed_mu_);
+    batch.swap(plaintext_);
+  }
+  for (auto& p : batch) {
+    if (stopping_ || !Admit(p.fd, p.remote, p.source, now, /*from_tls=*/true)) ::close(p.fd);
+  }
 }
 
 int ClientListener::EventLoop::WaitMs(TimePoint now) const {
@@ -461,7 +504,7 @@ void ClientListener::EventLoop::AcceptBatch(TimePoint now) {
 // Makes room under both limits by evicting, never by refusing a newcomer
 // unless nothing is evictable; see the top of client_listener.h.
 bool ClientListener::EventLoop::Admit(int fd, const std::string& remote, const std::string& source,
-                                      TimePoint now) {
+                                      TimePoint now, bool from_tls) {
   auto count = per_source_.find(source);
   if (count != per_source_.end() && count->second >= options_.max_connections_per_source &&
       !EvictOldest(&source, RejectReason::kPerSourceLimit)) {
@@ -478,6 +521,7 @@ bool ClientListener::EventLoop::Admit(int fd, const std::string& remote, const s
   conn->fd = fd;
   conn->remote_address = remote;
   conn->source = source;
+  conn->from_tls = from_tls;
   conn->registered_events = EPOLLIN | EPOLLRDHUP;
   if (!Register(fd, conn->id, conn->registered_events)) {
     CAIRN_LOG(kWarn) << "client listener: epoll_ctl: " << ErrnoText(errno);
@@ -550,6 +594,34 @@ void ClientListener::EventLoop::Classify(Connection& c, TimePoint now) {
     return;
   }
   if (c.peeked > 0) SetReceiveLowWatermark(c.fd, 1);
+  if (options_.tls && !c.from_tls) {
+    // An https URL: TLS, or Go's answer to plaintext HTTP.
+    if (protocol == ConnectionProtocol::kTls) {
+      const int fd = c.fd;
+      ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+      c.fd = -1;
+      const std::string remote = c.remote_address, source = c.source;
+      Close(c);
+      owner_->tls_->Adopt(fd, remote, source);
+      return;
+    }
+    if (protocol == ConnectionProtocol::kHttp2) {
+      Close(c);
+      return;
+    }
+    SetUnidentified(-1);
+    http1_.fetch_add(1);
+    c.phase = Phase::kWriting;
+    c.out = "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+    c.close_after_write = true;
+    SetDeadline(c, now + options_.write_timeout);
+    Flush(c, now);
+    return;
+  }
+  if (protocol == ConnectionProtocol::kTls && c.from_tls) {
+    Close(c);  // TLS inside TLS
+    return;
+  }
   if (protocol == ConnectionProtocol::kHttp2) {
     if (options_.http_only || !options_.on_grpc_connection) {
       Close(c);
@@ -922,6 +994,17 @@ Status ClientListener::Start() {
 
   loop_ = std::make_unique<EventLoop>(this, listen_fd_);
   if (Status s = loop_->Init(); !s.ok()) return s;
+  if (options_.tls) {
+    TlsTerminator::Options to;
+    to.context = options_.tls;
+    to.max_handshakes = options_.max_connections;
+    EventLoop* loop = loop_.get();
+    to.on_plaintext = [loop](int fd, const std::string& remote, const std::string& source) {
+      loop->PushPlaintext(fd, remote, source);
+    };
+    tls_ = std::make_unique<TlsTerminator>(std::move(to));
+    if (Status s = tls_->Start(); !s.ok()) return s;
+  }
   try {
     for (size_t i = 0; i < options_.handler_threads; ++i) {
       handler_threads_.emplace_back([this] { RunHandlers(); });
@@ -939,7 +1022,17 @@ size_t ClientListener::active_connections() const {
   return s.unidentified + s.http1;
 }
 
-ClientListener::Stats ClientListener::stats() const { return loop_ ? loop_->stats() : Stats{}; }
+ClientListener::Stats ClientListener::stats() const {
+  Stats s = loop_ ? loop_->stats() : Stats{};
+  if (tls_) {
+    const TlsTerminator::Stats t = tls_->stats();
+    s.tls_handshakes = t.handshakes;
+    s.tls_handshake_failures = t.handshake_failures;
+  }
+  return s;
+}
+
+std::string ClientListener::PeerCommonName(int fd) const { return tls_ ? tls_->PeerCommonName(fd) : ""; }
 
 void ClientListener::SubmitRequest(std::shared_ptr<Writer> writer, HttpRequest request) {
   {
@@ -1026,7 +1119,9 @@ void ClientListener::Dispatch(const HttpRequest& request, const std::shared_ptr<
 void ClientListener::Stop() {
   if (!started_ || stopped_) return;
   stopped_ = true;
-  // The loop first: it waits (bounded by write_timeout) for requests inside
+  // TLS first: it hands connections to the loop.
+  if (tls_) tls_->Stop();
+  // The loop: it waits (bounded by write_timeout) for requests inside
   // handlers, which therefore must still be running.
   if (loop_thread_.joinable()) {
     loop_->RequestStop();

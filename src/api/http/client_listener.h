@@ -14,8 +14,12 @@
 //    raised to one byte more than already seen, so epoll only reports the
 //    socket again when something new arrived. The 24-byte HTTP/2 preface goes
 //    to `on_grpc_connection` with every byte still unread; anything else is
-//    HTTP/1.x. A TLS ClientHello is recognized there too (the place where
-//    client TLS will be terminated); for now it is served as HTTP/1 (400).
+//    HTTP/1.x. On an https:// URL (Options::tls) a TLS ClientHello goes to
+//    the TlsTerminator (tls_terminator.h), which hands the decrypted stream
+//    back as a new connection that is classified and served the same way;
+//    plaintext HTTP there gets Go's 400 "Client sent an HTTP request to an
+//    HTTPS server.", a plaintext HTTP/2 preface is closed. Without `tls` a
+//    ClientHello is served as HTTP/1 (400).
 //  - A connection must be classified within `first_bytes_timeout` (cmux-like,
 //    a few seconds), else it is closed and counted.
 //  - Limits never lock well-behaved clients out: when a source address holds
@@ -69,6 +73,7 @@
 
 #include "api/http/http_message.h"
 #include "api/http/protocol_classifier.h"
+#include "api/http/tls_context.h"
 #include "common/status.h"
 
 namespace cairn::http {
@@ -136,6 +141,9 @@ class ClientListener {
     // Bytes of a streamed response given to a ResponseWriter and not yet
     // sent; past it Write() refuses (the client is not reading). Default: 8 MiB.
     size_t max_stream_buffer_bytes = 8 << 20;
+    // An https:// URL: every connection must speak TLS with this context.
+    // Default: none (plain http://).
+    std::shared_ptr<TlsContext> tls;
 
     Status Validate() const;
   };
@@ -144,6 +152,8 @@ class ClientListener {
     size_t unidentified = 0;     // awaiting classification
     size_t http1 = 0;            // HTTP/1.x connections held
     uint64_t rejected[kRejectReasonCount] = {};  // by RejectReason
+    uint64_t tls_handshakes = 0;          // completed (https only)
+    uint64_t tls_handshake_failures = 0;  // refused or timed out (https only)
   };
 
   explicit ClientListener(Options options);
@@ -176,6 +186,11 @@ class ClientListener {
   size_t active_connections() const;
   Stats stats() const;
 
+  // For a connection handed to on_grpc_connection as `fd`, on an https URL:
+  // the subject CN of the client's verified certificate, while that
+  // connection is open; "" otherwise (see TlsTerminator::PeerCommonName).
+  std::string PeerCommonName(int fd) const;
+
   // Closes the listening socket and every connection that is not inside a
   // handler or writing; those get their response first (bounded by
   // write_timeout), then close. Joins every thread. Idempotent.
@@ -206,6 +221,7 @@ class ClientListener {
   bool stopped_ = false;  // owner thread only
   std::unique_ptr<EventLoop> loop_;
   std::thread loop_thread_;
+  std::unique_ptr<class TlsTerminator> tls_;  // https only
 
   std::shared_mutex routes_mu_;
   std::map<std::string, Route> routes_;  // GUARDED_BY(routes_mu_), key: path
