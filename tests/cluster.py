@@ -61,6 +61,39 @@ def etcdctl_env():
     return env
 
 
+# Client TLS files by "127.0.0.1:port", for every server started with
+# client_tls: make_channel() (and so every helper that dials a member by
+# its address: history.py, nemesis.py) speaks TLS to those.
+TLS_BY_HOST_PORT = {}
+
+
+def make_channel(host_port, options=None):
+    """A gRPC channel to a member: TLS with its client files if it has any."""
+    t = TLS_BY_HOST_PORT.get(host_port)
+    if not t:
+        return grpc.insecure_channel(host_port, options=options)
+
+    def read(path):
+        with open(path, "rb") as f:
+            return f.read()
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=read(t.ca),
+        private_key=read(t.key) if t.key else None,
+        certificate_chain=read(t.cert) if t.cert else None)
+    return grpc.secure_channel(host_port, creds, options=options)
+
+
+def tls_args_for(host_port):
+    """etcdctl's TLS flags for a member, [] for a plain one."""
+    t = TLS_BY_HOST_PORT.get(host_port)
+    if not t:
+        return []
+    args = ["--cacert", t.ca]
+    if t.cert:
+        args += ["--cert", t.cert, "--key", t.key]
+    return args
+
+
 def small_wal_segments(extra_args):
     """Tests run cairn with 4 MiB WAL segments instead of 64 MiB ones: each
     member preallocates two, and a suite of a few hundred servers would
@@ -94,9 +127,10 @@ class Server:
         self.data_dir = os.path.join(self.base_dir, "data")
         self.log_path = os.path.join(self.base_dir, "server.log")
         self.extra_args = list(extra_args)
-        self.client_tls = client_tls
         self.client_port = free_port()
         self.peer_port = free_port()
+        self._client_tls = None
+        self.client_tls = client_tls
         self.proc = None
         self._log = None
         self._channel = None
@@ -116,19 +150,19 @@ class Server:
         scheme = "https" if self.client_tls else "http"
         return "%s://127.0.0.1:%d" % (scheme, self.client_port)
 
-    def _grpc_channel(self, options=None):
-        if not self.client_tls:
-            return grpc.insecure_channel(self.host_port, options=options)
-        t = self.client_tls
+    @property
+    def client_tls(self):
+        return self._client_tls
 
-        def read(path):
-            with open(path, "rb") as f:
-                return f.read()
-        creds = grpc.ssl_channel_credentials(
-            root_certificates=read(t.ca),
-            private_key=read(t.key) if t.key else None,
-            certificate_chain=read(t.cert) if t.cert else None)
-        return grpc.secure_channel(self.host_port, creds, options=options)
+    @client_tls.setter
+    def client_tls(self, files):
+        TLS_BY_HOST_PORT.pop(self.host_port, None)
+        self._client_tls = files
+        if files:
+            TLS_BY_HOST_PORT[self.host_port] = files
+
+    def _grpc_channel(self, options=None):
+        return make_channel(self.host_port, options=options)
 
     @property
     def pid(self):
@@ -184,8 +218,10 @@ class Server:
                 if attempt + 1 == attempts or not exited or \
                         "address already in use" not in self.log_tail().lower():
                     raise
+                TLS_BY_HOST_PORT.pop(self.host_port, None)
                 self.client_port = free_port()
                 self.peer_port = free_port()
+                self.client_tls = self._client_tls  # under the new address
                 self.starts = 0
                 shutil.rmtree(self.data_dir, ignore_errors=True)
 
@@ -337,13 +373,7 @@ class Server:
 
     def tls_args(self):
         """etcdctl's flags for this server's client TLS files."""
-        t = self.client_tls
-        if not t:
-            return []
-        args = ["--cacert", t.ca]
-        if t.cert:
-            args += ["--cert", t.cert, "--key", t.key]
-        return args
+        return tls_args_for(self.host_port)
 
     # ------------------------------------------------------------ etcdctl
     def etcdctl(self, *args, input=None, timeout=30, check=False):

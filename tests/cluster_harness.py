@@ -171,7 +171,8 @@ class Member(cluster.Server):
 
     @property
     def advertised_peer_url(self):
-        return "http://127.0.0.1:%d" % self.proxy.port
+        scheme = "https" if self.owner.tls else "http"
+        return "%s://127.0.0.1:%d" % (scheme, self.proxy.port)
 
     def command(self):
         o = self.owner
@@ -187,7 +188,7 @@ class Member(cluster.Server):
         url = self.endpoint
         cmd += ["--name", self.name, "--data-dir", self.data_dir,
                 "--listen-client-urls", url, "--advertise-client-urls", url,
-                "--listen-peer-urls", "http://127.0.0.1:%d" % self.peer_port,
+                "--listen-peer-urls", "%s://127.0.0.1:%d" % ("https" if o.tls else "http", self.peer_port),
                 "--initial-advertise-peer-urls", self.advertised_peer_url,
                 "--initial-cluster", self.join_cluster or o.initial_cluster,
                 "--initial-cluster-state", "existing" if self.join_cluster else "new",
@@ -198,6 +199,12 @@ class Member(cluster.Server):
             cmd += ["--log-level", "warn"]
         if self.kind == "cairn":
             cmd += cluster.small_wal_segments(o.extra_args)
+        if o.tls:
+            t = o.tls
+            cmd += ["--cert-file", t.server.cert, "--key-file", t.server.key,
+                    "--trusted-ca-file", t.ca.cert, "--client-cert-auth",
+                    "--peer-cert-file", t.server.cert, "--peer-key-file", t.server.key,
+                    "--peer-trusted-ca-file", t.ca.cert, "--peer-client-cert-auth"]
         return cmd + list(o.extra_args)
 
     def spawn(self):
@@ -238,11 +245,16 @@ class Member(cluster.Server):
 
     def status(self, timeout=1.0):
         """Maintenance.Status on a short-lived channel (never blocks past timeout)."""
-        with grpc.insecure_channel(self.host_port) as ch:
+        with cluster.make_channel(self.host_port) as ch:
             st = rpc_pb2_grpc.MaintenanceStub(ch).Status(rpc_pb2.StatusRequest(),
                                                          timeout=timeout)
         self.member_id = st.header.member_id
         return st
+
+
+def cluster_tls_files(tls):
+    from tls_certs import ClientFiles
+    return ClientFiles(tls.ca.cert, tls.client.cert, tls.client.key)
 
 
 class Cluster:
@@ -250,10 +262,13 @@ class Cluster:
 
     heartbeat_ms / election_ms / extra_args are passed to every member; they
     can be changed before start() (or before a restart) to try other timings.
+    tls: None, or certificates (.ca, .server, .client, as tls_certs makes
+    them) for https client and peer URLs with client and peer certificates
+    required.
     """
 
     def __init__(self, kind, base_dir, size=3, heartbeat_ms=DEFAULT_HEARTBEAT_MS,
-                 election_ms=DEFAULT_ELECTION_MS, extra_args=()):
+                 election_ms=DEFAULT_ELECTION_MS, extra_args=(), tls=None):
         assert kind in ("cairn", "etcd"), kind
         assert size >= 1
         self.kind = kind
@@ -261,12 +276,16 @@ class Cluster:
         self.heartbeat_ms = heartbeat_ms
         self.election_ms = election_ms
         self.extra_args = list(extra_args)
+        self.tls = tls
         # Unique per run: two clusters never mistake each other's members.
         self.token = "cairn-faults-" + uuid.uuid4().hex[:12]
         self.members = [Member(self, i + 1, kind, os.path.join(self.base_dir, "m%d" % (i + 1)))
                         for i in range(size)]
         self.initial_cluster = ",".join("%s=%s" % (m.name, m.advertised_peer_url)
                                         for m in self.members)
+        if tls:
+            for m in self.members:
+                m.client_tls = cluster_tls_files(tls)
 
     def __repr__(self):
         return "<Cluster %s %s>" % (self.kind, self.members)

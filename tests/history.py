@@ -24,6 +24,8 @@ import time
 from collections import Counter
 
 import grpc
+
+import cluster
 from etcd3.etcdrpc import kv_pb2, rpc_pb2, rpc_pb2_grpc
 
 from history_model import (FAIL, OK, UNKNOWN, Event, Final, History, LeaseRecord, Op,
@@ -55,7 +57,7 @@ CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100),
 
 
 def channel(host_port):
-    return grpc.insecure_channel(host_port, options=CHANNEL_OPTIONS)
+    return cluster.make_channel(host_port, options=CHANNEL_OPTIONS)
 
 
 def kv_tuple(kv):

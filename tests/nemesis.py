@@ -162,9 +162,11 @@ class Nemesis:
     # ------------------------------------------------- membership nemeses
     def _ctl(self, *args):
         """etcdctl against every running member; (ok, output)."""
-        eps = ",".join(m.host_port for m in self.c.members if m.alive() and not m.paused)
+        live = [m for m in self.c.members if m.alive() and not m.paused]
+        eps = ",".join(m.host_port for m in live)
+        tls = cluster.tls_args_for(live[0].host_port) if live else []
         p = subprocess.run([cluster.ETCDCTL_BIN, "--endpoints", eps, "--command-timeout", "10s"] +
-                           list(args), env=cluster.etcdctl_env(), capture_output=True, text=True,
+                           tls + list(args), env=cluster.etcdctl_env(), capture_output=True, text=True,
                            timeout=30)
         out = (p.stdout + p.stderr).strip()
         return p.returncode == 0, out
@@ -309,7 +311,7 @@ class RunResult:
 
 
 def run_seed(kind, seed, nemeses, base_dir, duration=DEFAULT_DURATION, clients=4,
-             sabotage=None, size=3, out=sys.stdout, extra_args=()):
+             sabotage=None, size=3, out=sys.stdout, extra_args=(), tls=None):
     """One seeded run; returns a RunResult (errors == [] when the history checks out)."""
     result = RunResult(seed, kind, list(nemeses), duration, sabotage, size)
     print("cluster run: seed=%d kind=%s nemesis=%s duration=%gs\n  replay: %s"
@@ -319,7 +321,7 @@ def run_seed(kind, seed, nemeses, base_dir, duration=DEFAULT_DURATION, clients=4
     rng = random.Random(seed)
     plan = schedule(seed, nemeses, duration)
     c = Cluster(kind, os.path.join(str(base_dir), "seed%d" % seed), size=size,
-                extra_args=extra_args)
+                extra_args=extra_args, tls=tls)
     h = history.new_history()
     result.history = h
     watchers, workload, nem = [], None, None

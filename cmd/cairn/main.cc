@@ -183,6 +183,8 @@ int main(int argc, char** argv) {
   cairn::api::ServerConfig config;
   CLI::App app{"cairn: an etcd v3-compatible, Raft-replicated configuration store"};
   app.allow_extras(false);
+  // A flag given twice: the last one wins, as with etcd's Go flags.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   std::string config_file, listen_client_urls, advertise_client_urls, listen_metrics_urls,
       initial_advertise_peer_urls, listen_peer_urls;
   std::string ignored;

@@ -16,6 +16,7 @@
 #include "api/lock_service.h"
 #include "api/maintenance_service.h"
 #include "api/metrics_interceptor.h"
+#include "api/peer_credentials.h"
 #include "api/unknown_method_service.h"
 #include "api/watch_service.h"
 #include "common/logging.h"
@@ -148,7 +149,12 @@ Status EtcdServer::Start() {
     no.join_existing = true;
     no.fetch_cluster = [this] { return FetchCluster(); };
   }
-  transport_ = std::make_unique<peer::PeerTransport>(peer::PeerTransportOptions{});
+  auto peer_credentials = BuildPeerCredentials(config_, config_.data_dir);
+  if (!peer_credentials.ok()) return peer_credentials.status();
+  peer_credentials_ = *peer_credentials;
+  peer::PeerTransportOptions transport_options;
+  transport_options.tls_credentials = peer_credentials_.channel;
+  transport_ = std::make_unique<peer::PeerTransport>(transport_options);
   node_ = std::make_unique<server::Node>(no);
 
   ctx_.node = node_.get();
@@ -416,22 +422,23 @@ void EtcdServer::ConnectPeers(const std::vector<cairnpb::Member>& members) {
 }
 
 Result<server::NodeOptions::RemoteCluster> EtcdServer::FetchCluster() {
-  std::vector<std::string> targets;
+  std::vector<std::pair<std::string, std::string>> targets;  // (target, url)
   const auto initial = config_.InitialMembers().value();
   for (const auto& [name, urls] : initial) {
     for (const auto& u : urls) {
       const auto& mine = config_.initial_advertise_peer_urls;
       if (std::find(mine.begin(), mine.end(), u) != mine.end()) continue;
       const std::string t = peer::TargetOf(u);
-      if (!t.empty()) targets.push_back(t);
+      if (!t.empty()) targets.push_back({t, u});
     }
   }
   // etcd tries the peers for a while (they may be starting too).
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   std::string last_error = "no peer in --initial-cluster";
   while (std::chrono::steady_clock::now() < deadline) {
-    for (const auto& t : targets) {
-      auto stub = cairnpb::Peer::NewStub(grpc::CreateChannel(t, grpc::InsecureChannelCredentials()));
+    for (const auto& [t, url] : targets) {
+      auto stub = cairnpb::Peer::NewStub(
+          grpc::CreateChannel(t, peer::CredentialsFor(url, peer_credentials_.channel)));
       grpc::ClientContext ctx;
       ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
       cairnpb::MembersResponse resp;
@@ -475,7 +482,8 @@ Status EtcdServer::StartPeerServer() {
   grpc::ServerBuilder builder;
   for (const auto& url : config_.listen_peer_urls) {
     auto u = ParseUrl(url);
-    builder.AddListeningPort(u->host + ":" + std::to_string(u->port), grpc::InsecureServerCredentials());
+    builder.AddListeningPort(u->host + ":" + std::to_string(u->port),
+                             u->scheme == "https" ? peer_credentials_.server : grpc::InsecureServerCredentials());
   }
   builder.RegisterService(peer_service_.get());
   builder.SetMaxReceiveMessageSize(256 << 20);

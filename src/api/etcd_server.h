@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "api/http/tls_context.h"
+#include "api/peer_credentials.h"
 #include "api/api_context.h"
 #include "api/json_gateway.h"
 #include "api/key_events.h"
@@ -94,6 +95,7 @@ class EtcdServer {
   std::vector<std::unique_ptr<http::ClientListener>> listeners_;
   // For the https:// client and metrics URLs; null when none is https.
   std::shared_ptr<http::TlsContext> client_tls_;
+  PeerCredentials peer_credentials_;  // for https:// peer URLs
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;
   bool stopped_ = false;

@@ -144,9 +144,6 @@ Status ServerConfig::Validate() const {
   for (const auto& u : listen_peer_urls) {
     auto p = ParseUrl(u);
     if (!p.ok()) return p.status();
-    if (p->scheme == "https") {
-      return Status(Code::kInvalidArgument, "https peer URLs (peer TLS) are not supported yet: " + u);
-    }
   }
   auto members = InitialMembers();
   if (!members.ok()) return members.status();

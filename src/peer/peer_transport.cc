@@ -28,6 +28,16 @@ std::string TargetOf(const std::string& url) {
   return rest;
 }
 
+std::shared_ptr<grpc::ChannelCredentials> CredentialsFor(const std::string& url,
+                                                         const std::shared_ptr<grpc::ChannelCredentials>& tls) {
+  if (!url.starts_with("https://")) return grpc::InsecureChannelCredentials();
+  return tls ? tls : grpc::SslCredentials(grpc::SslCredentialsOptions{});
+}
+
+std::shared_ptr<grpc::ChannelCredentials> PeerTransport::CredentialsOf(const Peer& peer) const {
+  return CredentialsFor(peer.tls ? "https://" : "http://", options_.tls_credentials);
+}
+
 PeerTransport::PeerTransport(PeerTransportOptions options) : options_(options) {}
 
 PeerTransport::~PeerTransport() { Stop(); }
@@ -62,6 +72,7 @@ void PeerTransport::Unreachable(raft::NodeId id) {
 void PeerTransport::SetPeer(raft::NodeId id, const std::vector<std::string>& peer_urls) {
   if (id == member_id_.load() || peer_urls.empty()) return;
   const std::string target = TargetOf(peer_urls.front());
+  const bool tls = peer_urls.front().starts_with("https://");
   if (target.empty()) {
     CAIRN_LOG(kWarn) << "peer " << std::hex << id << std::dec << ": unusable peer URL " << peer_urls.front();
     return;
@@ -72,7 +83,7 @@ void PeerTransport::SetPeer(raft::NodeId id, const std::vector<std::string>& pee
     if (stopped_) return;
     auto it = peers_.find(id);
     if (it != peers_.end()) {
-      if (it->second->target == target) return;
+      if (it->second->target == target && it->second->tls == tls) return;
       old = it->second;
       peers_.erase(it);
     }
@@ -81,6 +92,7 @@ void PeerTransport::SetPeer(raft::NodeId id, const std::vector<std::string>& pee
   auto peer = std::make_shared<Peer>();
   peer->id = id;
   peer->target = target;
+  peer->tls = tls;
   Peer* raw = peer.get();
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -162,7 +174,7 @@ bool PeerTransport::SendSnapshot(Peer* peer, const raft::Message& message) {
   }
   grpc::ChannelArguments args;
   args.SetMaxSendMessageSize(-1);
-  auto stub = cairnpb::Peer::NewStub(grpc::CreateCustomChannel(peer->target, grpc::InsecureChannelCredentials(), args));
+  auto stub = cairnpb::Peer::NewStub(grpc::CreateCustomChannel(peer->target, CredentialsOf(*peer), args));
   grpc::ClientContext ctx;
   {
     std::lock_guard<std::mutex> lock(peer->mu);
@@ -341,7 +353,7 @@ void PeerTransport::Run(Peer* peer) {
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
   args.SetMaxSendMessageSize(-1);
-  auto channel = grpc::CreateCustomChannel(peer->target, grpc::InsecureChannelCredentials(), args);
+  auto channel = grpc::CreateCustomChannel(peer->target, CredentialsOf(*peer), args);
   auto stub = cairnpb::Peer::NewStub(channel);
   std::unique_ptr<grpc::ClientContext> ctx;
   std::unique_ptr<grpc::ClientWriter<cairnpb::PeerBatch>> writer;
@@ -441,7 +453,7 @@ int64_t PeerTransport::ConnectedSinceMs(raft::NodeId id) {
 }
 
 void PeerTransport::Probe(Peer* peer) {
-  auto stub = cairnpb::Peer::NewStub(grpc::CreateChannel(peer->target, grpc::InsecureChannelCredentials()));
+  auto stub = cairnpb::Peer::NewStub(grpc::CreateChannel(peer->target, CredentialsOf(*peer)));
   // The first probe soon after start (etcd logs an unreachable peer early).
   int64_t wait_ms = 1000;
   while (true) {

@@ -48,7 +48,13 @@ struct PeerTransportOptions {
   size_t max_queued_bytes_per_peer = 64 << 20;
   // Payload bytes in one write of the stream (at least one message).
   size_t max_batch_bytes = 4 << 20;
+  // For peers at https:// URLs (peer TLS); null: gRPC's default TLS.
+  std::shared_ptr<grpc::ChannelCredentials> tls_credentials;
 };
+
+// The credentials for dialing `url` (a peer URL): TLS for https://.
+std::shared_ptr<grpc::ChannelCredentials> CredentialsFor(const std::string& url,
+                                                         const std::shared_ptr<grpc::ChannelCredentials>& tls);
 
 class PeerTransport final : public server::Transport {
  public:
@@ -98,6 +104,7 @@ class PeerTransport final : public server::Transport {
   struct Peer {
     raft::NodeId id = 0;
     std::string target;  // host:port
+    bool tls = false;    // an https:// URL
     std::mutex mu;
     std::condition_variable cv;
     std::deque<raft::Message> messages;   // GUARDED_BY(mu)
@@ -133,6 +140,8 @@ class PeerTransport final : public server::Transport {
   void Unreachable(raft::NodeId id);
   std::shared_ptr<Peer> Find(raft::NodeId id);
   void StopPeer(const std::shared_ptr<Peer>& peer);
+
+  std::shared_ptr<grpc::ChannelCredentials> CredentialsOf(const Peer& peer) const;
 
   const PeerTransportOptions options_;
   std::atomic<uint64_t> cluster_id_{0};
