@@ -294,6 +294,9 @@ UNARY_METHODS = [
     "Lease/LeaseGrant", "Lease/LeaseRevoke", "Lease/LeaseTimeToLive", "Lease/LeaseLeases",
     "Maintenance/Alarm", "Maintenance/Status", "Maintenance/Defragment", "Maintenance/Hash",
     "Maintenance/HashKV", "Cluster/MemberList", "Auth/Authenticate", "Auth/AuthDisable",
+    "Auth/UserAdd", "Auth/UserGet", "Auth/UserDelete", "Auth/UserChangePassword", "Auth/UserGrantRole",
+    "Auth/UserRevokeRole", "Auth/RoleAdd", "Auth/RoleGet", "Auth/RoleDelete", "Auth/RoleGrantPermission",
+    "Auth/RoleRevokePermission",
 ]
 
 

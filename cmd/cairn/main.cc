@@ -112,6 +112,9 @@ bool LoadConfigFile(const std::string& path, cairn::api::ServerConfig* c) {
     str("tls-min-version", &c->tls_min_version);
     str("tls-max-version", &c->tls_max_version);
     num("self-signed-cert-validity", &c->self_signed_cert_validity);
+    str("auth-token", &c->auth_token);
+    num("auth-token-ttl", &c->auth_token_ttl);
+    num("bcrypt-cost", &c->bcrypt_cost);
   } catch (const std::exception& e) {
     std::cerr << "cairn: bad value in config file " << path << ": " << e.what() << std::endl;
     return false;
@@ -259,6 +262,12 @@ int main(int argc, char** argv) {
                  "Maximum TLS version supported. Possible values: TLS1.2, TLS1.3 (empty: the highest)");
   app.add_option("--self-signed-cert-validity", config.self_signed_cert_validity,
                  "The validity period of the client and peer certificates, unit is year")->capture_default_str();
+  app.add_option("--auth-token", config.auth_token, "Specify auth token type: simple (jwt not yet)")
+      ->capture_default_str();
+  app.add_option("--auth-token-ttl", config.auth_token_ttl, "The lifetime in seconds of the auth token")
+      ->capture_default_str();
+  app.add_option("--bcrypt-cost", config.bcrypt_cost,
+                 "Specify bcrypt algorithm cost factor for auth password hashing")->capture_default_str();
   // etcd flags accepted for compatibility that a single member ignores.
   app.add_option("--snapshot-count", config.snapshot_count,
                  "Log entries kept for followers that fall behind; further behind, they get a snapshot");

@@ -4,6 +4,26 @@
 
 namespace cairn::api {
 
+Result<apply::AuthInfo> ApiContext::AuthInfoOf(const grpc::ServerContextBase& context) const {
+  apply::AuthStore* store = auth();
+  if (!store->enabled()) return apply::AuthInfo{};
+  const auto& md = context.client_metadata();
+  auto it = md.find("token");
+  if (it == md.end()) it = md.find("authorization");
+  if (it != md.end()) {
+    std::string token(it->second.data(), it->second.size());
+    if (token.starts_with("Bearer ")) token = token.substr(7);
+    auto user = store->TokenUser(token);
+    if (!user) return errors::InvalidAuthToken();
+    return apply::AuthInfo{*user, store->revision()};
+  }
+  if (tls_common_name) {
+    std::string cn = tls_common_name(context.peer());
+    if (!cn.empty()) return apply::AuthInfo{std::move(cn), store->revision()};
+  }
+  return apply::AuthInfo{};
+}
+
 void ProposeChecked(const ApiContext& ctx, cairnpb::InternalRequest req, bool needs_space,
                     std::function<void(const Status&, const cairnpb::InternalResponse&)> done) {
   static const cairnpb::InternalResponse kNone;

@@ -9,6 +9,7 @@
 #include <functional>
 #include <string>
 
+#include "apply/auth_store.h"
 #include "cairnpb/internal.pb.h"
 #include "common/metrics.h"
 #include "common/status.h"
@@ -39,6 +40,20 @@ struct ApiContext {
   // table; etcd serves a learner only a few RPCs).
   std::function<bool()> is_learner;
   bool IsLearner() const { return is_learner && is_learner(); }
+  // --bcrypt-cost.
+  int bcrypt_cost = 10;
+  // --client-cert-auth on an https URL: the CN of the verified client
+  // certificate of the gRPC peer `peer` (grpc::ServerContext::peer()), ""
+  // if none. Unset: no certificate identities.
+  std::function<std::string(const std::string& peer)> tls_common_name;
+
+  apply::AuthStore* auth() const { return node->applier()->auth(); }
+  // etcd's AuthInfoFromCtx: no credentials when auth is off or none came;
+  // the token's user (metadata "token", or "authorization" from the JSON
+  // gateway) at the store's revision; else, with --client-cert-auth, the
+  // client certificate's CN; "etcdserver: invalid auth token" for a token
+  // this member does not know.
+  Result<apply::AuthInfo> AuthInfoOf(const grpc::ServerContextBase& context) const;
 
   // Fills cluster_id, member_id, raft_term, and the revision if it is 0.
   void FillHeader(etcdserverpb::ResponseHeader* h) const {
@@ -106,6 +121,11 @@ template <typename Response, typename Take>
 grpc::ServerUnaryReactor* ProposeUnary(const ApiContext* ctx, grpc::CallbackServerContext* context,
                                        cairnpb::InternalRequest req, bool needs_space,
                                        Response* response, Take take) {
+  // Who asks goes with the entry: the apply checks the permissions.
+  auto who = ctx->AuthInfoOf(*context);
+  if (!who.ok()) return FinishNow(context, who.status());
+  req.set_auth_user(who->user);
+  req.set_auth_revision(who->revision);
   auto* reactor = context->DefaultReactor();
   ProposeAndFinish(*ctx, std::move(req), needs_space, reactor,
                    [ctx, response, take](const cairnpb::InternalResponse& applied) {

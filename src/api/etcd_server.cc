@@ -8,6 +8,7 @@
 #include <future>
 #include <thread>
 
+#include "api/auth_service.h"
 #include "api/election_service.h"
 #include "api/health_service.h"
 #include "api/http/client_listener.h"
@@ -167,6 +168,7 @@ Status EtcdServer::Start() {
   ctx_.peer_connected_since_ms = [this](uint64_t id) {
     return transport_ ? transport_->ConnectedSinceMs(id) : int64_t{0};
   };
+  ctx_.bcrypt_cost = static_cast<int>(config_.bcrypt_cost);
   ctx_.limits.max_txn_ops = static_cast<int>(config_.max_txn_ops);
   ctx_.limits.max_request_bytes = static_cast<size_t>(config_.max_request_bytes);
   ctx_.limits.quota_backend_bytes =
@@ -217,6 +219,21 @@ Status EtcdServer::Start() {
   };
   s = node_->Start(hooks, transport_.get());
   if (!s.ok()) return s;
+  node_->applier()->auth()->set_token_ttl(std::chrono::seconds(config_.auth_token_ttl));
+  if (config_.client_tls.client_cert_auth) {
+    // etcd's AuthInfoFromTLS: the verified client certificate's CN is the
+    // user when no token came. gRPC names a connection we handed it by fd.
+    ctx_.tls_common_name = [this](const std::string& peer) -> std::string {
+      if (!peer.starts_with("fd:")) return "";
+      const int fd = std::atoi(peer.c_str() + 3);
+      std::lock_guard<std::mutex> lock(listeners_mu_);
+      for (const auto& l : listeners_) {
+        std::string cn = l->PeerCommonName(fd);
+        if (!cn.empty()) return cn;
+      }
+      return "";
+    };
+  }
   transport_->SetIdentity(node_->ids().cluster_id, node_->ids().member_id);
   transport_->SetUnreachableHandler([this](uint64_t id) { node_->raft()->ReportUnreachable(id); });
   peer::PeerTransport::Stats stats;
@@ -298,6 +315,22 @@ Status EtcdServer::Start() {
   auto watch_service = std::make_unique<WatchService>(hub_.get());
   watch_service_ = watch_service.get();
   watch_service->SetLearnerCheck([this] { return ctx_.IsLearner(); });
+  watch_service->SetAuthCheck([this](const grpc::ServerContextBase& context,
+                                     const etcdserverpb::WatchCreateRequest& r) -> std::string {
+    auto who = ctx_.AuthInfoOf(context);
+    cairn::Status s = who.ok() ? ctx_.auth()->IsRangePermitted(*who, r.key().empty() ? std::string(1, '\0') : r.key(),
+                                                               r.range_end())
+                               : who.status();
+    if (s.ok()) return "";
+    // etcd sends the gRPC error's text: "rpc error: code = ... desc = ...".
+    static const char* kCodes[] = {"OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound",
+                                   "AlreadyExists", "PermissionDenied", "ResourceExhausted", "FailedPrecondition",
+                                   "Aborted", "OutOfRange", "Unimplemented", "Internal", "Unavailable", "DataLoss",
+                                   "Unauthenticated"};
+    const int code = static_cast<int>(s.code());
+    return std::string("rpc error: code = ") + (code >= 0 && code <= 16 ? kCodes[code] : "Unknown") +
+           " desc = " + s.message();
+  });
   services_.push_back(std::move(watch_service));
   services_.push_back(std::make_unique<LeaseService>(&ctx_));
   services_.push_back(std::make_unique<MaintenanceService>(&ctx_));
@@ -361,6 +394,7 @@ Status EtcdServer::Start() {
     s = listener->Start();
     if (!s.ok()) return Status(s.code(), "cannot listen on " + url + ": " + s.message());
     CAIRN_LOG(kInfo) << "serving client requests on " << url;
+    std::lock_guard<std::mutex> lock(listeners_mu_);
     listeners_.push_back(std::move(listener));
   }
   for (const auto& url : config_.listen_metrics_urls) {
@@ -376,6 +410,7 @@ Status EtcdServer::Start() {
     s = listener->Start();
     if (!s.ok()) return Status(s.code(), "cannot listen on " + url + ": " + s.message());
     CAIRN_LOG(kInfo) << "serving metrics on " << url;
+    std::lock_guard<std::mutex> lock(listeners_mu_);
     listeners_.push_back(std::move(listener));
   }
   CAIRN_LOG(kInfo) << "cairn member " << std::hex << node_->ids().member_id << std::dec

@@ -92,7 +92,8 @@ class EtcdServer {
   std::atomic<int64_t> calls_in_flight_{0};  // gRPC calls begun and not done
   std::unique_ptr<grpc::Server> grpc_server_;
   std::unique_ptr<JsonGateway> gateway_;  // a client of grpc_server_, on the client URLs
-  std::vector<std::unique_ptr<http::ClientListener>> listeners_;
+  std::mutex listeners_mu_;  // listeners_ grows while calls may look at it
+  std::vector<std::unique_ptr<http::ClientListener>> listeners_;  // GUARDED_BY(listeners_mu_) for writes
   // For the https:// client and metrics URLs; null when none is https.
   std::shared_ptr<http::TlsContext> client_tls_;
   PeerCredentials peer_credentials_;  // for https:// peer URLs

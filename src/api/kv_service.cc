@@ -31,10 +31,18 @@ grpc::ServerUnaryReactor* KvService::Range(grpc::CallbackServerContext* context,
   ctx_->metrics->mvcc().range_total->Increment();
   Status s = apply::CheckRangeRequest(*request);
   if (!s.ok()) return FinishNow(context, s);
-  return ReadAndFinish(ctx_, context, !request->serializable(), [this, request, response] {
+  auto who = ctx_->AuthInfoOf(*context);
+  if (!who.ok()) return FinishNow(context, who.status());
+  return ReadAndFinish(ctx_, context, !request->serializable(), [this, request, response, who = *who] {
+    // etcd's doSerialize: checked before the read, and the read is refused
+    // if the auth store changed meanwhile.
+    if (Status denied = ctx_->auth()->IsRangePermitted(who, request->key(), request->range_end()); !denied.ok()) {
+      return denied;
+    }
     auto view = ctx_->node->kv()->Read();
     auto r = apply::Range(*view, *request);
     if (!r.ok()) return r.status();
+    if (who.revision != 0 && who.revision != ctx_->auth()->revision()) return errors::AuthOldRevision();
     *response = std::move(*r);
     ctx_->FillHeader(response->mutable_header());
     return Status::Ok();
@@ -52,6 +60,21 @@ bool TxnSerializable(const etcdserverpb::TxnRequest& r) {
     return true;
   };
   return all(r.success()) && all(r.failure());
+}
+// etcd's checkTxnAuth for a read-only txn: every compare and range, nested too.
+Status CheckReadTxn(const apply::AuthStore& auth, const apply::AuthInfo& who, const etcdserverpb::TxnRequest& r) {
+  for (const auto& c : r.compare()) {
+    if (Status s = auth.IsRangePermitted(who, c.key(), c.range_end()); !s.ok()) return s;
+  }
+  for (const auto* ops : {&r.success(), &r.failure()}) {
+    for (const auto& op : *ops) {
+      Status s;
+      if (op.has_request_range()) s = auth.IsRangePermitted(who, op.request_range().key(), op.request_range().range_end());
+      if (op.has_request_txn()) s = CheckReadTxn(auth, who, op.request_txn());
+      if (!s.ok()) return s;
+    }
+  }
+  return Status::Ok();
 }
 }  // namespace
 
@@ -86,7 +109,10 @@ grpc::ServerUnaryReactor* KvService::Txn(grpc::CallbackServerContext* context,
   Status s = apply::CheckTxnRequest(*request, ctx_->limits.max_txn_ops);
   if (!s.ok()) return FinishNow(context, s);
   if (apply::IsTxnReadOnly(*request)) {
-    return ReadAndFinish(ctx_, context, !TxnSerializable(*request), [this, request, response] {
+    auto who = ctx_->AuthInfoOf(*context);
+    if (!who.ok()) return FinishNow(context, who.status());
+    return ReadAndFinish(ctx_, context, !TxnSerializable(*request), [this, request, response, who = *who] {
+      if (Status denied = CheckReadTxn(*ctx_->auth(), who, *request); !denied.ok()) return denied;
       auto view = ctx_->node->kv()->Read();
       auto r = apply::Txn(*view, nullptr, *ctx_->node->lessor(), *request);
       if (!r.ok()) return r.status();

@@ -80,15 +80,6 @@ ClusterService::ClusterService(const ApiContext* ctx)
   ParseRemainingRequests();
 }
 
-AuthService::AuthService(const ApiContext* ctx)
-    : ParsesRequests("etcdserverpb.Auth", kRecursionLimit), ctx_(ctx) {
-  ParseRequest("Authenticate", &AuthService::Authenticate);
-  ParseRequest("AuthStatus", &AuthService::AuthStatus);
-  ParseRequest("AuthDisable", &AuthService::AuthDisable);
-  SetLeaderCheck([ctx] { return ctx->node->leader_id() != 0; });
-  SetLearnerCheck([ctx] { return ctx->IsLearner(); });
-  ParseRemainingRequests();
-}
 
 namespace {
 
@@ -101,9 +92,38 @@ std::string AlarmName(etcdserverpb::AlarmType t) {
 }
 }  // namespace
 
+namespace {
+// etcd's authMaintenanceServer: isAuthenticated (root) and requireAuthInfo
+// (any user, once auth is on).
+cairn::Status RequireRoot(const ApiContext* ctx, const grpc::ServerContextBase& context) {
+  auto who = ctx->AuthInfoOf(context);
+  if (!who.ok()) return who.status();
+  return ctx->auth()->IsAdminPermitted(*who);
+}
+// Defragment, Hash, HashKV and Snapshot return the auth store's own error,
+// not converted to etcd's gRPC errors (code Unknown, "auth: ..."), as etcd.
+cairn::Status RequireRootRaw(const ApiContext* ctx, const grpc::ServerContextBase& context) {
+  cairn::Status s = RequireRoot(ctx, context);
+  if (s.ok()) return s;
+  std::string m = s.message();
+  if (m == errors::UserNotFound().message()) return cairn::Status(Code::kUnknown, "auth: user not found");
+  if (m.starts_with("etcdserver: ")) m = "auth: " + m.substr(12);
+  return cairn::Status(Code::kUnknown, m);
+}
+cairn::Status RequireUser(const ApiContext* ctx, const grpc::ServerContextBase& context) {
+  if (!ctx->auth()->enabled()) return cairn::Status::Ok();
+  auto who = ctx->AuthInfoOf(context);
+  if (!who.ok()) return who.status();
+  return who->user.empty() ? errors::UserEmpty() : cairn::Status::Ok();
+}
+}  // namespace
+
 grpc::ServerUnaryReactor* MaintenanceService::Alarm(grpc::CallbackServerContext* context,
                                                     const etcdserverpb::AlarmRequest* request,
                                                     etcdserverpb::AlarmResponse* response) {
+  const cairn::Status allowed = request->action() == etcdserverpb::AlarmRequest::GET ? RequireUser(ctx_, *context)
+                                                                                    : RequireRoot(ctx_, *context);
+  if (!allowed.ok()) return FinishNow(context, allowed);
   cairnpb::InternalRequest req;
   *req.mutable_alarm() = *request;
   return ProposeUnary(ctx_, context, std::move(req), false, response,
@@ -113,6 +133,7 @@ grpc::ServerUnaryReactor* MaintenanceService::Alarm(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* MaintenanceService::Status(grpc::CallbackServerContext* context,
                                                      const etcdserverpb::StatusRequest* request,
                                                      etcdserverpb::StatusResponse* response) {
+  if (cairn::Status s = RequireUser(ctx_, *context); !s.ok()) return FinishNow(context, s);
   ctx_->FillHeader(response->mutable_header());
   response->set_version(ctx_->version);
   response->set_dbsize(static_cast<int64_t>(ctx_->node->engine()->TotalSizeBytes()));
@@ -132,6 +153,7 @@ grpc::ServerUnaryReactor* MaintenanceService::Status(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* MaintenanceService::Defragment(grpc::CallbackServerContext* context,
                                                          const etcdserverpb::DefragmentRequest*,
                                                          etcdserverpb::DefragmentResponse* response) {
+  if (cairn::Status denied = RequireRootRaw(ctx_, *context); !denied.ok()) return FinishNow(context, denied);
   // RocksDB rewrites files in the background while reads and writes go on:
   // no stop-the-world pause, unlike bbolt's defrag.
   cairn::Status s = ctx_->node->engine()->CompactAll();
@@ -142,6 +164,7 @@ grpc::ServerUnaryReactor* MaintenanceService::Defragment(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* MaintenanceService::Hash(grpc::CallbackServerContext* context,
                                                    const etcdserverpb::HashRequest*,
                                                    etcdserverpb::HashResponse* response) {
+  if (cairn::Status denied = RequireRootRaw(ctx_, *context); !denied.ok()) return FinishNow(context, denied);
   int64_t hash_rev = 0, compact_rev = 0;
   auto h = ctx_->node->kv()->HashKV(0, &hash_rev, &compact_rev);
   if (!h.ok()) return FinishNow(context, h.status());
@@ -153,6 +176,7 @@ grpc::ServerUnaryReactor* MaintenanceService::Hash(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* MaintenanceService::HashKV(grpc::CallbackServerContext* context,
                                                      const etcdserverpb::HashKVRequest* request,
                                                      etcdserverpb::HashKVResponse* response) {
+  if (cairn::Status denied = RequireRootRaw(ctx_, *context); !denied.ok()) return FinishNow(context, denied);
   int64_t hash_rev = 0, compact_rev = 0;
   auto h = ctx_->node->kv()->HashKV(request->revision(), &hash_rev, &compact_rev);
   if (!h.ok()) return FinishNow(context, h.status());
@@ -165,12 +189,16 @@ grpc::ServerUnaryReactor* MaintenanceService::HashKV(grpc::CallbackServerContext
 
 grpc::ServerWriteReactor<etcdserverpb::SnapshotResponse>* MaintenanceService::Snapshot(
     grpc::CallbackServerContext* context, const etcdserverpb::SnapshotRequest*) {
+  if (cairn::Status denied = RequireRootRaw(ctx_, *context); !denied.ok()) {
+    return new RefusedWriteReactor<etcdserverpb::SnapshotResponse>(ToGrpc(denied));
+  }
   return new SnapshotReactor(ctx_);
 }
 
 grpc::ServerUnaryReactor* MaintenanceService::MoveLeader(grpc::CallbackServerContext* context,
                                                          const etcdserverpb::MoveLeaderRequest* request,
                                                          etcdserverpb::MoveLeaderResponse* response) {
+  if (cairn::Status denied = RequireRoot(ctx_, *context); !denied.ok()) return FinishNow(context, denied);
   // etcd: only the leader moves leadership; the target must be a voter.
   if (ctx_->node->leader_id() != ctx_->node->ids().member_id) return FinishNow(context, errors::NotLeader());
   bool voter = false;
@@ -197,27 +225,6 @@ grpc::ServerUnaryReactor* ClusterService::MemberList(grpc::CallbackServerContext
     ctx_->FillClusterHeader(response->mutable_header());
     return cairn::Status::Ok();
   });
-}
-
-grpc::ServerUnaryReactor* AuthService::Authenticate(grpc::CallbackServerContext* context,
-                                                    const etcdserverpb::AuthenticateRequest*,
-                                                    etcdserverpb::AuthenticateResponse*) {
-  return FinishNow(context, errors::AuthNotEnabled());
-}
-
-grpc::ServerUnaryReactor* AuthService::AuthStatus(grpc::CallbackServerContext* context,
-                                                  const etcdserverpb::AuthStatusRequest*,
-                                                  etcdserverpb::AuthStatusResponse* response) {
-  response->set_enabled(false);
-  ctx_->FillHeader(response->mutable_header());
-  return FinishNow(context, cairn::Status::Ok());
-}
-
-grpc::ServerUnaryReactor* AuthService::AuthDisable(grpc::CallbackServerContext* context,
-                                                   const etcdserverpb::AuthDisableRequest*,
-                                                   etcdserverpb::AuthDisableResponse* response) {
-  ctx_->FillHeader(response->mutable_header());
-  return FinishNow(context, cairn::Status::Ok());
 }
 
 }  // namespace cairn::api

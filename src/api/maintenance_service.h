@@ -1,4 +1,4 @@
-// etcd's Maintenance, Cluster and Auth services for one member.
+// etcd's Maintenance and Cluster services for one member (Auth: auth_service.h).
 #pragma once
 
 #include "api/api_context.h"
@@ -67,21 +67,5 @@ class ClusterService final : public ParsesRequests<etcdserverpb::Cluster::Callba
   const ApiContext* ctx_;
 };
 
-class AuthService final : public ParsesRequests<etcdserverpb::Auth::CallbackService> {
- public:
-  explicit AuthService(const ApiContext* ctx);
-  grpc::ServerUnaryReactor* Authenticate(grpc::CallbackServerContext* context,
-                                         const etcdserverpb::AuthenticateRequest* request,
-                                         etcdserverpb::AuthenticateResponse* response) override;
-  grpc::ServerUnaryReactor* AuthStatus(grpc::CallbackServerContext* context,
-                                       const etcdserverpb::AuthStatusRequest* request,
-                                       etcdserverpb::AuthStatusResponse* response) override;
-  grpc::ServerUnaryReactor* AuthDisable(grpc::CallbackServerContext* context,
-                                        const etcdserverpb::AuthDisableRequest* request,
-                                        etcdserverpb::AuthDisableResponse* response) override;
-
- private:
-  const ApiContext* ctx_;
-};
 
 }  // namespace cairn::api

@@ -27,7 +27,8 @@ grpc::Status ServerStopped() {
 // because the stream may call OnStreamReady synchronously.
 class WatchReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
-  WatchReactor(WatchService* service, watch::WatchHub* hub) : service_(service) {
+  WatchReactor(WatchService* service, watch::WatchHub* hub, grpc::CallbackServerContext* context)
+      : service_(service), context_(context) {
     stream_ = hub->NewStream([this] { OnStreamReady(); });
     StartRead(&request_);
   }
@@ -94,9 +95,16 @@ class WatchReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc
  private:
   void Handle(const WatchRequest& request) {
     switch (request.request_union_case()) {
-      case WatchRequest::kCreateRequest:
-        stream_->Create(request.create_request());
+      case WatchRequest::kCreateRequest: {
+        std::string refused;
+        if (service_->auth_check_) refused = service_->auth_check_(*context_, request.create_request());
+        if (refused.empty()) {
+          stream_->Create(request.create_request());
+        } else {
+          stream_->Refuse(request.create_request(), refused);
+        }
         break;
+      }
       case WatchRequest::kCancelRequest:
         stream_->Cancel(request.cancel_request().watch_id());
         break;
@@ -137,6 +145,7 @@ class WatchReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc
   }
 
   WatchService* const service_;
+  grpc::CallbackServerContext* const context_;  // gRPC's, valid until OnDone
   std::shared_ptr<watch::WatchStream> stream_;
   grpc::ByteBuffer request_;  // owned by the read in flight
 
@@ -158,11 +167,11 @@ WatchService::~WatchService() {
 }
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* WatchService::Watch(
-    grpc::CallbackServerContext* /*context*/) {
+    grpc::CallbackServerContext* context) {
   if (is_learner_ && is_learner_()) {
     return new RefusedBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>(NotSupportedForLearner());
   }
-  auto* reactor = new WatchReactor(this, hub_);
+  auto* reactor = new WatchReactor(this, hub_, context);
   std::lock_guard<std::mutex> lock(mu_);
   reactors_.insert(reactor);
   if (stopped_) reactor->Stop();

@@ -53,6 +53,12 @@ class WatchService final
   // While `is_learner` says so, new streams end at once with "etcdserver:
   // rpc not supported for learner" (etcd). Set before serving.
   void SetLearnerCheck(std::function<bool()> is_learner) { is_learner_ = std::move(is_learner); }
+  // Auth: "" if the stream's caller may watch what the request asks for,
+  // else the cancel reason of the refusal (etcd's isWatchPermitted). Set
+  // before serving.
+  using AuthCheck =
+      std::function<std::string(const grpc::ServerContextBase& context, const etcdserverpb::WatchCreateRequest& r)>;
+  void SetAuthCheck(AuthCheck check) { auth_check_ = std::move(check); }
 
  private:
   friend class WatchReactor;
@@ -60,6 +66,7 @@ class WatchService final
 
   watch::WatchHub* const hub_;
   std::function<bool()> is_learner_;
+  AuthCheck auth_check_;
 
   mutable std::mutex mu_;  // taken before a reactor's own lock
   std::set<WatchReactor*> reactors_;  // GUARDED_BY(mu_)

@@ -42,11 +42,12 @@ bool TxnHasPut(const etcdserverpb::TxnRequest& r) {
 
 Applier::Applier(storage::Engine* engine, mvcc::KvStore* kv, lease::Lessor* lessor,
                  uint64_t member_id)
-    : engine_(engine), kv_(kv), lessor_(lessor), member_id_(member_id) {}
+    : engine_(engine), kv_(kv), lessor_(lessor), member_id_(member_id), auth_(engine) {}
 
 Status Applier::Open() {
   auto applied = AppliedIndexOf(engine_);
   if (!applied.ok()) return applied.status();
+  if (Status s = auth_.Open(); !s.ok()) return s;
   applied_index_ = *applied;
   std::string v;
   auto found = engine_->Get(Column::kMeta, kMetaAlarms, &v);
@@ -241,7 +242,12 @@ int64_t Applier::Stage(storage::WriteBatch* batch, int64_t* rev, uint64_t index,
   int64_t compact_to = -1;  // -1: not a compaction (0 is a valid target)
 
   bool no_space = NoSpaceAlarm();
-  switch (req.request_case()) {
+  const AuthInfo ai{req.auth_user(), req.auth_revision()};
+  if (Status denied = CheckPermissions(txn, ai, req); !denied.ok()) {
+    SetError(resp, denied);
+  } else if (StageAuth(batch, index, req, resp)) {
+    // done: an auth change (no MVCC change)
+  } else switch (req.request_case()) {
     case cairnpb::InternalRequest::kPut: {
       if (no_space) { SetError(resp, errors::NoSpace()); break; }
       if (req.put().lease() != 0 && !lessor_->Exists(req.put().lease())) {
@@ -305,6 +311,8 @@ int64_t Applier::Stage(storage::WriteBatch* batch, int64_t* rev, uint64_t index,
       break;
     case cairnpb::InternalRequest::REQUEST_NOT_SET:
       break;  // a new leader's empty entry: only the index moves
+    default:
+      break;  // auth changes: StageAuth
   }
 
   // A failed request leaves no change but its index: every failure is found
@@ -322,6 +330,148 @@ int64_t Applier::Stage(storage::WriteBatch* batch, int64_t* rev, uint64_t index,
   storage::PutFixed64BE(&idx, index);
   batch->Put(Column::kMeta, kMetaAppliedIndex, idx);
   return compact_to;
+}
+
+namespace {
+bool NeedsAdmin(const cairnpb::InternalRequest& req) {
+  switch (req.request_case()) {
+    case cairnpb::InternalRequest::kAuthEnable:
+    case cairnpb::InternalRequest::kAuthDisable:
+    case cairnpb::InternalRequest::kUserAdd:
+    case cairnpb::InternalRequest::kUserDelete:
+    case cairnpb::InternalRequest::kUserChangePassword:
+    case cairnpb::InternalRequest::kUserGrantRole:
+    case cairnpb::InternalRequest::kUserRevokeRole:
+    case cairnpb::InternalRequest::kRoleAdd:
+    case cairnpb::InternalRequest::kRoleDelete:
+    case cairnpb::InternalRequest::kRoleGrantPermission:
+    case cairnpb::InternalRequest::kRoleRevokePermission:
+      return true;
+    default:
+      return false;
+  }
+}
+}  // namespace
+
+Status Applier::CheckLeaseKeys(mvcc::WriteTxn& txn, const AuthInfo& ai, int64_t lease) {
+  if (lease == 0 || !lessor_->Exists(lease)) return Status::Ok();
+  if (auth_.IsAdminPermitted(ai).ok()) return Status::Ok();  // also: auth off
+  auto keys = txn.LeaseKeys(lease);
+  if (!keys.ok()) return keys.status();
+  for (const auto& k : *keys) {
+    if (Status s = auth_.IsPutPermitted(ai, k); !s.ok()) return s;
+  }
+  return Status::Ok();
+}
+
+Status Applier::CheckPut(mvcc::WriteTxn& txn, const AuthInfo& ai, const etcdserverpb::PutRequest& r) {
+  if (Status s = auth_.IsPutPermitted(ai, r.key()); !s.ok()) return s;
+  if (Status s = CheckLeaseKeys(txn, ai, r.lease()); !s.ok()) return s;
+  if (r.prev_kv()) return auth_.IsRangePermitted(ai, r.key(), "");
+  return Status::Ok();
+}
+
+Status Applier::CheckTxn(mvcc::WriteTxn& txn, const AuthInfo& ai, const etcdserverpb::TxnRequest& r) {
+  for (const auto& c : r.compare()) {
+    if (Status s = auth_.IsRangePermitted(ai, c.key(), c.range_end()); !s.ok()) return s;
+  }
+  for (const auto* ops : {&r.success(), &r.failure()}) {
+    for (const auto& op : *ops) {
+      Status s;
+      switch (op.request_case()) {
+        case etcdserverpb::RequestOp::kRequestRange:
+          s = auth_.IsRangePermitted(ai, op.request_range().key(), op.request_range().range_end());
+          break;
+        case etcdserverpb::RequestOp::kRequestPut:
+          s = CheckPut(txn, ai, op.request_put());
+          break;
+        case etcdserverpb::RequestOp::kRequestDeleteRange: {
+          const auto& d = op.request_delete_range();
+          if (d.prev_kv()) s = auth_.IsRangePermitted(ai, d.key(), d.range_end());
+          if (s.ok()) s = auth_.IsDeleteRangePermitted(ai, d.key(), d.range_end());
+          break;
+        }
+        case etcdserverpb::RequestOp::kRequestTxn:
+          s = CheckTxn(txn, ai, op.request_txn());
+          break;
+        default:
+          break;
+      }
+      if (!s.ok()) return s;
+    }
+  }
+  return Status::Ok();
+}
+
+Status Applier::CheckPermissions(mvcc::WriteTxn& txn, const AuthInfo& ai, const cairnpb::InternalRequest& req) {
+  if (!auth_.enabled()) return Status::Ok();
+  if (NeedsAdmin(req)) return auth_.IsAdminPermitted(ai);
+  switch (req.request_case()) {
+    case cairnpb::InternalRequest::kPut:
+      return CheckPut(txn, ai, req.put());
+    case cairnpb::InternalRequest::kDeleteRange: {
+      const auto& d = req.delete_range();
+      if (Status s = auth_.IsDeleteRangePermitted(ai, d.key(), d.range_end()); !s.ok()) return s;
+      if (d.prev_kv()) return auth_.IsRangePermitted(ai, d.key(), d.range_end());
+      return Status::Ok();
+    }
+    case cairnpb::InternalRequest::kTxn:
+      return CheckTxn(txn, ai, req.txn());
+    case cairnpb::InternalRequest::kLeaseRevoke:
+      return CheckLeaseKeys(txn, ai, req.lease_revoke().id());
+    default:
+      return Status::Ok();
+  }
+}
+
+bool Applier::StageAuth(storage::WriteBatch* batch, uint64_t index, const cairnpb::InternalRequest& req,
+                        cairnpb::InternalResponse* resp) {
+  Status s;
+  switch (req.request_case()) {
+    case cairnpb::InternalRequest::kAuthEnable:
+      s = auth_.Enable(batch);
+      break;
+    case cairnpb::InternalRequest::kAuthDisable:
+      auth_.Disable(batch);
+      break;
+    case cairnpb::InternalRequest::kAuthenticate: {
+      const std::string token = req.authenticate().simple_token() + "." + std::to_string(index);
+      s = auth_.Authenticate(req.authenticate().name(), token);
+      if (s.ok()) resp->mutable_authenticate()->set_token(token);
+      break;
+    }
+    case cairnpb::InternalRequest::kUserAdd:
+      s = auth_.UserAdd(batch, req.user_add());
+      break;
+    case cairnpb::InternalRequest::kUserDelete:
+      s = auth_.UserDelete(batch, req.user_delete());
+      break;
+    case cairnpb::InternalRequest::kUserChangePassword:
+      s = auth_.UserChangePassword(batch, req.user_change_password());
+      break;
+    case cairnpb::InternalRequest::kUserGrantRole:
+      s = auth_.UserGrantRole(batch, req.user_grant_role());
+      break;
+    case cairnpb::InternalRequest::kUserRevokeRole:
+      s = auth_.UserRevokeRole(batch, req.user_revoke_role());
+      break;
+    case cairnpb::InternalRequest::kRoleAdd:
+      s = auth_.RoleAdd(batch, req.role_add());
+      break;
+    case cairnpb::InternalRequest::kRoleDelete:
+      s = auth_.RoleDelete(batch, req.role_delete());
+      break;
+    case cairnpb::InternalRequest::kRoleGrantPermission:
+      s = auth_.RoleGrantPermission(batch, req.role_grant_permission());
+      break;
+    case cairnpb::InternalRequest::kRoleRevokePermission:
+      s = auth_.RoleRevokePermission(batch, req.role_revoke_permission());
+      break;
+    default:
+      return false;
+  }
+  if (!s.ok()) SetError(resp, s);
+  return true;
 }
 
 void Applier::ApplyBatch(uint64_t first_index,

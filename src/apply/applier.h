@@ -13,6 +13,7 @@
 #include <set>
 #include <vector>
 
+#include "apply/auth_store.h"
 #include "cairnpb/internal.pb.h"
 #include "common/status.h"
 #include "lease/lessor.h"
@@ -44,6 +45,10 @@ class Applier {
   void ApplyBatch(uint64_t first_index, const std::vector<const cairnpb::InternalRequest*>& requests,
                   const std::function<void(size_t i, ApplyResult&)>& on_committed);
   ApplyResult Apply(uint64_t index, const cairnpb::InternalRequest& request);
+
+  // Users, roles and permissions (thread-safe; the mutators are for the
+  // apply thread).
+  AuthStore* auth() { return &auth_; }
 
   // Alarms (thread-safe copy).
   std::vector<etcdserverpb::AlarmMember> Alarms() const;
@@ -77,12 +82,22 @@ class Applier {
                   etcdserverpb::AlarmResponse* resp);
   void ApplyMemberChange(storage::WriteBatch* batch, const cairnpb::MemberChange& change);
   void ApplyMemberAttributes(storage::WriteBatch* batch, const cairnpb::Member& attributes);
+  // The auth changes; false if `req` is none of them.
+  bool StageAuth(storage::WriteBatch* batch, uint64_t index, const cairnpb::InternalRequest& req,
+                 cairnpb::InternalResponse* resp);
+  // etcd's checks of the entry's user (authApplierV3): Put, DeleteRange,
+  // Txn (recursively), LeaseRevoke.
+  Status CheckPermissions(mvcc::WriteTxn& txn, const AuthInfo& ai, const cairnpb::InternalRequest& req);
+  Status CheckPut(mvcc::WriteTxn& txn, const AuthInfo& ai, const etcdserverpb::PutRequest& r);
+  Status CheckTxn(mvcc::WriteTxn& txn, const AuthInfo& ai, const etcdserverpb::TxnRequest& r);
+  Status CheckLeaseKeys(mvcc::WriteTxn& txn, const AuthInfo& ai, int64_t lease);
 
   storage::Engine* engine_;
   mvcc::KvStore* kv_;
   lease::Lessor* lessor_;
   uint64_t member_id_;
   uint64_t applied_index_ = 0;
+  AuthStore auth_;
   mutable std::mutex alarms_mu_;
   std::vector<etcdserverpb::AlarmMember> alarms_;  // GUARDED_BY(alarms_mu_)
   mutable std::mutex members_mu_;

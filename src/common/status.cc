@@ -32,6 +32,29 @@ Status RequestTooLarge() { return {Code::kInvalidArgument, "etcdserver: request 
 Status AuthNotEnabled() {
   return {Code::kFailedPrecondition, "etcdserver: authentication is not enabled"};
 }
+Status RootUserNotExist() { return {Code::kFailedPrecondition, "etcdserver: root user does not exist"}; }
+Status RootRoleNotExist() { return {Code::kFailedPrecondition, "etcdserver: root user does not have root role"}; }
+Status UserAlreadyExist() { return {Code::kFailedPrecondition, "etcdserver: user name already exists"}; }
+Status UserEmpty() { return {Code::kInvalidArgument, "etcdserver: user name is empty"}; }
+Status UserNotFound() { return {Code::kFailedPrecondition, "etcdserver: user name not found"}; }
+Status RoleAlreadyExist() { return {Code::kFailedPrecondition, "etcdserver: role name already exists"}; }
+Status RoleNotFound() { return {Code::kFailedPrecondition, "etcdserver: role name not found"}; }
+Status RoleEmpty() { return {Code::kInvalidArgument, "etcdserver: role name is empty"}; }
+Status AuthFailed() {
+  return {Code::kInvalidArgument, "etcdserver: authentication failed, invalid user ID or password"};
+}
+Status PermissionNotGiven() { return {Code::kInvalidArgument, "etcdserver: permission not given"}; }
+Status PermissionDenied() { return {Code::kPermissionDenied, "etcdserver: permission denied"}; }
+Status RoleNotGranted() { return {Code::kFailedPrecondition, "etcdserver: role is not granted to the user"}; }
+Status PermissionNotGranted() {
+  return {Code::kFailedPrecondition, "etcdserver: permission is not granted to the role"};
+}
+Status InvalidAuthToken() { return {Code::kUnauthenticated, "etcdserver: invalid auth token"}; }
+Status InvalidAuthMgmt() { return {Code::kInvalidArgument, "etcdserver: invalid auth management"}; }
+Status AuthOldRevision() { return {Code::kInvalidArgument, "etcdserver: revision of auth store is old"}; }
+Status NoPasswordUser() {
+  return {Code::kUnknown, "auth: authentication failed, password was given for no password user"};
+}
 Status MemberNotFound() { return {Code::kNotFound, "etcdserver: member not found"}; }
 Status MemberExist() { return {Code::kFailedPrecondition, "etcdserver: member ID already exist"}; }
 Status PeerURLExist() { return {Code::kFailedPrecondition, "etcdserver: Peer URLs already exists"}; }

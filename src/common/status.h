@@ -85,6 +85,24 @@ Status LeaseExist();
 Status LeaseTTLTooLarge();
 Status RequestTooLarge();
 Status AuthNotEnabled();
+// Auth (etcd's rpctypes: the same codes and texts).
+Status RootUserNotExist();
+Status RootRoleNotExist();
+Status UserAlreadyExist();
+Status UserEmpty();
+Status UserNotFound();
+Status RoleAlreadyExist();
+Status RoleNotFound();
+Status RoleEmpty();
+Status AuthFailed();
+Status PermissionNotGiven();
+Status PermissionDenied();
+Status RoleNotGranted();
+Status PermissionNotGranted();
+Status InvalidAuthToken();
+Status InvalidAuthMgmt();
+Status AuthOldRevision();
+Status NoPasswordUser();  // etcd 3.5: not in rpctypes' map, code Unknown
 Status MemberNotFound();
 // Membership changes (etcd's rpctypes, same codes and texts).
 Status MemberExist();

@@ -108,7 +108,8 @@ QueuedResponse WatchHub::NewResponse(int64_t watch_id, int64_t header_rev) {
 
 // ------------------------------------------------------------ stream operations
 
-int64_t WatchHub::CreateWatch(WatchStream* s, const etcdserverpb::WatchCreateRequest& request) {
+int64_t WatchHub::CreateWatch(WatchStream* s, const etcdserverpb::WatchCreateRequest& request,
+                              const std::string& refused) {
   ReadyList ready;
   int64_t id = kInvalidWatchId;
   {
@@ -120,7 +121,9 @@ int64_t WatchHub::CreateWatch(WatchStream* s, const etcdserverpb::WatchCreateReq
     const bool from_key = end.size() == 1 && end[0] == '\0';
     if (from_key) end.clear();
     const char* error = nullptr;
-    if (!end.empty() && key >= end) {
+    if (!refused.empty()) {
+      error = refused.c_str();
+    } else if (!end.empty() && key >= end) {
       error = kErrEmptyWatcherRange;
     } else if (request.watch_id() != 0) {  // 0 is clientv3.AutoWatchID
       if (s->watchers_.count(request.watch_id()) != 0) {
@@ -139,6 +142,7 @@ int64_t WatchHub::CreateWatch(WatchStream* s, const etcdserverpb::WatchCreateReq
     if (error != nullptr) {
       created.canceled = true;
       created.cancel_reason = error;
+      created.watch_id = kInvalidWatchId;
     }
     bool notify = false;
     s->PushControl(std::move(created), &notify);

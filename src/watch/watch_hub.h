@@ -142,6 +142,9 @@ class WatchStream : public std::enable_shared_from_this<WatchStream> {
   // cancel_reason "mvcc: watcher range is empty" or "mvcc: duplicate watch ID
   // provided on the WatchStream"). Returns the watch id or kInvalidWatchId.
   int64_t Create(const etcdserverpb::WatchCreateRequest& request);
+  // Answers a create request the server refused (auth): created and
+  // canceled, watch_id -1, `reason` as the cancel reason; no watch is made.
+  void Refuse(const etcdserverpb::WatchCreateRequest& request, const std::string& reason);
 
   // Cancels a watch and queues its canceled response. Returns false (and
   // queues nothing, as etcd) when the stream has no such watch.
@@ -303,7 +306,9 @@ class WatchHub {
   class ReadyList;
 
   // WatchStream's operations, under mu_.
-  int64_t CreateWatch(WatchStream* s, const etcdserverpb::WatchCreateRequest& request);
+  // `refused` non-empty: answer the request as refused with that reason.
+  int64_t CreateWatch(WatchStream* s, const etcdserverpb::WatchCreateRequest& request,
+                      const std::string& refused);
   bool CancelWatch(WatchStream* s, int64_t watch_id);
   void RequestProgress(WatchStream* s);
   void CloseStream(WatchStream* s);

@@ -24,7 +24,11 @@ WatchStream::WatchStream(WatchHub* hub, std::function<void()> on_ready)
 WatchStream::~WatchStream() { Close(); }
 
 int64_t WatchStream::Create(const etcdserverpb::WatchCreateRequest& request) {
-  return hub_->CreateWatch(this, request);
+  return hub_->CreateWatch(this, request, {});
+}
+
+void WatchStream::Refuse(const etcdserverpb::WatchCreateRequest& request, const std::string& reason) {
+  hub_->CreateWatch(this, request, reason);
 }
 
 bool WatchStream::Cancel(int64_t watch_id) { return hub_->CancelWatch(this, watch_id); }

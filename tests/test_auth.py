@@ -1,0 +1,216 @@
+"""Auth with real clients: etcdctl's user/role/auth commands run against
+cairn and a real etcd, with the same output expected from both; python-etcd3
+with a user and password; users and roles surviving a restart; tokens and
+permissions across a 3-member cluster; a client certificate's CN as the
+user under --client-cert-auth. (The generated permission matrix is in
+test_auth_rbac.py.)
+"""
+
+import re
+import subprocess
+
+import pytest
+
+import cluster
+from tls_certs import CertAuthority, ClientFiles
+
+ROOT = "root:rootpw"
+
+
+def ctl(server, *args, user=None, tls=None):
+    if tls is None:
+        tls = server.tls_args()
+    cmd = [cluster.ETCDCTL_BIN, "--endpoints", server.endpoint, "--dial-timeout", "5s",
+           "--command-timeout", "10s"] + list(tls)
+    if user:
+        cmd += ["--user", user]
+    p = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, timeout=60,
+                       env=cluster.etcdctl_env())
+    return p.returncode, p.stdout.strip(), normalize(p.stderr)
+
+
+def normalize(err):
+    """etcdctl's error lines, without the client's retry log noise."""
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("Error:")]
+    return "\n".join(lines)
+
+
+# The walk-through an operator does, as etcdctl prints it.
+SCRIPT = [
+    (None, ["user", "add", ROOT]),
+    (None, ["auth", "enable"]),             # etcdctl adds the root role itself
+    (None, ["get", "/app/x"]),              # no user any more
+    ("root:wrong", ["get", "/app/x"]),
+    (ROOT, ["put", "/app/x", "1"]),
+    (ROOT, ["put", "/other", "2"]),
+    (ROOT, ["role", "add", "reader"]),
+    (ROOT, ["role", "add", "reader"]),
+    (ROOT, ["role", "grant-permission", "reader", "read", "/app/", "--prefix"]),
+    (ROOT, ["role", "grant-permission", "reader", "readwrite", "/app/own"]),
+    (ROOT, ["role", "get", "reader"]),
+    (ROOT, ["user", "add", "alice:pw"]),
+    (ROOT, ["user", "add", "alice:pw"]),
+    (ROOT, ["user", "grant-role", "alice", "reader"]),
+    (ROOT, ["user", "grant-role", "alice", "nosuchrole"]),
+    (ROOT, ["user", "get", "alice"]),
+    (ROOT, ["user", "list"]),
+    (ROOT, ["role", "list"]),
+    ("alice:pw", ["get", "/app/x"]),
+    ("alice:pw", ["get", "/app/", "--prefix"]),
+    ("alice:pw", ["get", "/", "--prefix"]),
+    ("alice:pw", ["get", "/other"]),
+    ("alice:pw", ["put", "/app/x", "3"]),
+    ("alice:pw", ["put", "/app/own", "mine"]),
+    ("alice:pw", ["get", "/app/own"]),
+    ("alice:pw", ["del", "/app/own"]),
+    ("alice:pw", ["txn"], 'value("/app/x") = "1"\n\nput /app/y 1\n\n'),
+    ("alice:pw", ["txn"], 'value("/app/x") = "1"\n\nget /app/x\n\n'),
+    ("alice:pw", ["user", "list"]),
+    ("alice:pw", ["user", "get", "alice"]),
+    ("alice:pw", ["role", "get", "reader"]),
+    ("alice:pw", ["auth", "disable"]),
+    ("alice:pw", ["compaction", "1"]),
+    ("alice:pw", ["defrag"]),
+    ("alice:pw", ["endpoint", "hashkv"]),
+    (ROOT, ["role", "revoke-permission", "reader", "/app/own"]),
+    (ROOT, ["role", "revoke-permission", "reader", "/app/own"]),
+    ("alice:pw", ["put", "/app/own", "again"]),
+    (ROOT, ["user", "revoke-role", "alice", "reader"]),
+    (ROOT, ["user", "revoke-role", "alice", "reader"]),
+    ("alice:pw", ["get", "/app/x"]),
+    (ROOT, ["user", "passwd", "alice", "--interactive=false"], "newpw\n"),
+    ("alice:pw", ["get", "/app/x"]),
+    (ROOT, ["user", "delete", "root"]),
+    (ROOT, ["user", "revoke-role", "root", "root"]),
+    (ROOT, ["role", "delete", "root"]),
+    (ROOT, ["role", "delete", "reader"]),
+    (ROOT, ["user", "delete", "alice"]),
+    (ROOT, ["user", "delete", "alice"]),
+    (ROOT, ["auth", "disable"]),
+    (None, ["get", "/app/x"]),
+    (None, ["user", "list"]),
+]
+
+
+def run_script(server):
+    out = []
+    for step in SCRIPT:
+        user, args = step[0], step[1]
+        stdin = step[2] if len(step) > 2 else None
+        if stdin is not None:
+            cmd = [cluster.ETCDCTL_BIN, "--endpoints", server.endpoint, "--dial-timeout", "5s",
+                   "--command-timeout", "10s"] + (["--user", user] if user else []) + args
+            p = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=60,
+                               env=cluster.etcdctl_env())
+            got = (p.returncode, p.stdout.strip(), normalize(p.stderr))
+        else:
+            got = ctl(server, *args, user=user)
+        out.append((user, " ".join(args), got))
+    return out
+
+
+def test_etcdctl_walk_through_matches_etcd(server_factory):
+    """Every step's exit code, output and error as the real etcd gives them."""
+    mine = run_script(server_factory(kind="cairn"))
+    theirs = run_script(server_factory(kind="etcd"))
+    for m, t in zip(mine, theirs):
+        assert m == t, "step %s %s:\n cairn: %r\n etcd:  %r" % (m[0], m[1], m[2], t[2])
+    # Not vacuous: refusals and successes both happened.
+    errors = [m for m in mine if m[2][0] != 0]
+    assert any("permission denied" in m[2][2] for m in errors)
+    assert any("user name is empty" in m[2][2] for m in errors)
+    assert len(errors) < len(mine) - 10
+
+
+def test_python_client_with_user_and_restart(server_factory, tmp_path):
+    # python-etcd3 sends the token as call credentials, which gRPC only
+    # sends over TLS: an https client URL.
+    ca = CertAuthority(tmp_path / "ca")
+    server = ca.issue("server", server=True)
+    s = server_factory(extra_args=["--cert-file", server.cert, "--key-file", server.key],
+                       client_tls=ClientFiles(ca.cert))
+    for args in (["user", "add", ROOT], ["auth", "enable"]):
+        assert ctl(s, *args)[0] == 0
+    for args in (["role", "add", "app"], ["role", "grant-permission", "app", "readwrite", "/app/", "--prefix"],
+                 ["user", "add", "svc:svcpw"], ["user", "grant-role", "svc", "app"]):
+        assert ctl(s, *args, user=ROOT)[0] == 0, args
+    import etcd3
+    c = etcd3.client(host="127.0.0.1", port=s.client_port, user="svc", password="svcpw", timeout=10,
+                     ca_cert=ca.cert)
+    try:
+        c.put("/app/limit", "10")
+        assert c.get("/app/limit")[0] == b"10"
+        with pytest.raises(Exception) as e:
+            c.put("/secret", "x")
+        assert "permission denied" in str(e.value)
+    finally:
+        c.close()
+    s.restart()
+    # Users, roles and the auth switch are in the data; tokens are not.
+    assert ctl(s, "get", "/app/limit", "--print-value-only", user="svc:svcpw")[1] == "10"
+    assert ctl(s, "get", "/app/limit")[2] == "Error: etcdserver: user name is empty"
+    assert ctl(s, "user", "list", user=ROOT)[1].split() == ["root", "svc"]
+    assert ctl(s, "role", "get", "app", user=ROOT)[1].splitlines()[-1].strip() == "[/app/, /app0) (prefix /app/)"
+
+
+def test_auth_is_replicated_and_tokens_work_on_every_member(tmp_path):
+    from cluster_harness import Cluster
+    c = Cluster(cluster.TARGET, tmp_path / "c", size=3)
+    try:
+        c.start()
+        a, b = c.members[0], c.members[1]
+        for args in (["user", "add", ROOT], ["auth", "enable"]):
+            assert ctl(a, *args)[0] == 0, args
+        for args in (["role", "add", "app"], ["role", "grant-permission", "app", "readwrite", "/app/", "--prefix"],
+                     ["user", "add", "svc:svcpw"], ["user", "grant-role", "svc", "app"]):
+            assert ctl(a, *args, user=ROOT)[0] == 0, args
+        # Log in on one member, use the token on another.
+        import grpc
+        from etcd3.etcdrpc import rpc_pb2, rpc_pb2_grpc
+        with cluster.make_channel(a.host_port) as ch:
+            token = rpc_pb2_grpc.AuthStub(ch).Authenticate(
+                rpc_pb2.AuthenticateRequest(name="svc", password="svcpw"), timeout=10).token
+        assert re.match(r"^[A-Za-z]{16}\.\d+$", token), token
+        md = [("token", token)]
+        import time
+        deadline = time.monotonic() + 10
+        while True:  # the other member applies the login a moment later
+            try:
+                with cluster.make_channel(b.host_port) as ch:
+                    rpc_pb2_grpc.KVStub(ch).Put(rpc_pb2.PutRequest(key=b"/app/k", value=b"v"),
+                                                metadata=md, timeout=10)
+                break
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.UNAUTHENTICATED or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        with cluster.make_channel(c.members[2].host_port) as ch:
+            with pytest.raises(grpc.RpcError) as e:
+                rpc_pb2_grpc.KVStub(ch).Put(rpc_pb2.PutRequest(key=b"/nope", value=b"v"), metadata=md, timeout=10)
+            assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert e.value.details() == "etcdserver: permission denied"
+        assert ctl(c.members[2], "get", "/app/k", "--print-value-only", user="svc:svcpw")[1] == "v"
+    finally:
+        c.stop()
+
+
+@pytest.mark.parametrize("kind", ["cairn", "etcd"])
+def test_client_certificate_common_name_is_the_user(server_factory, tmp_path, kind):
+    ca = CertAuthority(tmp_path / "ca")
+    server = ca.issue("server", server=True)
+    root = ca.issue("root")
+    alice = ca.issue("alice")
+    s = server_factory(kind=kind, extra_args=["--cert-file", server.cert, "--key-file", server.key,
+                                              "--trusted-ca-file", ca.cert, "--client-cert-auth"],
+                       client_tls=ClientFiles(ca.cert, root.cert, root.key))
+    as_root = ["--cacert", ca.cert, "--cert", root.cert, "--key", root.key]
+    as_alice = ["--cacert", ca.cert, "--cert", alice.cert, "--key", alice.key]
+    for args in (["user", "add", "root", "--no-password"], ["role", "add", "root"],
+                 ["user", "grant-role", "root", "root"], ["auth", "enable"],
+                 ["role", "add", "app"], ["role", "grant-permission", "app", "readwrite", "/app/", "--prefix"],
+                 ["user", "add", "alice", "--no-password"], ["user", "grant-role", "alice", "app"]):
+        code, out, err = ctl(s, *args, tls=as_root)
+        assert code == 0, (args, out, err)
+    assert ctl(s, "put", "/app/x", "1", tls=as_alice)[:2] == (0, "OK")
+    assert ctl(s, "put", "/other", "1", tls=as_alice)[2] == "Error: etcdserver: permission denied"
+    assert ctl(s, "put", "/other", "1", tls=as_root)[:2] == (0, "OK")
