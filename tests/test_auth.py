@@ -214,3 +214,51 @@ def test_client_certificate_common_name_is_the_user(server_factory, tmp_path, ki
     assert ctl(s, "put", "/app/x", "1", tls=as_alice)[:2] == (0, "OK")
     assert ctl(s, "put", "/other", "1", tls=as_alice)[2] == "Error: etcdserver: permission denied"
     assert ctl(s, "put", "/other", "1", tls=as_root)[:2] == (0, "OK")
+
+
+def metric(server, name):
+    p = subprocess.run(["curl", "-s", "--max-time", "10", "http://%s/metrics" % server.host_port],
+                       capture_output=True, text=True, timeout=30)
+    m = re.search(r"^%s (\S+)$" % re.escape(name), p.stdout, re.M)
+    return float(m.group(1)) if m else None
+
+
+def test_failed_logins_are_counted_throttled_and_auth_changes_logged(server_factory):
+    """Beyond etcd: a user name that keeps failing waits longer and longer
+    (refused unchecked meanwhile), and every auth change is logged with who
+    made it."""
+    import grpc
+    import time
+    from etcd3.etcdrpc import rpc_pb2, rpc_pb2_grpc
+    s = server_factory(extra_args=["--log-level", "info"])
+    for args in (["user", "add", ROOT], ["auth", "enable"]):
+        assert ctl(s, *args)[0] == 0
+    assert ctl(s, "role", "add", "ops", user=ROOT)[0] == 0
+    auth = rpc_pb2_grpc.AuthStub(s.channel())
+
+    def login(password):
+        try:
+            auth.Authenticate(rpc_pb2.AuthenticateRequest(name="root", password=password), timeout=10)
+            return "ok"
+        except grpc.RpcError as e:
+            assert e.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert e.details() == "etcdserver: authentication failed, invalid user ID or password"
+            return "refused"
+
+    attempts = 0
+    while metric(s, "cairn_auth_logins_throttled_total") == 0 and attempts < 20:
+        assert login("guess%d" % attempts) == "refused"
+        attempts += 1
+    throttled = metric(s, "cairn_auth_logins_throttled_total")
+    failed = metric(s, "cairn_auth_failed_logins_total")
+    assert throttled >= 1 and failed >= 3 and failed + throttled == attempts
+    # The right password gets through once the wait (at most 10 s) is over.
+    deadline = time.monotonic() + 15
+    while login("rootpw") != "ok":
+        assert time.monotonic() < deadline, "still throttled after 15 s"
+        time.sleep(0.5)
+    log = s.log_tail(200000)
+    assert "auth: added user root (by a client while auth was off" in log
+    assert "auth: enabled auth (by a client while auth was off" in log
+    assert "auth: added role ops (by user root" in log
+    assert 'invalid authentication was requested (user \\"root\\"' in log

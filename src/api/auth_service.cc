@@ -102,14 +102,21 @@ grpc::ServerUnaryReactor* AuthService::Authenticate(grpc::CallbackServerContext*
                                                     etcdserverpb::AuthenticateResponse* response) {
   // The password is checked here, by the member asked (bcrypt is slow on
   // purpose); the log entry carries no password, only the token's prefix.
+  if (ctx_->auth()->enabled() && !guard_.Allowed(request->name())) {
+    ctx_->metrics->auth().throttled_logins_total->Increment();
+    return FinishNow(context, errors::AuthFailed());
+  }
   auto checked = ctx_->auth()->CheckPassword(request->name(), request->password());
   if (!checked.ok()) {
     if (checked.status().message() != errors::AuthNotEnabled().message()) {
-      CAIRN_LOG(kWarn) << "invalid authentication was requested (user \"" << request->name()
-                       << "\"): " << checked.status().message();
+      guard_.Failed(request->name());
+      ctx_->metrics->auth().failed_logins_total->Increment();
+      CAIRN_LOG(kWarn) << "invalid authentication was requested (user \"" << request->name() << "\" from "
+                       << context->peer() << "): " << checked.status().message();
     }
     return FinishNow(context, checked.status());
   }
+  guard_.Succeeded(request->name());
   cairnpb::InternalRequest req;
   req.mutable_authenticate()->set_name(request->name());
   req.mutable_authenticate()->set_simple_token(apply::AuthStore::NewTokenPrefix());

@@ -8,6 +8,7 @@
 #pragma once
 
 #include "api/api_context.h"
+#include "api/login_guard.h"
 #include "api/parsed_request.h"
 #include "etcdserverpb/rpc.grpc.pb.h"
 
@@ -42,6 +43,7 @@ class AuthService final : public ParsesRequests<etcdserverpb::Auth::CallbackServ
 
  private:
   const ApiContext* ctx_;
+  LoginGuard guard_;
 };
 
 }  // namespace cairn::api

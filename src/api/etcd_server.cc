@@ -301,6 +301,7 @@ Status EtcdServer::Start() {
     catch_up(metrics_->server().proposals_failed_total, node_->proposals_failed());
     catch_up(metrics_->server().slow_read_indexes_total, node_->raft()->read_index_timeouts());
     catch_up(metrics_->server().read_indexes_failed_total, node_->raft()->read_index_failures());
+    metrics_->auth().revision->Set(static_cast<double>(node_->applier()->auth()->revision()));
   });
 
   // Watch catch-up and progress notifications run on node-owned threads.

@@ -2,6 +2,7 @@
 
 #include "apply/kv_ops.h"
 #include "common/check.h"
+#include "common/logging.h"
 
 namespace cairn::apply {
 
@@ -424,6 +425,43 @@ Status Applier::CheckPermissions(mvcc::WriteTxn& txn, const AuthInfo& ai, const 
   }
 }
 
+namespace {
+// One line per auth change for the log (the audit trail of who changed what).
+std::string DescribeAuthChange(const cairnpb::InternalRequest& req) {
+  auto range = [](const std::string& key, const std::string& end) {
+    if (end.empty()) return "key " + key;
+    if (end == std::string(1, '\0')) return "keys from " + key;
+    return "range [" + key + ", " + end + ")";
+  };
+  switch (req.request_case()) {
+    case cairnpb::InternalRequest::kAuthEnable: return "enabled auth";
+    case cairnpb::InternalRequest::kAuthDisable: return "disabled auth";
+    case cairnpb::InternalRequest::kUserAdd:
+      return "added user " + req.user_add().name() +
+             (req.user_add().options().no_password() ? " (no password)" : "");
+    case cairnpb::InternalRequest::kUserDelete: return "deleted user " + req.user_delete().name();
+    case cairnpb::InternalRequest::kUserChangePassword:
+      return "changed the password of user " + req.user_change_password().name();
+    case cairnpb::InternalRequest::kUserGrantRole:
+      return "granted role " + req.user_grant_role().role() + " to user " + req.user_grant_role().user();
+    case cairnpb::InternalRequest::kUserRevokeRole:
+      return "revoked role " + req.user_revoke_role().role() + " from user " + req.user_revoke_role().name();
+    case cairnpb::InternalRequest::kRoleAdd: return "added role " + req.role_add().name();
+    case cairnpb::InternalRequest::kRoleDelete: return "deleted role " + req.role_delete().role();
+    case cairnpb::InternalRequest::kRoleGrantPermission: {
+      const auto& p = req.role_grant_permission().perm();
+      return "granted " + authpb::Permission::Type_Name(p.permtype()) + " on " + range(p.key(), p.range_end()) +
+             " to role " + req.role_grant_permission().name();
+    }
+    case cairnpb::InternalRequest::kRoleRevokePermission: {
+      const auto& r = req.role_revoke_permission();
+      return "revoked the permission on " + range(r.key(), r.range_end()) + " from role " + r.role();
+    }
+    default: return "";
+  }
+}
+}  // namespace
+
 bool Applier::StageAuth(storage::WriteBatch* batch, uint64_t index, const cairnpb::InternalRequest& req,
                         cairnpb::InternalResponse* resp) {
   Status s;
@@ -470,7 +508,13 @@ bool Applier::StageAuth(storage::WriteBatch* batch, uint64_t index, const cairnp
     default:
       return false;
   }
-  if (!s.ok()) SetError(resp, s);
+  if (!s.ok()) {
+    SetError(resp, s);
+  } else if (req.request_case() != cairnpb::InternalRequest::kAuthenticate) {
+    CAIRN_LOG(kInfo) << "auth: " << DescribeAuthChange(req) << " (by "
+                     << (req.auth_user().empty() ? std::string("a client while auth was off") : "user " + req.auth_user())
+                     << ", entry " << index << ", auth revision " << auth_.revision() << ")";
+  }
   return true;
 }
 

@@ -287,6 +287,11 @@ void Metrics::RegisterServer() {
       NewCounter(r, "etcd_server_health_failures", "The total number of failed health checks");
   auth_.revision =
       NewGauge(r, "etcd_debugging_auth_revision", "The current revision of auth store.");
+  auth_.failed_logins_total = NewCounter(r, "cairn_auth_failed_logins_total",
+                                         "Logins refused for a wrong password or an unknown user.");
+  auth_.throttled_logins_total =
+      NewCounter(r, "cairn_auth_logins_throttled_total",
+                 "Logins refused without checking the password because their user name failed too often.");
 
   prometheus::BuildGauge()
       .Name("etcd_server_version")

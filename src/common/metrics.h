@@ -128,6 +128,10 @@ struct LeaseMetrics {
 // etcd_debugging_auth_* (auth/metrics.go).
 struct AuthMetrics {
   prometheus::Gauge* revision;
+  // cairn's own: logins refused for a wrong password or unknown user, and
+  // logins refused unchecked while that user name is throttled.
+  prometheus::Counter* failed_logins_total;
+  prometheus::Counter* throttled_logins_total;
 };
 
 // etcd_network_* (v3rpc/metrics.go, rafthttp/metrics.go). Per-peer families
