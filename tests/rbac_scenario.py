@@ -32,49 +32,59 @@ the places where etcd 3.4.23 (the reference binary) is known to differ from
 later etcd releases (see "Known version differences" below): the scenario
 tests etcd 3.5 semantics, which 3.4.23 shares everywhere the scenario goes.
 
-etcd 3.4.23 rules this scenario exercises (from etcd's auth/store.go,
-etcdserver/apply_auth.go, v3rpc/maintenance.go, v3rpc/watch.go):
+etcd rules this scenario exercises (etcd 3.4.23's auth/store.go,
+etcdserver/apply_auth.go, v3rpc/maintenance.go, v3rpc/watch.go; the same in
+etcd 3.5.33 unless said otherwise below):
   * A permission [key, range_end) is an interval; range_end "" is the single
-    key, "\\0" means "to the end of the key space".  READWRITE counts for both
-    READ and WRITE.  A user's permissions are the union over its roles.  A
-    single-key request (range_end "") is allowed if any permission interval
+    key, "\\0" means "to the end of the key space".  READWRITE counts for
+    both READ and WRITE.  A user's permissions are the union over its roles.
+    A single-key request (range_end "") is allowed if any permission interval
     contains the key; a range request only if the union of the user's
-    intervals covers the whole range (gaps refuse it).
+    intervals covers the whole range (a gap refuses it).
   * Range/Watch/Txn compares need READ on their range; Put needs WRITE on the
     key (+READ with prev_kv); DeleteRange WRITE on the range (+READ with
     prev_kv); Txn needs all of that for every compare and op of both
-    branches, nested txns included; Put with a lease and LeaseRevoke need
-    WRITE on every key already attached to the lease.
+    branches; Put with a lease and LeaseRevoke need WRITE on every key
+    already attached to the lease.
   * Users with the root role may do everything.  Admin-only: every auth
-    mutation, UserList, RoleList, AuthDisable; UserGet except of oneself;
-    RoleGet except of one's own roles; Maintenance Defragment / Hash / HashKV
-    / Snapshot / MoveLeader.  Not checked at all: Status, MemberList,
-    LeaseGrant, LeaseTimeToLive (without keys), LeaseLeases, Compact (!),
-    Alarm (!) - they even work without a token.
+    mutation, UserList, RoleList, AuthDisable, UserGet except of oneself,
+    RoleGet except of one's own roles, Maintenance Defragment / Hash /
+    HashKV / Snapshot.  Those four answer a refusal with codes.Unknown and the
+    auth package's own text ("auth: permission denied", "auth: user name is
+    empty", "auth: invalid auth token"): etcd does not translate it.
   * No token: "etcdserver: user name is empty" (InvalidArgument); a token
-    that is not one: "etcdserver: invalid auth token" (Unauthenticated);
-    Status, MemberList, LeaseTimeToLive and LeaseLeases never look at it.
-  * Tokens stay valid when roles/permissions change (the next request sees
-    the new permissions: "etcdserver: permission denied"); UserDelete and
-    UserChangePassword invalidate the user's tokens.
+    that is not one: "etcdserver: invalid auth token" (Unauthenticated).
+  * Tokens stay valid when roles/permissions change (the next request is
+    judged by the new permissions: "etcdserver: permission denied");
+    UserDelete and UserChangePassword invalidate the user's tokens.
   * A refused watch is answered created=True, canceled=True, watch_id=-1 and
     cancel_reason = the gRPC error's text ("rpc error: code = ... desc = ...").
 
-Known version differences the generator avoids (3.4.23 vs. 3.5 / later 3.4):
-  * 3.4.23 does not check ops inside a nested txn (fixed in 3.4.42/3.5.28),
-    nor READ for a txn put's prev_kv, nor the lease of a txn put (3.4.44 /
-    3.5.30): nested txns are only generated when the nested part is allowed
-    or the outer part is refused anyway; txn puts get prev_kv only where the
-    user can read, and never a lease.
-  * 3.5 checks READ on a lease's keys for LeaseTimeToLive(keys=True): only
-    users with the root role ask for keys.
+Where etcd 3.4.23 (the reference binary) and the current etcd 3.5 (3.5.33)
+differ, the generator stays away, so the scenario holds for both:
+  * 3.4.23 does not check the ops inside a nested txn (fixed in 3.4.42 /
+    3.5.28), nor READ for a txn put's prev_kv, nor a txn put's lease (3.4.44
+    / 3.5.30): nested txns are only generated where the nested part is
+    allowed or the outer part is refused anyway; txn puts get prev_kv only
+    where the user can read, and never a lease.
+  * Before 3.5.33 a [key, +inf) watch is checked as if it were on key alone:
+    from-key watches only where both checks agree.
+  * 3.5.28+ (f936af2c0, cdbfd651c, c2f6dac8d) closed the calls 3.4 leaves
+    open: Compact and MoveLeader need the root role; Status, MemberList,
+    Alarm GET, LeaseGrant, LeaseRevoke, LeaseTimeToLive need a valid token;
+    LeaseLeases READ on every lease's keys, LeaseTimeToLive(keys) READ on the
+    lease's keys.  3.4.23 answers all of them without a token.  So: Compact,
+    MoveLeader, LeaseLeases and TimeToLive(keys) only by users with the root
+    role; the others only with a valid token (LeaseGrant/LeaseRevoke also
+    with a bad one: "invalid auth token" from both).
   * 3.4.23 answers "invalid auth token" to a request carrying a token while
-    auth is disabled; 3.5 ignores the token: no token is ever sent while auth
-    is off.
-  * 3.4.28+/3.5 refuse permissions with an empty or inverted range: the
-    scenario only grants valid ones.
+    auth is off, and checks a token sent with Authenticate; 3.5 ignores
+    both: no token is sent while auth is off, nor with Authenticate.
+  * 3.4.28+/3.5 refuse permissions with an empty or inverted range, 3.5
+    stores an empty password as no usable password: only valid ranges and
+    non-empty passwords.
   * A role with two permissions on the same key (different range_end) keeps
-    them in an order that depends on Go's sort; the generator never creates
+    them in an order that depends on Go's sort: the generator never creates
     two permissions with the same key in one role.
   * A token "x.N" (simple-token syntax) makes etcd wait until raft index N
     is applied: the bogus token is "bogus", with no dot.
@@ -92,6 +102,7 @@ from etcd3.etcdrpc import rpc_pb2 as pb
 from etcd3.etcdrpc import rpc_pb2_grpc as rpcs
 
 TIMEOUT = 10          # seconds, every unary call
+DEFAULT_OPS = 220     # calls in the main mix (the whole scenario is ~1.6x that)
 WATCH_WAIT = 5        # seconds, longest wait for one watch response
 ANON = "<none>"       # actor without a token
 BOGUS = "<bogus>"     # actor with the token "bogus"
@@ -301,7 +312,7 @@ class Generator:
         self.m = Model()
         self.steps = []
         self.n_leases = 0
-        self.n_ops = ops if ops is not None else 170
+        self.n_ops = ops if ops is not None else DEFAULT_OPS
         self.deleted_user = False
         self.deleted_role = False
         self.pw_changes = 0
@@ -365,7 +376,8 @@ class Generator:
             if shape == "key":
                 key, end = self.rng.choice(KEYS), b""
             elif shape == "prefix":
-                key = self.rng.choice(PREFIXES)
+                # "/" (everything) only now and then, or most calls pass.
+                key = self.rng.choice(PREFIXES if self.rng.random() < 0.15 else PREFIXES[:-1])
                 end = prefix_end(key)
             elif shape == "range":
                 key, end = sorted(self.rng.sample(BOUNDS, 2))
@@ -470,7 +482,7 @@ class Generator:
             m.roles[r] = {}
         self.add(ANON, "role_add", "RoleAdd %s (again)" % roles[0], ERR_ROLE_EXISTS, role=roles[0])
         for r in roles:
-            for _ in range(rng.randint(1, 4)):
+            for _ in range(rng.randint(2, 5)):
                 p = self.gen_perm(r)
                 if p:
                     self.grant_perm(r, *p)
@@ -546,8 +558,6 @@ class Generator:
         self.authenticate("ghost", "pw")
         self.authenticate("nopw", "")
         self.authenticate("nopw", "something")
-        self.add(BOGUS, "authenticate", "Authenticate root (right password, bogus token sent)",
-                 ERR_BAD_TOKEN, user=ROOT, pw=ROOT_PW, bogus_token=True)
         self.authenticate(ROOT, ROOT_PW)
         # A client without a token and one with a bogus token (root's token
         # is needed by the watch steps).
@@ -559,10 +569,6 @@ class Generator:
             for op in ("hashkv", "defrag"):
                 self.add(actor, op, op, m.admin_verdict(actor))
         self.add(ANON, "user_get", "UserGet '' (no token, empty name)", None, user="")
-        self.add(BOGUS, "status", "Status", "allow")
-        self.add(BOGUS, "member_list", "MemberList", "allow")
-        self.add(BOGUS, "lease_ttl", "LeaseTimeToLive L0 (bogus token)", "allow",
-                 lease="L0", keys=False)
         for u in users + ([admin] if admin else []):
             self.authenticate(u, m.users[u]["pw"])
         # What even root may not do while auth is on.
@@ -570,6 +576,29 @@ class Generator:
         self.add(ROOT, "user_delete", "UserDelete root", ERR_AUTH_MGMT, user=ROOT)
         self.add(ROOT, "role_delete", "RoleDelete root", ERR_AUTH_MGMT, role="root")
         self.revoke_role(ROOT, "root")
+
+        # Every user once through the calls whose refusal looks special
+        # (Maintenance's "auth: ..." errors, reads of one's own user and
+        # roles, a watch), root once through every admin-only call, and one
+        # permission and one role taken away under a live token.
+        for u in users + ([admin] if admin else []):
+            op = rng.choice(sorted(MAINT_ADMIN_OPS))
+            self.add(u, op, op, m.admin_verdict(u))
+            self.add(u, "user_get", "UserGet %s (self)" % u, "allow", user=u)
+            own = m.user_roles(u)
+            r = rng.choice(own) if own else rng.choice(roles)
+            self.add(u, "role_get", "RoleGet %s" % r,
+                     "allow" if own else m.admin_verdict(u), role=r)
+            self.gen_watch(u)
+        for op in sorted(MAINT_ADMIN_OPS) + ["status", "member_list", "alarm"]:
+            self.add(ROOT, op, op, "allow")
+        self.add(ROOT, "move_leader", "MoveLeader to member 1 (no such member)", "allow")
+        self.add(ROOT, "compact", "Compact (highest revision seen - 1)", "allow")
+        self.add(ROOT, "user_list", "UserList", "allow")
+        self.add(ROOT, "role_list", "RoleList", "allow")
+        self.gen_watch(ROOT)
+        self.gen_mutation(users, "revoke_perm")
+        self.gen_mutation(users, "revoke_role")
 
         # The main mix: every actor's own calls, root changing things.
         actors = list(users) + [ROOT] * 2 + ([admin] if admin else [])
@@ -760,6 +789,11 @@ class Generator:
         on the watch's outcome."""
         m = self.m
         key, end = self.target_for(actor, "read")
+        if end == b"\0" and m.verdict(actor, [("read", key, b"")]) != \
+                m.verdict(actor, [("read", key, end)]):
+            # etcd before 3.5.33 checks a [key, +inf) watch as if it were
+            # on key alone: only watch from-key where both checks agree.
+            end = b""
         ivl = perm_interval(key, end)
         inside = [k for k in KEYS if overlaps(ivl, (k, k + b"\0"))]
         trigger = self.rng.choice(inside) if inside else key
@@ -772,6 +806,15 @@ class Generator:
         rng, m = self.rng, self.m
         kind = rng.choices(["grant", "put", "revoke", "ttl", "leases"],
                            weights=[3, 3, 2, 1.5, 0.5])[0]
+        st = m.token_state(actor)
+        if st == "no-user" or (st == "bad-token" and kind in ("ttl", "leases")) or \
+                (kind == "leases" and m.admin_verdict(actor) != "allow"):
+            # Without a token etcd 3.4 grants/revokes leases and answers
+            # TimeToLive/Leases, 3.5.28+ refuses ("user name is empty");
+            # 3.5 checks a bad token on TimeToLive/Leases, 3.4 does not; 3.5
+            # answers Leases only if the user can read every lease's keys.
+            self.gen_range(actor)
+            return
         if kind == "grant" or not self.n_leases:
             self.n_leases += 1
             name = "L%d" % self.n_leases
@@ -797,29 +840,41 @@ class Generator:
         elif kind == "ttl":
             # keys=True is checked (READ on the lease's keys) since etcd 3.5
             # but not in 3.4.23: only users with the root role ask for keys.
-            keys = m.is_admin(actor) and m.token_state(actor) is None
+            keys = m.admin_verdict(actor) == "allow"
             self.add(actor, "lease_ttl", "LeaseTimeToLive %s%s" % (name, " keys" if keys else ""),
                      "allow", lease=name, keys=keys)
         else:
             self.add(actor, "lease_leases", "LeaseLeases", "allow")
 
     def gen_compact(self, actor):
-        st = self.m.token_state(actor)
-        self.add(actor, "compact", "Compact (highest revision seen - 1)",
-                 "bad-token" if st == "bad-token" else "allow")
+        if self.m.admin_verdict(actor) != "allow":
+            # etcd 3.4 lets anyone compact (even without a token), 3.5.28+
+            # only the root role.
+            self.gen_range(actor)
+            return
+        self.add(actor, "compact", "Compact (highest revision seen - 1)", "allow")
 
     def gen_maint(self, actor):
         rng, m = self.rng, self.m
         kind = rng.choice(["status", "alarm", "hashkv", "hash", "defrag", "snapshot",
                            "member_list", "move_leader"])
         st = m.token_state(actor)
-        if kind == "status" or kind == "member_list":
+        if kind in ("status", "member_list", "alarm") and st not in (None, "allow"):
+            # etcd 3.4 answers Status and MemberList without a token or with
+            # a bad one, and Alarm without a token (with a bad one: Unknown
+            # "auth: invalid auth token"); 3.5.28+ wants a valid token.
+            self.gen_range(actor)
+        elif kind in ("status", "member_list"):
             self.add(actor, kind, kind, "allow")
         elif kind == "alarm":
-            self.add(actor, "alarm", "Alarm GET", "bad-token" if st == "bad-token" else "allow")
+            self.add(actor, "alarm", "Alarm GET", "allow")
         elif kind == "move_leader":
-            # Not auth-checked at all in etcd 3.4/3.5: the target (no such
-            # member) is what refuses it, whoever asks.
+            # etcd 3.4 does not check MoveLeader at all, 3.5.28+ wants the
+            # root role: only those who have it ask (for a member that does
+            # not exist: "bad leader transferee").
+            if m.admin_verdict(actor) != "allow":
+                self.gen_range(actor)
+                return
             self.add(actor, "move_leader", "MoveLeader to member 1 (no such member)", "allow")
         else:
             self.add(actor, kind, kind, m.admin_verdict(actor))
@@ -887,14 +942,14 @@ class Generator:
         else:
             self.gen_delete(user, (key, end))
 
-    def gen_mutation(self, users):
+    def gen_mutation(self, users, kind=None):
         """Root changes the auth state while users hold tokens; the affected
         user's next call (with the token it already has) follows."""
         rng, m = self.rng, self.m
         live = [u for u in users if u in m.users]
         roles = sorted(r for r in m.roles if r != "root")
-        kind = rng.choice(["revoke_perm", "revoke_perm", "grant_perm", "revoke_role",
-                           "grant_role", "passwd", "delete_role", "delete_user"])
+        kind = kind or rng.choice(["revoke_perm", "revoke_perm", "grant_perm", "revoke_role",
+                                   "grant_role", "passwd", "delete_role", "delete_user"])
         if kind == "revoke_perm":
             cand = [(r, k) for r in roles for k in sorted(m.roles[r])
                     if any(r in m.users[u]["roles"] for u in live)]
@@ -1301,10 +1356,9 @@ class Runner:
         return {"rev": self.rev(r.header)}
 
     def op_authenticate(self, st, md):
-        # Logging in sends no token (etcd checks a token sent along even on
-        # Authenticate: an invalidated one makes the login fail), except in
-        # the step that checks exactly that.
-        md = [("token", BOGUS_TOKEN)] if st.args.get("bogus_token") else None
+        # Logging in sends no token: etcd 3.4 checks a token sent along even
+        # on Authenticate (an invalidated one makes the login fail), 3.5 not.
+        md = None
         r = self.auth.Authenticate(pb.AuthenticateRequest(name=st.args["user"],
                                                           password=st.args["pw"]),
                                    metadata=md, timeout=self.timeout)

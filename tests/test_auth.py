@@ -262,3 +262,62 @@ def test_failed_logins_are_counted_throttled_and_auth_changes_logged(server_fact
     assert "auth: enabled auth (by a client while auth was off" in log
     assert "auth: added role ops (by user root" in log
     assert 'invalid authentication was requested (user \\"root\\"' in log
+
+
+def _jwt_claims(token):
+    import base64
+    import json
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def _forge(token, header):
+    """The token with another header and no valid signature."""
+    import base64
+    import json
+    head = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
+    return head + "." + token.split(".")[1] + "."
+
+
+@pytest.mark.parametrize("kind,method", [("cairn", "RS256"), ("etcd", "RS256"), ("cairn", "ES256")])
+def test_jwt_tokens(server_factory, tmp_path, kind, method):
+    import grpc
+    from etcd3.etcdrpc import rpc_pb2, rpc_pb2_grpc
+    key, pub = str(tmp_path / "jwt.key"), str(tmp_path / "jwt.pub")
+    if method == "RS256":
+        subprocess.run(["openssl", "genrsa", "-out", key, "2048"], check=True, capture_output=True, timeout=60)
+    else:
+        subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key],
+                       check=True, capture_output=True, timeout=60)
+    subprocess.run(["openssl", "pkey", "-in", key, "-pubout", "-out", pub], check=True, capture_output=True,
+                   timeout=60)
+    s = server_factory(kind=kind, extra_args=[
+        "--auth-token", "jwt,pub-key=%s,priv-key=%s,sign-method=%s,ttl=10m" % (pub, key, method)])
+    for args in (["user", "add", ROOT], ["auth", "enable"]):
+        assert ctl(s, *args)[0] == 0, args
+    ch = s.channel()
+    token = rpc_pb2_grpc.AuthStub(ch).Authenticate(
+        rpc_pb2.AuthenticateRequest(name="root", password="rootpw"), timeout=10).token
+    claims = _jwt_claims(token)
+    assert claims["username"] == "root" and claims["revision"] >= 1 and claims["exp"] > 0
+    kv = rpc_pb2_grpc.KVStub(ch)
+    kv.Put(rpc_pb2.PutRequest(key=b"/j", value=b"1"), metadata=[("token", token)], timeout=10)
+
+    def refused(tok):
+        with pytest.raises(grpc.RpcError) as e:
+            kv.Put(rpc_pb2.PutRequest(key=b"/j", value=b"2"), metadata=[("token", tok)], timeout=10)
+        return e.value.code(), e.value.details()
+    assert refused(_forge(token, {"alg": "none", "typ": "JWT"})) == \
+        (grpc.StatusCode.UNAUTHENTICATED, "etcdserver: invalid auth token")
+    assert refused(token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB"))[1] == \
+        "etcdserver: invalid auth token"
+    # An auth change makes every token older than the store: sign in again.
+    assert ctl(s, "role", "add", "x", user=ROOT)[0] == 0
+    assert refused(token) == (grpc.StatusCode.INVALID_ARGUMENT, "etcdserver: revision of auth store is old")
+    assert ctl(s, "get", "/j", "--print-value-only", user=ROOT)[1] == "1"
+
+
+def test_jwt_options_are_checked_at_start(server_factory, tmp_path):
+    s = server_factory(extra_args=["--auth-token", "jwt,sign-method=XS256,priv-key=/nonexistent"], start=False)
+    p = subprocess.run(s.command(), capture_output=True, text=True, timeout=30, cwd=s.base_dir)
+    assert p.returncode != 0 and "auth: invalid auth signature method" in p.stderr, p.stderr

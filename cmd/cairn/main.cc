@@ -262,7 +262,8 @@ int main(int argc, char** argv) {
                  "Maximum TLS version supported. Possible values: TLS1.2, TLS1.3 (empty: the highest)");
   app.add_option("--self-signed-cert-validity", config.self_signed_cert_validity,
                  "The validity period of the client and peer certificates, unit is year")->capture_default_str();
-  app.add_option("--auth-token", config.auth_token, "Specify auth token type: simple (jwt not yet)")
+  app.add_option("--auth-token", config.auth_token,
+                 "Specify auth token type and options: simple, or jwt,pub-key=...,priv-key=...,sign-method=...,ttl=...")
       ->capture_default_str();
   app.add_option("--auth-token-ttl", config.auth_token_ttl, "The lifetime in seconds of the auth token")
       ->capture_default_str();

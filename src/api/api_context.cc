@@ -13,9 +13,9 @@ Result<apply::AuthInfo> ApiContext::AuthInfoOf(const grpc::ServerContextBase& co
   if (it != md.end()) {
     std::string token(it->second.data(), it->second.size());
     if (token.starts_with("Bearer ")) token = token.substr(7);
-    auto user = store->TokenUser(token);
-    if (!user) return errors::InvalidAuthToken();
-    return apply::AuthInfo{*user, store->revision()};
+    auto info = store->TokenInfo(token);
+    if (!info) return errors::InvalidAuthToken();
+    return *info;
   }
   if (tls_common_name) {
     std::string cn = tls_common_name(context.peer());

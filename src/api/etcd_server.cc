@@ -133,6 +133,13 @@ Status EtcdServer::Start() {
   if (config_.data_dir.empty()) config_.data_dir = config_.name + ".cairn";
   s = PrepareClientTls();
   if (!s.ok()) return s;
+  std::unique_ptr<apply::JwtTokens> jwt;
+  if (config_.auth_token != "simple") {
+    const size_t comma = config_.auth_token.find(',');
+    auto made = apply::JwtTokens::Create(comma == std::string::npos ? "" : config_.auth_token.substr(comma + 1));
+    if (!made.ok()) return Status(made.status().code(), "failed to create token provider: " + made.status().message());
+    jwt = std::move(*made);
+  }
 
   metrics_ = std::make_unique<Metrics>();
   server::NodeOptions no;
@@ -220,6 +227,7 @@ Status EtcdServer::Start() {
   s = node_->Start(hooks, transport_.get());
   if (!s.ok()) return s;
   node_->applier()->auth()->set_token_ttl(std::chrono::seconds(config_.auth_token_ttl));
+  if (jwt) node_->applier()->auth()->set_jwt(std::move(jwt));
   if (config_.client_tls.client_cert_auth) {
     // etcd's AuthInfoFromTLS: the verified client certificate's CN is the
     // user when no token came. gRPC names a connection we handed it by fd.

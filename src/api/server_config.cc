@@ -160,11 +160,8 @@ Status ServerConfig::Validate() const {
     return Status(Code::kInvalidArgument, "selfSignedCertValidity is invalid,it should be greater than 0");
   }
   if (Status s = http::ValidateTlsVersions(tls_min_version, tls_max_version, cipher_suites); !s.ok()) return s;
-  if (auth_token != "simple") {
-    if (auth_token.starts_with("jwt")) {
-      return Status(Code::kInvalidArgument, "--auth-token jwt is not supported yet (only simple)");
-    }
-    return Status(Code::kInvalidArgument, "unknown token type: " + auth_token);
+  if (auth_token != "simple" && auth_token != "jwt" && !auth_token.starts_with("jwt,")) {
+    return Status(Code::kInvalidArgument, "unknown token type: " + auth_token.substr(0, auth_token.find(',')));
   }
   if (auth_token_ttl <= 0) return Status(Code::kInvalidArgument, "--auth-token-ttl must be > 0");
   if (bcrypt_cost < 4 || bcrypt_cost > 31) {

@@ -58,7 +58,7 @@ struct ServerConfig {
   std::string tls_min_version = "TLS1.2";
   std::string tls_max_version;
   int64_t self_signed_cert_validity = 1;  // years, for --auto-tls
-  std::string auth_token = "simple";       // --auth-token (simple; jwt not yet)
+  std::string auth_token = "simple";       // --auth-token: simple, or jwt,pub-key=...,priv-key=...,sign-method=...
   int64_t auth_token_ttl = 300;            // seconds a simple token lives unused
   int64_t bcrypt_cost = 10;
 

@@ -473,9 +473,13 @@ bool Applier::StageAuth(storage::WriteBatch* batch, uint64_t index, const cairnp
       auth_.Disable(batch);
       break;
     case cairnpb::InternalRequest::kAuthenticate: {
-      const std::string token = req.authenticate().simple_token() + "." + std::to_string(index);
-      s = auth_.Authenticate(req.authenticate().name(), token);
-      if (s.ok()) resp->mutable_authenticate()->set_token(token);
+      auto token = auth_.Authenticate(req.authenticate().name(),
+                                      req.authenticate().simple_token() + "." + std::to_string(index));
+      if (token.ok()) {
+        resp->mutable_authenticate()->set_token(*token);
+      } else {
+        s = token.status();
+      }
       break;
     }
     case cairnpb::InternalRequest::kUserAdd:

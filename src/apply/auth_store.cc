@@ -407,8 +407,9 @@ Status AuthStore::RoleRevokePermission(storage::WriteBatch* batch,
   return Status::Ok();
 }
 
-Status AuthStore::Authenticate(const std::string& name, const std::string& token) {
+Result<std::string> AuthStore::Authenticate(const std::string& name, const std::string& token) {
   std::string user;
+  uint64_t revision;
   {
     std::shared_lock<std::shared_mutex> lock(mu_);
     if (!enabled_) return errors::AuthNotEnabled();
@@ -416,7 +417,9 @@ Status AuthStore::Authenticate(const std::string& name, const std::string& token
     if (it == users_.end()) return errors::AuthFailed();
     if (it->second.has_options() && it->second.options().no_password()) return errors::AuthFailed();
     user = name;
+    revision = revision_;
   }
+  if (auto jwt = Jwt()) return jwt->Sign(user, revision);
   std::lock_guard<std::mutex> tl(tokens_mu_);
   const auto now = std::chrono::steady_clock::now();
   if (tokens_.size() >= kMaxTokens) {
@@ -431,7 +434,7 @@ Status AuthStore::Authenticate(const std::string& name, const std::string& token
     }
   }
   tokens_[token] = Token{user, now + token_ttl_};
-  return Status::Ok();
+  return token;
 }
 
 bool AuthStore::enabled() const {
@@ -561,7 +564,13 @@ std::string AuthStore::NewTokenPrefix() {
   return out;
 }
 
-std::optional<std::string> AuthStore::TokenUser(const std::string& token) {
+std::optional<AuthInfo> AuthStore::TokenInfo(const std::string& token) {
+  if (auto jwt = Jwt()) {
+    auto claims = jwt->Verify(token);
+    if (!claims) return std::nullopt;
+    return AuthInfo{claims->user, claims->revision};
+  }
+  const uint64_t current = revision();
   std::lock_guard<std::mutex> tl(tokens_mu_);
   auto it = tokens_.find(token);
   if (it == tokens_.end()) return std::nullopt;
@@ -571,7 +580,7 @@ std::optional<std::string> AuthStore::TokenUser(const std::string& token) {
     return std::nullopt;
   }
   it->second.expires = now + token_ttl_;
-  return it->second.user;
+  return AuthInfo{it->second.user, current};
 }
 
 void AuthStore::set_token_ttl(std::chrono::seconds ttl) {

@@ -37,6 +37,7 @@
 #include <utility>
 #include <vector>
 
+#include "apply/jwt_tokens.h"
 #include "authpb/auth.pb.h"
 #include "common/status.h"
 #include "etcdserverpb/rpc.pb.h"
@@ -78,8 +79,9 @@ class AuthStore {
   Status RoleGrantPermission(storage::WriteBatch* batch, const etcdserverpb::AuthRoleGrantPermissionRequest& r);
   Status RoleRevokePermission(storage::WriteBatch* batch, const etcdserverpb::AuthRoleRevokePermissionRequest& r);
   // An Authenticate entry: the password was checked by the proposer; this
-  // checks the user still may log in and assigns `token` on this member.
-  Status Authenticate(const std::string& name, const std::string& token);
+  // checks the user still may log in and returns its token: `simple_token`
+  // assigned on this member, or (--auth-token jwt) a signed JWT.
+  Result<std::string> Authenticate(const std::string& name, const std::string& simple_token);
 
   // --- reads (any thread) ------------------------------------------------
   bool enabled() const;
@@ -101,9 +103,17 @@ class AuthStore {
   // --- simple tokens (member-local) --------------------------------------
   // 16 random letters; the proposer sends it, the apply appends ".<index>".
   static std::string NewTokenPrefix();
-  // The user a token belongs to (and extends it), or nullopt.
-  std::optional<std::string> TokenUser(const std::string& token);
+  // Who a token names: a simple token's user at the current revision (and
+  // the token is extended), a JWT's claims; nullopt for an unknown,
+  // expired or forged token.
+  std::optional<AuthInfo> TokenInfo(const std::string& token);
   void set_token_ttl(std::chrono::seconds ttl);
+  // --auth-token jwt: tokens are JWTs from `jwt` instead of simple tokens.
+  // Set before serving.
+  void set_jwt(std::unique_ptr<JwtTokens> jwt) {
+    std::lock_guard<std::mutex> tl(tokens_mu_);
+    jwt_ = std::move(jwt);
+  }
 
   // For snapshots: every user and role as stored.
   std::vector<authpb::User> Users() const;
@@ -139,6 +149,11 @@ class AuthStore {
   mutable std::mutex tokens_mu_;
   std::unordered_map<std::string, Token> tokens_;  // GUARDED_BY(tokens_mu_)
   std::chrono::seconds token_ttl_{300};            // GUARDED_BY(tokens_mu_)
+  std::shared_ptr<const JwtTokens> jwt_;           // GUARDED_BY(tokens_mu_)
+  std::shared_ptr<const JwtTokens> Jwt() const {
+    std::lock_guard<std::mutex> tl(tokens_mu_);
+    return jwt_;
+  }
 };
 
 }  // namespace cairn::apply

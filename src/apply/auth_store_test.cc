@@ -137,17 +137,18 @@ TEST_F(AuthStoreTest, TokensGoWithTheUserAndWithAuth) {
   ASSERT_TRUE(Change([&](storage::WriteBatch* b) { return store_->Enable(b); }).ok());
   ASSERT_TRUE(store_->Authenticate("u", "tok.1").ok());
   ASSERT_TRUE(store_->Authenticate("root", "tok.2").ok());
-  EXPECT_EQ(store_->TokenUser("tok.1").value_or(""), "u");
+  EXPECT_EQ(*store_->Authenticate("u", "tok.3"), "tok.3");
+  EXPECT_EQ(store_->TokenInfo("tok.1").value_or(AuthInfo{}).user, "u");
   etcdserverpb::AuthUserDeleteRequest del;
   del.set_name("u");
   ASSERT_TRUE(Change([&](storage::WriteBatch* b) { return store_->UserDelete(b, del); }).ok());
-  EXPECT_FALSE(store_->TokenUser("tok.1").has_value());
-  EXPECT_TRUE(store_->TokenUser("tok.2").has_value());
+  EXPECT_FALSE(store_->TokenInfo("tok.1").has_value());
+  EXPECT_TRUE(store_->TokenInfo("tok.2").has_value());
   ASSERT_TRUE(Change([&](storage::WriteBatch* b) {
                 store_->Disable(b);
                 return Status::Ok();
               }).ok());
-  EXPECT_FALSE(store_->TokenUser("tok.2").has_value());
+  EXPECT_FALSE(store_->TokenInfo("tok.2").has_value());
 }
 
 TEST(Bcrypt, HashesAsGoDoesAndChecks) {
