@@ -29,8 +29,8 @@ client without a token ('no-user') or with a bad one ('bad-token').  It is
 checked against the reference etcd (check_expectations) so the generator's
 idea of the rules is validated too, and it lets the generator stay away from
 the places where etcd 3.4.23 (the reference binary) is known to differ from
-later etcd releases (see "Known version differences" below): the scenario
-tests etcd 3.5 semantics, which 3.4.23 shares everywhere the scenario goes.
+later etcd releases (the second list below): the scenario tests etcd 3.5
+semantics, which 3.4.23 shares everywhere the scenario goes.
 
 etcd rules this scenario exercises (etcd 3.4.23's auth/store.go,
 etcdserver/apply_auth.go, v3rpc/maintenance.go, v3rpc/watch.go; the same in
@@ -44,8 +44,8 @@ etcd 3.5.33 unless said otherwise below):
   * Range/Watch/Txn compares need READ on their range; Put needs WRITE on the
     key (+READ with prev_kv); DeleteRange WRITE on the range (+READ with
     prev_kv); Txn needs all of that for every compare and op of both
-    branches; Put with a lease and LeaseRevoke need WRITE on every key
-    already attached to the lease.
+    branches (nested txns included, see below); Put with a lease and
+    LeaseRevoke need WRITE on every key already attached to the lease.
   * Users with the root role may do everything.  Admin-only: every auth
     mutation, UserList, RoleList, AuthDisable, UserGet except of oneself,
     RoleGet except of one's own roles, Maintenance Defragment / Hash /
@@ -54,9 +54,12 @@ etcd 3.5.33 unless said otherwise below):
     empty", "auth: invalid auth token"): etcd does not translate it.
   * No token: "etcdserver: user name is empty" (InvalidArgument); a token
     that is not one: "etcdserver: invalid auth token" (Unauthenticated).
-  * Tokens stay valid when roles/permissions change (the next request is
-    judged by the new permissions: "etcdserver: permission denied");
-    UserDelete and UserChangePassword invalidate the user's tokens.
+  * Tokens (etcd's default "simple" tokens) stay valid when roles or
+    permissions change: the next request is judged by the new permissions
+    ("etcdserver: permission denied").  UserDelete and UserChangePassword
+    invalidate the user's tokens.  (With --auth-token jwt etcd instead
+    answers "etcdserver: revision of auth store is old" to any token issued
+    before an auth change.)
   * A refused watch is answered created=True, canceled=True, watch_id=-1 and
     cancel_reason = the gRPC error's text ("rpc error: code = ... desc = ...").
 
@@ -76,7 +79,8 @@ differ, the generator stays away, so the scenario holds for both:
     lease's keys.  3.4.23 answers all of them without a token.  So: Compact,
     MoveLeader, LeaseLeases and TimeToLive(keys) only by users with the root
     role; the others only with a valid token (LeaseGrant/LeaseRevoke also
-    with a bad one: "invalid auth token" from both).
+    with a bad one: "invalid auth token" from both; Alarm not: 3.4.23 says
+    Unknown "auth: invalid auth token" there).
   * 3.4.23 answers "invalid auth token" to a request carrying a token while
     auth is off, and checks a token sent with Authenticate; 3.5 ignores
     both: no token is sent while auth is off, nor with Authenticate.
@@ -104,6 +108,7 @@ from etcd3.etcdrpc import rpc_pb2_grpc as rpcs
 TIMEOUT = 10          # seconds, every unary call
 DEFAULT_OPS = 220     # calls in the main mix (the whole scenario is ~1.6x that)
 WATCH_WAIT = 5        # seconds, longest wait for one watch response
+REFUSED_WATCH_WAIT = 0.3  # seconds a refused watch is watched for stray events
 ANON = "<none>"       # actor without a token
 BOGUS = "<bogus>"     # actor with the token "bogus"
 BOGUS_TOKEN = "bogus"
@@ -398,6 +403,8 @@ class Generator:
             self.add(actor, "role_grant", desc, ERR_ROLE_NOT_FOUND, role=role, key=key, end=end,
                      ptype=ptype)
             return
+        # Never two permissions with one key in a role (see the docstring).
+        assert key not in self.m.roles[role] or self.m.roles[role][key][0] == end
         self.m.roles[role][key] = (end, ptype)  # same key+end: the type is replaced
         self.add(actor, "role_grant", desc, OK, role=role, key=key, end=end, ptype=ptype)
 
@@ -568,10 +575,13 @@ class Generator:
             self.gen_auth_attempt(actor)
             for op in ("hashkv", "defrag"):
                 self.add(actor, op, op, m.admin_verdict(actor))
-        self.add(ANON, "user_get", "UserGet '' (no token, empty name)", None, user="")
+        # No token, no name: etcd's UserGet check compares the name with the
+        # (empty) caller's and lets it through to "not found".
+        self.add(ANON, "user_get", "UserGet '' (no token, empty name)", ERR_USER_NOT_FOUND,
+                 user="")
         for u in users + ([admin] if admin else []):
             self.authenticate(u, m.users[u]["pw"])
-        # What even root may not do while auth is on.
+        # AuthEnable twice is fine; what even root may not do while auth is on.
         self.add(ROOT, "auth_enable", "AuthEnable (already on)", OK)
         self.add(ROOT, "user_delete", "UserDelete root", ERR_AUTH_MGMT, user=ROOT)
         self.add(ROOT, "role_delete", "RoleDelete root", ERR_AUTH_MGMT, role="root")
@@ -1242,9 +1252,9 @@ class Runner:
         t = threading.Thread(target=reader, daemon=True)
         t.start()
 
-        def next_resp():
+        def next_resp(wait=WATCH_WAIT):
             try:
-                r = resps.get(timeout=WATCH_WAIT)
+                r = resps.get(timeout=wait)
             except queue.Empty:
                 return "timeout"
             if isinstance(r, grpc.RpcError):
@@ -1268,7 +1278,14 @@ class Runner:
             except grpc.RpcError as e:
                 return {"create": created, "trigger put failed": (e.code().name, e.details())}
             events = []
-            if isinstance(first, pb.WatchResponse) and first.created and not first.canceled:
+            if isinstance(first, pb.WatchResponse) and first.canceled:
+                # A refused watch must not deliver the put: anything that
+                # arrives within a moment is recorded (etcd sends nothing).
+                r = next_resp(REFUSED_WATCH_WAIT)
+                if r != "timeout":
+                    events.append(r if not isinstance(r, pb.WatchResponse) else
+                                  ("unexpected response", str(r)))
+            elif isinstance(first, pb.WatchResponse) and first.created:
                 deadline = time.monotonic() + WATCH_WAIT
                 while not events and time.monotonic() < deadline:
                     r = next_resp()
