@@ -258,3 +258,58 @@ def test_status_of_a_snapshot_compacted_at_its_revision(server_factory, tmp_path
     st = json.loads(_run([cairnctl_binary(), "snapshot", "status", snap, "-w", "json"]).stdout)
     assert (st["revision"], st["totalKey"]) == (rev, 5)
     assert st["hash"] == cairn.maint.HashKV(pb.HashKVRequest(revision=0), timeout=10).hash
+
+
+def _ctl(server, *args, user=None):
+    cmd = [cluster.ETCDCTL_BIN, "--endpoints", server.host_port, "--dial-timeout", "5s",
+           "--command-timeout", "20s"] + (["--user", user] if user else []) + [str(a) for a in args]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=cluster.etcdctl_env())
+    return p.returncode, p.stdout.strip(), p.stderr.strip()
+
+
+def test_users_roles_and_auth_move_both_ways(server_factory, tmp_path):
+    """etcd with auth on -> cairn -> etcd: users (their bcrypt passwords),
+    roles, permissions and the auth switch come along in the snapshots."""
+    root = "root:rootpw"
+    etcd = server_factory(kind="etcd")
+    for args, user in ((["user", "add", root], None), (["auth", "enable"], None),
+                       (["role", "add", "reader"], root),
+                       (["role", "grant-permission", "reader", "read", "/app/", "--prefix"], root),
+                       (["user", "add", "alice:alicepw"], root), (["user", "grant-role", "alice", "reader"], root),
+                       (["put", "/app/x", "1"], root), (["put", "/secret", "s"], root)):
+        assert _ctl(etcd, *args, user=user)[0] == 0, args
+    snap = str(tmp_path / "from-etcd.db")
+    assert _ctl(etcd, "snapshot", "save", snap, user=root)[0] == 0
+    cairn, p = _restore(snap, tmp_path / "cairn")
+    assert p.returncode == 0, p.stderr
+    assert "not restored" not in p.stderr
+    back = None
+    try:
+        cairn.start()
+        # The same answers as etcd: auth on, alice's password and permissions.
+        assert _ctl(cairn, "get", "/app/x")[2].endswith("etcdserver: user name is empty")
+        assert _ctl(cairn, "get", "/app/x", "--print-value-only", user="alice:alicepw")[1] == "1"
+        assert "permission denied" in _ctl(cairn, "get", "/secret", user="alice:alicepw")[2]
+        assert "authentication failed" in _ctl(cairn, "get", "/app/x", user="alice:wrong")[2]
+        assert _ctl(cairn, "role", "get", "reader", user=root)[1] == \
+            _ctl(etcd, "role", "get", "reader", user=root)[1]
+        # A change in cairn, then back to etcd.
+        for args in (["user", "add", "bob:bobpw"], ["user", "grant-role", "bob", "reader"],
+                     ["role", "grant-permission", "reader", "read", "/secret"]):
+            assert _ctl(cairn, *args, user=root)[0] == 0, args
+        snap2 = str(tmp_path / "from-cairn.db")
+        assert _ctl(cairn, "snapshot", "save", snap2, user=root)[0] == 0
+        back = cluster.Server("etcd", tmp_path / "etcd-again", name="e2")
+        _run([cluster.ETCDCTL_BIN, "snapshot", "restore", snap2, "--name", "e2",
+              "--initial-cluster", "e2=http://127.0.0.1:%d" % back.peer_port,
+              "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % back.peer_port,
+              "--data-dir", back.data_dir])
+        back.start()
+        assert _ctl(back, "get", "/secret", "--print-value-only", user="bob:bobpw")[1] == "s"
+        assert _ctl(back, "get", "/app/x", "--print-value-only", user="alice:alicepw")[1] == "1"
+        assert _ctl(back, "user", "list", user=root)[1].split() == ["alice", "bob", "root"]
+        assert _ctl(back, "get", "/app/x")[2].endswith("etcdserver: user name is empty")
+    finally:
+        cairn.cleanup()
+        if back is not None:
+            back.cleanup()

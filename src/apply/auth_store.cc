@@ -101,38 +101,56 @@ bool BcryptMatches(std::string_view hash, std::string_view password) {
 
 AuthStore::AuthStore(storage::Engine* engine) : engine_(engine) {}
 
-Status AuthStore::Open() {
-  std::unique_lock<std::shared_mutex> lock(mu_);
-  enabled_ = false;
-  revision_ = 1;
-  users_.clear();
-  roles_.clear();
+Result<StoredAuth> AuthStore::ReadStored(storage::Engine* engine, const storage::Snapshot* snapshot) {
+  StoredAuth out;
   std::string v;
-  auto found = engine_->Get(Column::kMeta, kEnabledKey, &v);
+  auto found = engine->Get(Column::kMeta, kEnabledKey, &v, snapshot);
   if (!found.ok()) return found.status();
-  enabled_ = *found && v == "1";
-  found = engine_->Get(Column::kMeta, kRevisionKey, &v);
+  out.enabled = *found && v == "1";
+  found = engine->Get(Column::kMeta, kRevisionKey, &v, snapshot);
   if (!found.ok()) return found.status();
   if (*found) {
     if (v.size() != 8) return Status(Code::kDataLoss, "auth: malformed revision");
-    revision_ = storage::DecodeFixed64BE(v);
+    out.revision = storage::DecodeFixed64BE(v);
   }
-  auto it = engine_->NewIterator(Column::kMeta);
+  auto it = engine->NewIterator(Column::kMeta, snapshot);
   for (it->Seek(kUserPrefix); it->Valid() && it->key().starts_with(kUserPrefix); it->Next()) {
     authpb::User u;
     if (!u.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
       return Status(Code::kDataLoss, "auth: malformed user record");
     }
-    users_[u.name()] = std::move(u);
+    out.users.push_back(std::move(u));
   }
   for (it->Seek(kRolePrefix); it->Valid() && it->key().starts_with(kRolePrefix); it->Next()) {
     authpb::Role r;
     if (!r.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
       return Status(Code::kDataLoss, "auth: malformed role record");
     }
-    roles_[r.name()] = std::move(r);
+    out.roles.push_back(std::move(r));
   }
   if (!it->status().ok()) return it->status();
+  return out;
+}
+
+void AuthStore::WriteStored(storage::WriteBatch* batch, const StoredAuth& stored) {
+  batch->Put(Column::kMeta, kEnabledKey, stored.enabled ? "1" : "0");
+  std::string rev;
+  storage::PutFixed64BE(&rev, stored.revision);
+  batch->Put(Column::kMeta, kRevisionKey, rev);
+  for (const auto& u : stored.users) batch->Put(Column::kMeta, UserKey(u.name()), u.SerializeAsString());
+  for (const auto& r : stored.roles) batch->Put(Column::kMeta, RoleKey(r.name()), r.SerializeAsString());
+}
+
+Status AuthStore::Open() {
+  auto stored = ReadStored(engine_, nullptr);
+  if (!stored.ok()) return stored.status();
+  std::unique_lock<std::shared_mutex> lock(mu_);
+  enabled_ = stored->enabled;
+  revision_ = stored->revision;
+  users_.clear();
+  roles_.clear();
+  for (auto& u : stored->users) users_[u.name()] = std::move(u);
+  for (auto& r : stored->roles) roles_[r.name()] = std::move(r);
   RefreshPermsLocked();
   lock.unlock();
   std::lock_guard<std::mutex> tl(tokens_mu_);

@@ -57,9 +57,22 @@ struct AuthInfo {
 Result<std::string> BcryptHash(std::string_view password, int cost);
 bool BcryptMatches(std::string_view hash, std::string_view password);
 
+// The auth store as a database holds it (for etcd-format snapshots).
+struct StoredAuth {
+  bool enabled = false;
+  uint64_t revision = 1;
+  std::vector<authpb::User> users;  // by name
+  std::vector<authpb::Role> roles;  // by name
+};
+
 class AuthStore {
  public:
   static constexpr size_t kMaxTokens = 100000;
+
+  // Reads the stored auth state of `engine` at `snapshot` (null: now).
+  static Result<StoredAuth> ReadStored(storage::Engine* engine, const storage::Snapshot* snapshot);
+  // Stages `stored` as the auth state of a database being made (an import).
+  static void WriteStored(storage::WriteBatch* batch, const StoredAuth& stored);
 
   explicit AuthStore(storage::Engine* engine);
 

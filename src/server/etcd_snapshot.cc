@@ -235,6 +235,41 @@ Status Import(const bolt::BoltReader& db, storage::Engine* engine, EtcdImport* o
     put(mvcc::KvStore::kMetaFinishedCompactRev, compact);
   }
   apply::Applier::PutAppliedIndex(&meta, static_cast<uint64_t>(consistent_index));
+  // Users, roles and the auth switch (etcd's auth, authUsers, authRoles).
+  apply::StoredAuth auth;
+  if (has("auth")) {
+    s = db.ForEach("auth", [&](std::string_view k, std::string_view v) {
+      if (k == "authEnabled") auth.enabled = v == std::string_view("\x01", 1);
+      if (k == "authRevision") {
+        if (v.size() != 8) return Corrupt("bad authRevision");
+        auth.revision = std::max<uint64_t>(1, static_cast<uint64_t>(Be64(v)));
+      }
+      return Status::Ok();
+    });
+    if (!s.ok()) return s;
+  }
+  if (has("authUsers")) {
+    s = db.ForEach("authUsers", [&](std::string_view k, std::string_view v) {
+      authpb::User u;
+      if (!u.ParseFromArray(v.data(), static_cast<int>(v.size())) || u.name() != k) return Corrupt("bad user record");
+      auth.users.push_back(std::move(u));
+      return Status::Ok();
+    });
+    if (!s.ok()) return s;
+  }
+  if (has("authRoles")) {
+    s = db.ForEach("authRoles", [&](std::string_view k, std::string_view v) {
+      authpb::Role r;
+      if (!r.ParseFromArray(v.data(), static_cast<int>(v.size())) || r.name() != k) return Corrupt("bad role record");
+      auth.roles.push_back(std::move(r));
+      return Status::Ok();
+    });
+    if (!s.ok()) return s;
+  }
+  apply::AuthStore::WriteStored(&meta, auth);
+  out->users = auth.users.size();
+  out->roles = auth.roles.size();
+  out->auth_enabled = auth.enabled;
   meta.Put(Column::kMeta, meta::kFormat, meta::kFormatV1);
   if (Status st = load.Flush(false); !st.ok()) return st;
   if (Status st = engine->Write(meta, /*sync=*/true); !st.ok()) return st;
@@ -247,23 +282,6 @@ Status Import(const bolt::BoltReader& db, storage::Engine* engine, EtcdImport* o
     out->warnings.push_back("the snapshot was taken during a compaction to revision " + std::to_string(scheduled) +
                             ": it is finished at start-up");
   }
-  bool auth = false;
-  for (const char* b : {"authUsers", "authRoles"}) {
-    if (!has(b)) continue;
-    s = db.ForEach(b, [&](std::string_view, std::string_view) {
-      auth = true;
-      return Status::Ok();
-    });
-    if (!s.ok()) return s;
-  }
-  if (has("auth")) {
-    s = db.ForEach("auth", [&](std::string_view k, std::string_view v) {
-      if (k == "authEnabled" && v == std::string_view("\x01", 1)) auth = true;
-      return Status::Ok();
-    });
-    if (!s.ok()) return s;
-  }
-  if (auth) out->warnings.push_back("the snapshot's users, roles and auth setting are not restored: cairn has no auth yet");
   return Status::Ok();
 }
 
@@ -373,8 +391,20 @@ class EtcdSnapshotStream::Records {
     } else if (name == "lease") {
       it_ = engine_->NewIterator(Column::kLease, snapshot_);
       it_->SeekToFirst();
-    } else if (name == "auth") {
-      small_.emplace_back("authRevision", Fixed64(1));
+    } else if (name == "auth" || name == "authUsers" || name == "authRoles") {
+      // etcd's auth buckets: the switch and revision; users and roles as
+      // authpb records by name (the same records cairn keeps).
+      auto stored = apply::AuthStore::ReadStored(engine_, snapshot_);
+      if (!stored.ok()) return stored.status();
+      if (name == "auth") {
+        small_.emplace_back("authEnabled", std::string(1, stored->enabled ? '\x01' : '\x00'));
+        small_.emplace_back("authRevision", Fixed64(stored->revision));
+      } else if (name == "authUsers") {
+        for (const auto& u : stored->users) small_.emplace_back(u.name(), u.SerializeAsString());
+      } else {
+        for (const auto& r : stored->roles) small_.emplace_back(r.name(), r.SerializeAsString());
+      }
+      std::sort(small_.begin(), small_.end());
     } else if (name == "cluster") {
       small_.emplace_back("clusterVersion", "3.5.0");
     } else if (name == "members" || name == "members_removed") {

@@ -84,6 +84,8 @@ struct EtcdImport {
   int64_t versions = 0;          // records of the key bucket
   int64_t leases = 0;
   uint64_t consistent_index = 0;
+  size_t users = 0, roles = 0;   // auth records carried over
+  bool auth_enabled = false;
   std::vector<std::string> warnings;  // what was not carried over
 };
 
