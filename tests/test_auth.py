@@ -321,3 +321,31 @@ def test_jwt_options_are_checked_at_start(server_factory, tmp_path):
     s = server_factory(extra_args=["--auth-token", "jwt,sign-method=XS256,priv-key=/nonexistent"], start=False)
     p = subprocess.run(s.command(), capture_output=True, text=True, timeout=30, cwd=s.base_dir)
     assert p.returncode != 0 and "auth: invalid auth signature method" in p.stderr, p.stderr
+
+
+def test_lease_calls_check_the_keys_of_the_lease(server_factory):
+    """etcd 3.5's lease checks: TimeToLive --keys and LeaseLeases need READ,
+    keep-alive needs WRITE, on every key of the lease (unless root)."""
+    s = server_factory()
+    for args, user in ((["user", "add", ROOT], None), (["auth", "enable"], None),
+                       (["role", "add", "app"], ROOT),
+                       (["role", "grant-permission", "app", "readwrite", "/app/", "--prefix"], ROOT),
+                       (["user", "add", "svc:svcpw"], ROOT), (["user", "grant-role", "svc", "app"], ROOT)):
+        assert ctl(s, *args, user=user)[0] == 0, args
+    code, out, _ = ctl(s, "lease", "grant", "600", user=ROOT)
+    secret_lease = re.search(r"lease ([0-9a-f]+) granted", out).group(1)
+    assert ctl(s, "put", "/secret", "x", "--lease", secret_lease, user=ROOT)[0] == 0
+    code, out, _ = ctl(s, "lease", "grant", "600", user="svc:svcpw")
+    own = re.search(r"lease ([0-9a-f]+) granted", out).group(1)
+    assert ctl(s, "put", "/app/k", "v", "--lease", own, user="svc:svcpw")[0] == 0
+
+    assert ctl(s, "lease", "timetolive", own, "--keys", user="svc:svcpw")[0] == 0
+    assert ctl(s, "lease", "timetolive", secret_lease, user="svc:svcpw")[0] == 0
+    assert "permission denied" in ctl(s, "lease", "timetolive", secret_lease, "--keys", user="svc:svcpw")[2]
+    assert ctl(s, "lease", "keep-alive", "--once", own, user="svc:svcpw")[0] == 0
+    assert "permission denied" in ctl(s, "lease", "keep-alive", "--once", secret_lease, user="svc:svcpw")[2]
+    assert "permission denied" in ctl(s, "lease", "list", user="svc:svcpw")[2]
+    code, out, _ = ctl(s, "lease", "list", user=ROOT)
+    assert code == 0 and secret_lease in out and own in out
+    assert "permission denied" in ctl(s, "lease", "revoke", secret_lease, user="svc:svcpw")[2]
+    assert "user name is empty" in ctl(s, "lease", "timetolive", own)[2]

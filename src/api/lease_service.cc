@@ -16,10 +16,43 @@ namespace {
 // at most kMaxQueued answers waiting; reading pauses while the queue is full.
 // A request that does not parse ends the stream, after the answers before it,
 // with etcd's INTERNAL status.
+// The keys attached to a lease now.
+std::vector<std::string> KeysOf(const ApiContext* ctx, int64_t id) {
+  auto view = ctx->node->kv()->Read();
+  std::string lower, upper;
+  storage::PutFixed64BE(&lower, static_cast<uint64_t>(id));
+  storage::PutFixed64BE(&upper, static_cast<uint64_t>(id) + 1);
+  auto it = ctx->node->engine()->NewIterator(storage::Column::kLeaseKey, view->snapshot(), lower, upper);
+  std::vector<std::string> keys;
+  for (it->SeekToFirst(); it->Valid(); it->Next()) keys.emplace_back(it->key().substr(8));
+  return keys;
+}
+
+// etcd 3.5's lease checks once auth is on: a user is needed; unless root,
+// `permitted` must hold for every key of the leases.
+template <typename Permitted>
+Status CheckLeaseKeys(const ApiContext* ctx, const grpc::ServerContextBase& context,
+                      const std::vector<int64_t>& leases, Permitted permitted) {
+  if (!ctx->auth()->enabled()) return Status::Ok();
+  auto who = ctx->AuthInfoOf(context);
+  if (!who.ok()) return who.status();
+  if (who->user.empty()) return errors::UserEmpty();
+  if (ctx->auth()->IsAdminPermitted(*who).ok()) return Status::Ok();
+  for (int64_t id : leases) {
+    for (const auto& key : KeysOf(ctx, id)) {
+      if (Status s = permitted(*who, key); !s.ok()) return s;
+    }
+  }
+  if (who->revision != ctx->auth()->revision()) return errors::AuthOldRevision();
+  return Status::Ok();
+}
+
 class KeepAliveReactor final
     : public grpc::ServerBidiReactor<grpc::ByteBuffer, LeaseKeepAliveResponse> {
  public:
-  explicit KeepAliveReactor(const ApiContext* ctx) : ctx_(ctx) { StartRead(&bytes_); }
+  KeepAliveReactor(const ApiContext* ctx, grpc::CallbackServerContext* context) : ctx_(ctx), context_(context) {
+    StartRead(&bytes_);
+  }
 
   void OnReadDone(bool ok) override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -36,6 +69,17 @@ class KeepAliveReactor final
       // Protobuf C++ gives no reason, unlike grpc-go's decoder.
       status_ = StreamUnmarshalError("proto: cannot parse invalid wire-format data as " +
                                      LeaseKeepAliveRequest::descriptor()->full_name());
+      MaybeFinishLocked();
+      return;
+    }
+    // etcd's checkLeaseRenew: WRITE on every key of the lease (unless root).
+    const Status allowed = CheckLeaseKeys(ctx_, *context_, {request.id()},
+                                          [this](const apply::AuthInfo& who, const std::string& key) {
+                                            return ctx_->auth()->IsPutPermitted(who, key);
+                                          });
+    if (!allowed.ok()) {
+      read_closed_ = true;
+      status_ = ToGrpc(allowed);
       MaybeFinishLocked();
       return;
     }
@@ -92,6 +136,7 @@ class KeepAliveReactor final
   }
 
   const ApiContext* ctx_;
+  grpc::CallbackServerContext* const context_;  // gRPC's, valid until OnDone
   std::mutex mu_;
   grpc::ByteBuffer bytes_;  // owned by the read in flight
   grpc::Status status_ = grpc::Status::OK;  // what the stream ends with
@@ -141,12 +186,12 @@ LeaseService::LeaseService(const ApiContext* ctx)
   MarkMethodCallback(
       MethodIndex("LeaseKeepAlive"),
       new grpc::internal::CallbackBidiHandler<grpc::ByteBuffer, LeaseKeepAliveResponse>(
-          [ctx](grpc::CallbackServerContext* /*context*/) -> grpc::ServerBidiReactor<grpc::ByteBuffer,
+          [ctx](grpc::CallbackServerContext* context) -> grpc::ServerBidiReactor<grpc::ByteBuffer,
                                                                                       LeaseKeepAliveResponse>* {
             if (ctx->IsLearner()) {
               return new RefusedBidiReactor<grpc::ByteBuffer, LeaseKeepAliveResponse>(NotSupportedForLearner());
             }
-            return new KeepAliveReactor(ctx);
+            return new KeepAliveReactor(ctx, context);
           }));
   SetLeaderCheck([ctx] { return ctx->node->leader_id() != 0; });
   SetLearnerCheck([ctx] { return ctx->IsLearner(); });
@@ -156,6 +201,19 @@ LeaseService::LeaseService(const ApiContext* ctx)
 grpc::ServerUnaryReactor* LeaseService::LeaseTimeToLive(
     grpc::CallbackServerContext* context, const etcdserverpb::LeaseTimeToLiveRequest* request,
     etcdserverpb::LeaseTimeToLiveResponse* response) {
+  // etcd 3.5: a user once auth is on; with keys, READ on each (unless root).
+  if (ctx_->auth()->enabled()) {
+    auto who = ctx_->AuthInfoOf(*context);
+    if (!who.ok()) return FinishNow(context, who.status());
+    if (who->user.empty()) return FinishNow(context, errors::UserEmpty());
+  }
+  if (request->keys()) {
+    Status allowed = CheckLeaseKeys(ctx_, *context, {request->id()},
+                                    [this](const apply::AuthInfo& who, const std::string& key) {
+                                      return ctx_->auth()->IsRangePermitted(who, key, "");
+                                    });
+    if (!allowed.ok()) return FinishNow(context, allowed);
+  }
   response->set_id(request->id());
   auto info = ctx_->node->lessor()->Get(request->id());
   if (!info.ok()) {
@@ -164,15 +222,7 @@ grpc::ServerUnaryReactor* LeaseService::LeaseTimeToLive(
     response->set_ttl(info->remaining_ms / 1000);
     response->set_grantedttl(info->granted_ttl_seconds);
     if (request->keys()) {
-      auto view = ctx_->node->kv()->Read();
-      std::string lower, upper;
-      storage::PutFixed64BE(&lower, static_cast<uint64_t>(request->id()));
-      storage::PutFixed64BE(&upper, static_cast<uint64_t>(request->id()) + 1);
-      auto it = ctx_->node->engine()->NewIterator(storage::Column::kLeaseKey, view->snapshot(),
-                                                  lower, upper);
-      for (it->SeekToFirst(); it->Valid(); it->Next()) {
-        response->add_keys(std::string(it->key().substr(8)));
-      }
+      for (auto& key : KeysOf(ctx_, request->id())) response->add_keys(std::move(key));
     }
   }
   ctx_->FillHeader(response->mutable_header());
@@ -182,7 +232,13 @@ grpc::ServerUnaryReactor* LeaseService::LeaseTimeToLive(
 grpc::ServerUnaryReactor* LeaseService::LeaseLeases(grpc::CallbackServerContext* context,
                                                     const etcdserverpb::LeaseLeasesRequest* request,
                                                     etcdserverpb::LeaseLeasesResponse* response) {
-  for (int64_t id : ctx_->node->lessor()->List()) response->add_leases()->set_id(id);
+  const std::vector<int64_t> ids = ctx_->node->lessor()->List();
+  // etcd 3.5: READ on every key of every lease, unless root.
+  Status allowed = CheckLeaseKeys(ctx_, *context, ids, [this](const apply::AuthInfo& who, const std::string& key) {
+    return ctx_->auth()->IsRangePermitted(who, key, "");
+  });
+  if (!allowed.ok()) return FinishNow(context, allowed);
+  for (int64_t id : ids) response->add_leases()->set_id(id);
   ctx_->FillHeader(response->mutable_header());
   return FinishNow(context, Status::Ok());
 }
