@@ -72,6 +72,8 @@ SCRIPT = [
     ("alice:pw", ["compaction", "1"]),
     ("alice:pw", ["defrag"]),
     ("alice:pw", ["endpoint", "hashkv"]),
+    ("alice:pw", ["member", "add", "m2", "--peer-urls=http://127.0.0.1:1"]),
+    ("alice:pw", ["member", "remove", "1234"]),
     (ROOT, ["role", "revoke-permission", "reader", "/app/own"]),
     (ROOT, ["role", "revoke-permission", "reader", "/app/own"]),
     ("alice:pw", ["put", "/app/own", "again"]),
@@ -349,3 +351,26 @@ def test_lease_calls_check_the_keys_of_the_lease(server_factory):
     assert code == 0 and secret_lease in out and own in out
     assert "permission denied" in ctl(s, "lease", "revoke", secret_lease, user="svc:svcpw")[2]
     assert "user name is empty" in ctl(s, "lease", "timetolive", own)[2]
+
+
+def test_gateway_with_a_token(server_factory):
+    """The JSON gateway: /v3/auth/authenticate, then the token in the
+    Authorization header, as etcd's gateway takes it (docs/gateway.md)."""
+    import base64
+    import json
+    s = server_factory()
+    for args, user in ((["user", "add", ROOT], None), (["auth", "enable"], None),
+                       (["put", "/g", "v"], ROOT)):
+        assert ctl(s, *args, user=user)[0] == 0, args
+
+    def post(path, body, token=None):
+        cmd = ["curl", "-s", "--max-time", "10", "http://%s%s" % (s.host_port, path), "-d", json.dumps(body)]
+        if token:
+            cmd += ["-H", "Authorization: " + token]
+        return json.loads(subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True).stdout)
+    token = post("/v3/auth/authenticate", {"name": "root", "password": "rootpw"})["token"]
+    key = base64.b64encode(b"/g").decode()
+    got = post("/v3/kv/range", {"key": key}, token)
+    assert base64.b64decode(got["kvs"][0]["value"]) == b"v"
+    assert post("/v3/kv/range", {"key": key})["message"] == "etcdserver: user name is empty"
+    assert post("/v3/kv/range", {"key": key}, "bogus")["message"] == "etcdserver: invalid auth token"

@@ -169,6 +169,16 @@ def _same_history(a, b, first_rev):
     return now.header.revision
 
 
+def _restore_etcd(snap, base, name="e2"):
+    """A real etcd from `snap` with etcdctl snapshot restore, started."""
+    etcd = cluster.Server("etcd", base, name=name)
+    _run([cluster.ETCDCTL_BIN, "snapshot", "restore", snap, "--name", name,
+          "--initial-cluster", "%s=http://127.0.0.1:%d" % (name, etcd.peer_port),
+          "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % etcd.peer_port,
+          "--data-dir", etcd.data_dir])
+    return etcd.start()
+
+
 def test_etcd_to_cairn_to_etcd(server_factory, tmp_path):
     """etcd -> cairn -> etcd with the real tools: etcdctl saves from etcd,
     cairnctl restores, cairn takes more writes, etcdctl saves from cairn (an
@@ -200,12 +210,7 @@ def test_etcd_to_cairn_to_etcd(server_factory, tmp_path):
         status = json.loads(_run([cluster.ETCDCTL_BIN, "snapshot", "status", snap2, "-w", "json"]).stdout)
         assert status["revision"] == rev + 1
 
-        back = cluster.Server("etcd", tmp_path / "etcd-again", name="e2")
-        _run([cluster.ETCDCTL_BIN, "snapshot", "restore", snap2, "--name", "e2",
-              "--initial-cluster", "e2=http://127.0.0.1:%d" % back.peer_port,
-              "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % back.peer_port,
-              "--data-dir", back.data_dir])
-        back.start()
+        back = _restore_etcd(snap2, tmp_path / "etcd-again")
         _same_history(cairn, back, rev - 5)
         for r in (rev - 4, rev, 0):
             assert cairn.maint.HashKV(pb.HashKVRequest(revision=r), timeout=10).hash == \
@@ -299,12 +304,7 @@ def test_users_roles_and_auth_move_both_ways(server_factory, tmp_path):
             assert _ctl(cairn, *args, user=root)[0] == 0, args
         snap2 = str(tmp_path / "from-cairn.db")
         assert _ctl(cairn, "snapshot", "save", snap2, user=root)[0] == 0
-        back = cluster.Server("etcd", tmp_path / "etcd-again", name="e2")
-        _run([cluster.ETCDCTL_BIN, "snapshot", "restore", snap2, "--name", "e2",
-              "--initial-cluster", "e2=http://127.0.0.1:%d" % back.peer_port,
-              "--initial-advertise-peer-urls", "http://127.0.0.1:%d" % back.peer_port,
-              "--data-dir", back.data_dir])
-        back.start()
+        back = _restore_etcd(snap2, tmp_path / "etcd-again")
         assert _ctl(back, "get", "/secret", "--print-value-only", user="bob:bobpw")[1] == "s"
         assert _ctl(back, "get", "/app/x", "--print-value-only", user="alice:alicepw")[1] == "1"
         assert _ctl(back, "user", "list", user=root)[1].split() == ["alice", "bob", "root"]

@@ -72,6 +72,22 @@ std::string Base64Decode(std::string_view in, bool* ok) {
 
 }  // namespace
 
+namespace {
+// etcd's selectPassword: the proposer's hash (base64), or, in an entry from
+// before proposers hashed (etcd < 3.5 wrote those too), the password itself.
+Result<std::string> SelectPassword(const std::string& password, const std::string& hashed) {
+  if (!password.empty() && hashed.empty()) {
+    auto hash = BcryptHash(password, 10);
+    if (!hash.ok()) return errors::NoPasswordUser();
+    return *hash;
+  }
+  bool ok = false;
+  std::string decoded = Base64Decode(hashed, &ok);
+  if (!ok) return errors::NoPasswordUser();
+  return decoded;
+}
+}  // namespace
+
 Result<std::string> BcryptHash(std::string_view password, int cost) {
   char salt[CRYPT_GENSALT_OUTPUT_SIZE];
   if (crypt_gensalt_rn("$2a$", static_cast<unsigned long>(cost), nullptr, 0, salt, sizeof(salt)) == nullptr) {
@@ -253,16 +269,9 @@ Status AuthStore::UserAdd(storage::WriteBatch* batch, const etcdserverpb::AuthUs
   user.set_name(r.name());
   user.mutable_options()->set_no_password(r.has_options() && r.options().no_password());
   if (!user.options().no_password()) {
-    if (!r.password().empty() && r.hashedpassword().empty()) {
-      // An entry from before the proposer hashed (etcd < 3.5 does this too).
-      auto hash = BcryptHash(r.password(), 10);
-      if (!hash.ok()) return errors::NoPasswordUser();
-      user.set_password(*hash);
-    } else {
-      bool ok = false;
-      user.set_password(Base64Decode(r.hashedpassword(), &ok));
-      if (!ok) return errors::NoPasswordUser();
-    }
+    auto password = SelectPassword(r.password(), r.hashedpassword());
+    if (!password.ok()) return password.status();
+    user.set_password(*password);
   }
   PutUser(batch, user);
   CommitRevision(batch);
@@ -293,15 +302,9 @@ Status AuthStore::UserChangePassword(storage::WriteBatch* batch,
     authpb::User user = it->second;
     user.clear_password();
     if (!user.has_options() || !user.options().no_password()) {
-      if (!r.password().empty() && r.hashedpassword().empty()) {
-        auto hash = BcryptHash(r.password(), 10);
-        if (!hash.ok()) return errors::NoPasswordUser();
-        user.set_password(*hash);
-      } else {
-        bool ok = false;
-        user.set_password(Base64Decode(r.hashedpassword(), &ok));
-        if (!ok) return errors::NoPasswordUser();
-      }
+      auto password = SelectPassword(r.password(), r.hashedpassword());
+      if (!password.ok()) return password.status();
+      user.set_password(*password);
     }
     PutUser(batch, user);
     CommitRevision(batch);
