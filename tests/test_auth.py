@@ -374,3 +374,39 @@ def test_gateway_with_a_token(server_factory):
     assert base64.b64decode(got["kvs"][0]["value"]) == b"v"
     assert post("/v3/kv/range", {"key": key})["message"] == "etcdserver: user name is empty"
     assert post("/v3/kv/range", {"key": key}, "bogus")["message"] == "etcdserver: invalid auth token"
+
+
+@pytest.mark.parametrize("kind", ["cairn", "etcd"])
+def test_lock_and_election_act_as_the_caller(server_factory, kind):
+    """etcdctl lock / elect with a user: allowed under its prefix, refused
+    elsewhere, as with etcd (whose lock and election servers call the KV API
+    with the caller's token)."""
+    s = server_factory(kind=kind)
+    for args, user in ((["user", "add", ROOT], None), (["auth", "enable"], None),
+                       (["role", "add", "locker"], ROOT),
+                       (["role", "grant-permission", "locker", "readwrite", "/locks/", "--prefix"], ROOT),
+                       (["role", "grant-permission", "locker", "readwrite", "/elect/", "--prefix"], ROOT),
+                       (["user", "add", "svc:svcpw"], ROOT), (["user", "grant-role", "svc", "locker"], ROOT)):
+        assert ctl(s, *args, user=user)[0] == 0, args
+    code, out, err = ctl(s, "lock", "/locks/app", "echo", "held", user="svc:svcpw")
+    assert (code, out) == (0, "held"), err
+    code, out, err = ctl(s, "lock", "/other/app", "echo", "held", user="svc:svcpw")
+    assert code != 0 and "permission denied" in err, (out, err)
+    code, out, err = ctl(s, "lock", "/locks/app", "echo", "held")
+    assert code != 0 and "user name is empty" in err, (out, err)
+    # A leader is proclaimed and read back, as the caller.
+    p = subprocess.Popen([cluster.ETCDCTL_BIN, "--endpoints", s.endpoint, "--user", "svc:svcpw",
+                          "elect", "/elect/app", "candidate-1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=cluster.etcdctl_env())
+    try:
+        import time
+        deadline = time.monotonic() + 15
+        while True:
+            code, out, err = ctl(s, "get", "/elect/app/", "--prefix", "--print-value-only", user="svc:svcpw")
+            if code == 0 and out == "candidate-1":
+                break
+            assert time.monotonic() < deadline, (code, out, err)
+            time.sleep(0.2)
+    finally:
+        p.kill()
+        p.communicate(timeout=10)

@@ -30,22 +30,23 @@ etcdserverpb::TxnRequest IfCreatedAt(const std::string& key, int64_t rev) {
 
 using HeaderDone = std::function<void(const Status&, const etcdserverpb::ResponseHeader&)>;
 
-void ProclaimAt(const LocalClient* client, const std::string& key, int64_t rev, int64_t lease,
-                const std::string& value, HeaderDone done) {
+void ProclaimAt(const LocalClient* client, const apply::AuthInfo& who, const std::string& key, int64_t rev,
+                int64_t lease, const std::string& value, HeaderDone done) {
   etcdserverpb::TxnRequest txn = IfCreatedAt(key, rev);
   auto* put = txn.add_success()->mutable_request_put();
   put->set_key(key);
   put->set_value(value);
   put->set_lease(lease);
-  client->Txn(std::move(txn), [done = std::move(done)](const Status& s, etcdserverpb::TxnResponse resp) {
+  client->Txn(who, std::move(txn), [done = std::move(done)](const Status& s, etcdserverpb::TxnResponse resp) {
     done(s.ok() && !resp.succeeded() ? NotLeader() : s, resp.header());
   });
 }
 
-void ResignAt(const LocalClient* client, const std::string& key, int64_t rev, HeaderDone done) {
+void ResignAt(const LocalClient* client, const apply::AuthInfo& who, const std::string& key, int64_t rev,
+              HeaderDone done) {
   etcdserverpb::TxnRequest txn = IfCreatedAt(key, rev);
   txn.add_success()->mutable_request_delete_range()->set_key(key);
-  client->Txn(std::move(txn), [done = std::move(done)](const Status& s, etcdserverpb::TxnResponse resp) {
+  client->Txn(who, std::move(txn), [done = std::move(done)](const Status& s, etcdserverpb::TxnResponse resp) {
     done(s, resp.header());
   });
 }
@@ -53,9 +54,9 @@ void ResignAt(const LocalClient* client, const std::string& key, int64_t rev, He
 // One Campaign call (etcd's Election.Campaign).
 class CampaignOp : public std::enable_shared_from_this<CampaignOp> {
  public:
-  CampaignOp(const LocalClient* client, std::shared_ptr<WaitingCall> call, const v3electionpb::CampaignRequest& req,
-             v3electionpb::CampaignResponse* response)
-      : client_(client), call_(std::move(call)), name_(req.name()), prefix_(req.name() + "/"), value_(req.value()),
+  CampaignOp(const LocalClient* client, apply::AuthInfo who, std::shared_ptr<WaitingCall> call,
+             const v3electionpb::CampaignRequest& req, v3electionpb::CampaignResponse* response)
+      : client_(client), who_(std::move(who)), call_(std::move(call)), name_(req.name()), prefix_(req.name() + "/"), value_(req.value()),
         response_(response) {}
 
   void Start(int64_t lease) {
@@ -64,7 +65,7 @@ class CampaignOp : public std::enable_shared_from_this<CampaignOp> {
       return;
     }
     auto self = shared_from_this();
-    client_->GrantLease(kSessionTTLSeconds, [self](const Status& s, int64_t id) {
+    client_->GrantLease(who_, kSessionTTLSeconds, [self](const Status& s, int64_t id) {
       if (!s.ok()) {
         self->call_->Finish(AsClientError(s));
         return;
@@ -84,7 +85,7 @@ class CampaignOp : public std::enable_shared_from_this<CampaignOp> {
     put->set_lease(lease);
     txn.add_failure()->mutable_request_range()->set_key(key_);
     auto self = shared_from_this();
-    client_->Txn(std::move(txn), [self](const Status& s, etcdserverpb::TxnResponse resp) {
+    client_->Txn(who_, std::move(txn), [self](const Status& s, etcdserverpb::TxnResponse resp) {
       if (!s.ok()) {
         self->call_->Finish(AsClientError(s));
         return;
@@ -103,9 +104,9 @@ class CampaignOp : public std::enable_shared_from_this<CampaignOp> {
       rev_ = kv.create_revision();
       if (kv.value() != value_) {
         auto self = shared_from_this();
-        ProclaimAt(client_, key_, rev_, lease_, value_, [self](const Status& s, const etcdserverpb::ResponseHeader&) {
+        ProclaimAt(client_, who_, key_, rev_, lease_, value_, [self](const Status& s, const etcdserverpb::ResponseHeader&) {
           if (!s.ok()) {
-            ResignAt(self->client_, self->key_, self->rev_,
+            ResignAt(self->client_, self->who_, self->key_, self->rev_,
                      [self, s](const Status&, const etcdserverpb::ResponseHeader&) { self->call_->Finish(AsClientError(s)); });
             return;
           }
@@ -119,7 +120,7 @@ class CampaignOp : public std::enable_shared_from_this<CampaignOp> {
 
   void Wait() {
     auto self = shared_from_this();
-    wait_ = client_->WaitDeletes(prefix_, rev_ - 1, [self](const Status& s) { self->Waited(s); });
+    wait_ = client_->WaitDeletes(who_, prefix_, rev_ - 1, [self](const Status& s) { self->Waited(s); });
     call_->OnCancel([self] {
       if (auto w = self->wait_) w->Cancel(Cancelled());
     });
@@ -133,7 +134,7 @@ class CampaignOp : public std::enable_shared_from_this<CampaignOp> {
       }
       // The client gave up: leave the line, as etcd's Campaign does.
       auto self = shared_from_this();
-      ResignAt(client_, key_, rev_, [self, s](const Status&, const etcdserverpb::ResponseHeader&) {
+      ResignAt(client_, who_, key_, rev_, [self, s](const Status&, const etcdserverpb::ResponseHeader&) {
         self->call_->Finish(AsClientError(s));
       });
       return;
@@ -149,6 +150,7 @@ class CampaignOp : public std::enable_shared_from_this<CampaignOp> {
   }
 
   const LocalClient* const client_;
+  const apply::AuthInfo who_;  // the caller
   const std::shared_ptr<WaitingCall> call_;
   const std::string name_, prefix_, value_;
   v3electionpb::CampaignResponse* const response_;
@@ -178,7 +180,8 @@ class Observer : public std::enable_shared_from_this<Observer> {
     std::shared_ptr<Observer> o_;
   };
 
-  Observer(const LocalClient* client, std::string name) : client_(client), prefix_(std::move(name) + "/") {}
+  Observer(const LocalClient* client, apply::AuthInfo who, std::string name)
+      : client_(client), who_(std::move(who)), prefix_(std::move(name) + "/") {}
 
   Reactor* Start() {
     auto* reactor = new Reactor(shared_from_this());
@@ -262,7 +265,7 @@ class Observer : public std::enable_shared_from_this<Observer> {
       std::lock_guard<std::mutex> lock(mu_);
       if (ended_) return;
       initialized_ = true;
-      auto r = client_->Range(CreateOrderedRange(prefix_, /*newest=*/false));
+      auto r = client_->Range(who_, CreateOrderedRange(prefix_, /*newest=*/false));
       if (!r.ok()) {
         failed = r.status();
       } else if (r->kvs().empty()) {
@@ -336,6 +339,7 @@ class Observer : public std::enable_shared_from_this<Observer> {
   }
 
   const LocalClient* const client_;
+  const apply::AuthInfo who_;  // the caller
   const std::string prefix_;
   Reactor* reactor_ = nullptr;  // valid until OnDone, which comes after Finish
   std::mutex mu_;
@@ -364,11 +368,13 @@ ElectionService::ElectionService(const LocalClient* client)
   ParseRemainingRequests();
 }
 
-grpc::ServerUnaryReactor* ElectionService::Campaign(grpc::CallbackServerContext*,
+grpc::ServerUnaryReactor* ElectionService::Campaign(grpc::CallbackServerContext* context,
                                                     const v3electionpb::CampaignRequest* request,
                                                     v3electionpb::CampaignResponse* response) {
+  auto who = client_->ctx()->AuthInfoOf(*context);
+  if (!who.ok()) return FinishNow(context, who.status());
   auto call = WaitingCall::Create();
-  auto op = std::make_shared<CampaignOp>(client_, call, *request, response);
+  auto op = std::make_shared<CampaignOp>(client_, *who, call, *request, response);
   op->Start(request->lease());
   return call->reactor();
 }
@@ -377,9 +383,11 @@ grpc::ServerUnaryReactor* ElectionService::Proclaim(grpc::CallbackServerContext*
                                                     const v3electionpb::ProclaimRequest* request,
                                                     v3electionpb::ProclaimResponse* response) {
   if (!request->has_leader()) return FinishNow(context, MissingLeaderKey());
+  auto who = client_->ctx()->AuthInfoOf(*context);
+  if (!who.ok()) return FinishNow(context, who.status());
   auto* reactor = context->DefaultReactor();
   const auto& l = request->leader();
-  ProclaimAt(client_, l.key(), l.rev(), l.lease(), request->value(),
+  ProclaimAt(client_, *who, l.key(), l.rev(), l.lease(), request->value(),
              [reactor, response](const Status& s, const etcdserverpb::ResponseHeader& header) {
                if (s.ok()) *response->mutable_header() = header;
                reactor->Finish(ToGrpc(AsClientError(s)));
@@ -391,8 +399,10 @@ grpc::ServerUnaryReactor* ElectionService::Resign(grpc::CallbackServerContext* c
                                                   const v3electionpb::ResignRequest* request,
                                                   v3electionpb::ResignResponse* response) {
   if (!request->has_leader()) return FinishNow(context, MissingLeaderKey());
+  auto who = client_->ctx()->AuthInfoOf(*context);
+  if (!who.ok()) return FinishNow(context, who.status());
   auto* reactor = context->DefaultReactor();
-  ResignAt(client_, request->leader().key(), request->leader().rev(),
+  ResignAt(client_, *who, request->leader().key(), request->leader().rev(),
            [reactor, response](const Status& s, const etcdserverpb::ResponseHeader& header) {
              if (s.ok()) *response->mutable_header() = header;
              reactor->Finish(ToGrpc(AsClientError(s)));
@@ -403,8 +413,10 @@ grpc::ServerUnaryReactor* ElectionService::Resign(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* ElectionService::Leader(grpc::CallbackServerContext* context,
                                                   const v3electionpb::LeaderRequest* request,
                                                   v3electionpb::LeaderResponse* response) {
+  auto who = client_->ctx()->AuthInfoOf(*context);
+  if (!who.ok()) return FinishNow(context, who.status());
   auto* reactor = context->DefaultReactor();
-  client_->LinearizableRange(CreateOrderedRange(request->name() + "/", /*newest=*/false),
+  client_->LinearizableRange(*who, CreateOrderedRange(request->name() + "/", /*newest=*/false),
                              [reactor, response](const Status& s, etcdserverpb::RangeResponse r) {
                                if (s.ok() && r.kvs().empty()) {
                                  reactor->Finish(ToGrpc(NoLeader()));
@@ -419,9 +431,11 @@ grpc::ServerUnaryReactor* ElectionService::Leader(grpc::CallbackServerContext* c
   return reactor;
 }
 
-grpc::ServerWriteReactor<LeaderResponse>* ElectionService::Observe(grpc::CallbackServerContext*,
+grpc::ServerWriteReactor<LeaderResponse>* ElectionService::Observe(grpc::CallbackServerContext* context,
                                                                    const v3electionpb::LeaderRequest* request) {
-  auto observer = std::make_shared<Observer>(client_, request->name());
+  auto who = client_->ctx()->AuthInfoOf(*context);
+  if (!who.ok()) return new RefusedWriteReactor<LeaderResponse>(ToGrpc(who.status()));
+  auto observer = std::make_shared<Observer>(client_, *who, request->name());
   return observer->Start();
 }
 

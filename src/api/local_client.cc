@@ -22,7 +22,8 @@ etcdserverpb::RangeRequest CreateOrderedRange(const std::string& prefix, bool ne
   return r;
 }
 
-void LocalClient::Txn(etcdserverpb::TxnRequest req, Done<etcdserverpb::TxnResponse> done) const {
+void LocalClient::Txn(const apply::AuthInfo& who, etcdserverpb::TxnRequest req,
+                      Done<etcdserverpb::TxnResponse> done) const {
   Status s = apply::CheckTxnRequest(req, ctx_->limits.max_txn_ops);
   if (!s.ok()) {
     done(s, {});
@@ -30,6 +31,8 @@ void LocalClient::Txn(etcdserverpb::TxnRequest req, Done<etcdserverpb::TxnRespon
   }
   cairnpb::InternalRequest internal;
   *internal.mutable_txn() = std::move(req);
+  internal.set_auth_user(who.user);
+  internal.set_auth_revision(who.revision);
   const ApiContext* ctx = ctx_;
   ProposeChecked(*ctx_, std::move(internal), /*needs_space=*/true,
                  [ctx, done = std::move(done)](const Status& s, const cairnpb::InternalResponse& r) {
@@ -43,8 +46,11 @@ void LocalClient::Txn(etcdserverpb::TxnRequest req, Done<etcdserverpb::TxnRespon
                  });
 }
 
-void LocalClient::Delete(std::string key, Done<etcdserverpb::DeleteRangeResponse> done) const {
+void LocalClient::Delete(const apply::AuthInfo& who, std::string key,
+                         Done<etcdserverpb::DeleteRangeResponse> done) const {
   cairnpb::InternalRequest internal;
+  internal.set_auth_user(who.user);
+  internal.set_auth_revision(who.revision);
   internal.mutable_delete_range()->set_key(std::move(key));
   Status s = apply::CheckDeleteRequest(internal.delete_range());
   if (!s.ok()) {
@@ -64,8 +70,10 @@ void LocalClient::Delete(std::string key, Done<etcdserverpb::DeleteRangeResponse
                  });
 }
 
-void LocalClient::GrantLease(int64_t ttl, Done<int64_t> done) const {
+void LocalClient::GrantLease(const apply::AuthInfo& who, int64_t ttl, Done<int64_t> done) const {
   cairnpb::InternalRequest internal;
+  internal.set_auth_user(who.user);
+  internal.set_auth_revision(who.revision);
   internal.mutable_lease_grant()->set_ttl(ttl);
   internal.mutable_lease_grant()->set_id(ctx_->node->NextLeaseId());
   ProposeChecked(*ctx_, std::move(internal), /*needs_space=*/true,
@@ -74,9 +82,11 @@ void LocalClient::GrantLease(int64_t ttl, Done<int64_t> done) const {
                  });
 }
 
-Result<etcdserverpb::RangeResponse> LocalClient::Range(const etcdserverpb::RangeRequest& req) const {
+Result<etcdserverpb::RangeResponse> LocalClient::Range(const apply::AuthInfo& who,
+                                                      const etcdserverpb::RangeRequest& req) const {
   Status s = apply::CheckRangeRequest(req);
   if (!s.ok()) return s;
+  if (Status denied = ctx_->auth()->IsRangePermitted(who, req.key(), req.range_end()); !denied.ok()) return denied;
   auto view = ctx_->node->kv()->Read();
   auto r = apply::Range(*view, req);
   if (!r.ok()) return r.status();
@@ -84,13 +94,14 @@ Result<etcdserverpb::RangeResponse> LocalClient::Range(const etcdserverpb::Range
   return r;
 }
 
-void LocalClient::LinearizableRange(etcdserverpb::RangeRequest req, Done<etcdserverpb::RangeResponse> done) const {
-  ctx_->node->LinearizableRead([this, req = std::move(req), done = std::move(done)](const Status& s) {
+void LocalClient::LinearizableRange(const apply::AuthInfo& who, etcdserverpb::RangeRequest req,
+                                    Done<etcdserverpb::RangeResponse> done) const {
+  ctx_->node->LinearizableRead([this, who, req = std::move(req), done = std::move(done)](const Status& s) {
     if (!s.ok()) {
       done(s, {});
       return;
     }
-    auto r = Range(req);
+    auto r = Range(who, req);
     if (!r.ok()) {
       done(r.status(), {});
       return;
@@ -99,16 +110,18 @@ void LocalClient::LinearizableRange(etcdserverpb::RangeRequest req, Done<etcdser
   });
 }
 
-std::shared_ptr<DeleteWait> LocalClient::WaitDeletes(std::string prefix, int64_t max_create_rev,
+std::shared_ptr<DeleteWait> LocalClient::WaitDeletes(const apply::AuthInfo& who, std::string prefix,
+                                                     int64_t max_create_rev,
                                                      std::function<void(const Status&)> done) const {
-  auto wait = std::make_shared<DeleteWait>(this, std::move(prefix), max_create_rev, std::move(done));
+  auto wait = std::make_shared<DeleteWait>(this, who, std::move(prefix), max_create_rev, std::move(done));
   wait->Start();
   return wait;
 }
 
-DeleteWait::DeleteWait(const LocalClient* client, std::string prefix, int64_t max_create_rev,
+DeleteWait::DeleteWait(const LocalClient* client, apply::AuthInfo who, std::string prefix, int64_t max_create_rev,
                        std::function<void(const Status&)> done)
-    : client_(client), prefix_(std::move(prefix)), max_create_rev_(max_create_rev), done_(std::move(done)) {}
+    : client_(client), who_(std::move(who)), prefix_(std::move(prefix)), max_create_rev_(max_create_rev),
+      done_(std::move(done)) {}
 
 void DeleteWait::Start() {
   std::weak_ptr<DeleteWait> weak = weak_from_this();
@@ -141,7 +154,7 @@ void DeleteWait::Check() {
   etcdserverpb::RangeRequest r = CreateOrderedRange(prefix_, /*newest=*/true);
   r.set_max_create_revision(max_create_rev_);
   r.set_keys_only(true);
-  auto resp = client_->Range(r);
+  auto resp = client_->Range(who_, r);
   if (!resp.ok()) {
     Finish(resp.status());
   } else if (resp->kvs().empty()) {

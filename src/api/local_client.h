@@ -31,19 +31,23 @@ class LocalClient {
   template <class R>
   using Done = std::function<void(const Status&, R)>;
 
-  void Txn(etcdserverpb::TxnRequest req, Done<etcdserverpb::TxnResponse> done) const;
-  void Delete(std::string key, Done<etcdserverpb::DeleteRangeResponse> done) const;
+  // Every call acts as `who` (the lock or election caller): its writes carry
+  // who for the checks at apply, its reads need READ, as when etcd's lock
+  // and election servers call the KV API with the caller's token.
+  void Txn(const apply::AuthInfo& who, etcdserverpb::TxnRequest req, Done<etcdserverpb::TxnResponse> done) const;
+  void Delete(const apply::AuthInfo& who, std::string key, Done<etcdserverpb::DeleteRangeResponse> done) const;
   // A lease of `ttl` seconds with an id chosen here.
-  void GrantLease(int64_t ttl, Done<int64_t> done) const;
+  void GrantLease(const apply::AuthInfo& who, int64_t ttl, Done<int64_t> done) const;
   // This member's applied state, header filled.
-  Result<etcdserverpb::RangeResponse> Range(const etcdserverpb::RangeRequest& req) const;
+  Result<etcdserverpb::RangeResponse> Range(const apply::AuthInfo& who, const etcdserverpb::RangeRequest& req) const;
   // Range after a ReadIndex round: reflects every write acknowledged before.
-  void LinearizableRange(etcdserverpb::RangeRequest req, Done<etcdserverpb::RangeResponse> done) const;
+  void LinearizableRange(const apply::AuthInfo& who, etcdserverpb::RangeRequest req,
+                         Done<etcdserverpb::RangeResponse> done) const;
 
   // Calls `done` once no key of `prefix` has a create revision at or below
   // `max_create_rev` (OK), or with the error that stopped the wait. Cancel
   // the returned wait to give up (done then runs with the given status).
-  std::shared_ptr<DeleteWait> WaitDeletes(std::string prefix, int64_t max_create_rev,
+  std::shared_ptr<DeleteWait> WaitDeletes(const apply::AuthInfo& who, std::string prefix, int64_t max_create_rev,
                                           std::function<void(const Status&)> done) const;
 
   const ApiContext* ctx() const { return ctx_; }
@@ -56,7 +60,7 @@ class LocalClient {
 
 class DeleteWait : public std::enable_shared_from_this<DeleteWait> {
  public:
-  DeleteWait(const LocalClient* client, std::string prefix, int64_t max_create_rev,
+  DeleteWait(const LocalClient* client, apply::AuthInfo who, std::string prefix, int64_t max_create_rev,
              std::function<void(const Status&)> done);
   void Start();
   void Cancel(const Status& s) { Finish(s); }
@@ -66,6 +70,7 @@ class DeleteWait : public std::enable_shared_from_this<DeleteWait> {
   void Finish(const Status& s);
 
   const LocalClient* const client_;
+  const apply::AuthInfo who_;
   const std::string prefix_;
   const int64_t max_create_rev_;
   std::function<void(const Status&)> done_;  // run once, outside mu_

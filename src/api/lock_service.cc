@@ -9,9 +9,10 @@ namespace {
 // One Lock call: acquire, wait, answer (etcd's Mutex.Lock).
 class LockOp : public std::enable_shared_from_this<LockOp> {
  public:
-  LockOp(const LocalClient* client, std::shared_ptr<WaitingCall> call, std::string name,
+  LockOp(const LocalClient* client, apply::AuthInfo who, std::shared_ptr<WaitingCall> call, std::string name,
          v3lockpb::LockResponse* response)
-      : client_(client), call_(std::move(call)), prefix_(std::move(name) + "/"), response_(response) {}
+      : client_(client), who_(std::move(who)), call_(std::move(call)), prefix_(std::move(name) + "/"),
+        response_(response) {}
 
   void Start(int64_t lease) {
     if (lease != 0) {
@@ -19,7 +20,7 @@ class LockOp : public std::enable_shared_from_this<LockOp> {
       return;
     }
     auto self = shared_from_this();
-    client_->GrantLease(kSessionTTLSeconds, [self](const Status& s, int64_t id) {
+    client_->GrantLease(who_, kSessionTTLSeconds, [self](const Status& s, int64_t id) {
       if (!s.ok()) {
         self->call_->Finish(AsClientError(s));
         return;
@@ -47,7 +48,7 @@ class LockOp : public std::enable_shared_from_this<LockOp> {
     txn.add_failure()->mutable_request_range()->set_key(key_);
     *txn.add_failure()->mutable_request_range() = CreateOrderedRange(prefix_, /*newest=*/false);
     auto self = shared_from_this();
-    client_->Txn(std::move(txn), [self](const Status& s, etcdserverpb::TxnResponse resp) {
+    client_->Txn(who_, std::move(txn), [self](const Status& s, etcdserverpb::TxnResponse resp) {
       if (!s.ok()) {
         self->call_->Finish(AsClientError(s));
         return;
@@ -70,7 +71,7 @@ class LockOp : public std::enable_shared_from_this<LockOp> {
       return;
     }
     auto self = shared_from_this();
-    wait_ = client_->WaitDeletes(prefix_, my_rev - 1, [self](const Status& s) { self->Waited(s); });
+    wait_ = client_->WaitDeletes(who_, prefix_, my_rev - 1, [self](const Status& s) { self->Waited(s); });
     call_->OnCancel([self] {
       if (auto w = self->wait_) w->Cancel(Cancelled());
     });
@@ -80,13 +81,13 @@ class LockOp : public std::enable_shared_from_this<LockOp> {
     if (!s.ok()) {
       // etcd releases the key when the wait fails (Mutex.Lock's Unlock).
       auto self = shared_from_this();
-      client_->Delete(key_, [self, s](const Status&, etcdserverpb::DeleteRangeResponse) { self->call_->Finish(AsClientError(s)); });
+      client_->Delete(who_, key_, [self, s](const Status&, etcdserverpb::DeleteRangeResponse) { self->call_->Finish(AsClientError(s)); });
       return;
     }
     // The session may have expired meanwhile: the key must still be there.
     etcdserverpb::RangeRequest get;
     get.set_key(key_);
-    auto r = client_->Range(get);
+    auto r = client_->Range(who_, get);
     if (!r.ok()) {
       call_->Finish(AsClientError(r.status()));
     } else if (r->kvs().empty()) {
@@ -104,6 +105,7 @@ class LockOp : public std::enable_shared_from_this<LockOp> {
   }
 
   const LocalClient* const client_;
+  const apply::AuthInfo who_;  // the caller
   const std::shared_ptr<WaitingCall> call_;
   const std::string prefix_;
   v3lockpb::LockResponse* const response_;  // gRPC's, valid until the answer
@@ -122,10 +124,13 @@ LockService::LockService(const LocalClient* client)
   ParseRemainingRequests();
 }
 
-grpc::ServerUnaryReactor* LockService::Lock(grpc::CallbackServerContext*, const v3lockpb::LockRequest* request,
+grpc::ServerUnaryReactor* LockService::Lock(grpc::CallbackServerContext* context,
+                                            const v3lockpb::LockRequest* request,
                                             v3lockpb::LockResponse* response) {
+  auto who = client_->ctx()->AuthInfoOf(*context);
+  if (!who.ok()) return FinishNow(context, who.status());
   auto call = WaitingCall::Create();
-  auto op = std::make_shared<LockOp>(client_, call, request->name(), response);
+  auto op = std::make_shared<LockOp>(client_, *who, call, request->name(), response);
   op->Start(request->lease());
   return call->reactor();
 }
@@ -133,8 +138,10 @@ grpc::ServerUnaryReactor* LockService::Lock(grpc::CallbackServerContext*, const 
 grpc::ServerUnaryReactor* LockService::Unlock(grpc::CallbackServerContext* context,
                                               const v3lockpb::UnlockRequest* request,
                                               v3lockpb::UnlockResponse* response) {
+  auto who = client_->ctx()->AuthInfoOf(*context);
+  if (!who.ok()) return FinishNow(context, who.status());
   auto* reactor = context->DefaultReactor();
-  client_->Delete(request->key(), [reactor, response](const Status& s, etcdserverpb::DeleteRangeResponse resp) {
+  client_->Delete(*who, request->key(), [reactor, response](const Status& s, etcdserverpb::DeleteRangeResponse resp) {
     if (s.ok()) *response->mutable_header() = resp.header();
     reactor->Finish(ToGrpc(AsClientError(s)));
   });
