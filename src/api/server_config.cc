@@ -4,6 +4,7 @@
 #include <cctype>
 
 #include "api/http/tls_context.h"
+#include "common/duration.h"
 
 namespace cairn::api {
 
@@ -40,26 +41,7 @@ Result<int64_t> ParseRetentionMs(const std::string& r) {
   bool all_digits = true;
   for (char c : r) all_digits &= std::isdigit(static_cast<unsigned char>(c)) != 0;
   if (all_digits) return std::stoll(r) * 3600 * 1000;
-  int64_t total = 0;
-  size_t i = 0;
-  while (i < r.size()) {
-    size_t j = i;
-    while (j < r.size() && (std::isdigit(static_cast<unsigned char>(r[j])) || r[j] == '.')) j++;
-    if (j == i) return Status(Code::kInvalidArgument, "bad duration: " + r);
-    double n = std::stod(r.substr(i, j - i));
-    size_t k = j;
-    while (k < r.size() && std::isalpha(static_cast<unsigned char>(r[k]))) k++;
-    std::string unit = r.substr(j, k - j);
-    double ms;
-    if (unit == "h") ms = n * 3600000;
-    else if (unit == "m") ms = n * 60000;
-    else if (unit == "s") ms = n * 1000;
-    else if (unit == "ms") ms = n;
-    else return Status(Code::kInvalidArgument, "bad duration unit in: " + r);
-    total += static_cast<int64_t>(ms);
-    i = k;
-  }
-  return total;
+  return ParseGoDurationMs(r);
 }
 
 Result<std::vector<std::pair<std::string, std::vector<std::string>>>> ServerConfig::InitialMembers() const {

@@ -1,6 +1,7 @@
 #include "apply/auth_store.h"
 
 #include <crypt.h>
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #include <algorithm>
@@ -40,33 +41,21 @@ bool EndBefore(const std::string& a, const std::string& b) {  // a < b
 }
 
 // Go's base64.StdEncoding, for the hashedPassword field (etcd 3.5 sends the
-// bcrypt hash base64-encoded).
+// bcrypt hash base64-encoded); OpenSSL decodes.
 std::string Base64Decode(std::string_view in, bool* ok) {
-  static const std::string_view kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  uint32_t acc = 0;
-  int bits = 0;
-  size_t pad = 0;
   *ok = in.size() % 4 == 0;
-  for (char c : in) {
-    if (c == '=') {
-      pad++;
-      continue;
-    }
-    if (pad > 0) *ok = false;
-    const size_t v = kAlphabet.find(c);
-    if (v == std::string_view::npos) {
-      *ok = false;
-      return "";
-    }
-    acc = (acc << 6) | static_cast<uint32_t>(v);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out.push_back(static_cast<char>((acc >> bits) & 0xff));
-    }
+  if (!*ok || in.empty()) return "";
+  std::string out(in.size() / 4 * 3, '\0');
+  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(in.data()), static_cast<int>(in.size()));
+  if (n < 0) {
+    *ok = false;
+    return "";
   }
-  if (pad > 2) *ok = false;
+  // EVP_DecodeBlock counts the padding as zero bytes.
+  size_t pad = 0;
+  while (pad < 2 && in[in.size() - 1 - pad] == '=') pad++;
+  out.resize(static_cast<size_t>(n) - pad);
   return out;
 }
 

@@ -12,34 +12,11 @@
 #include <map>
 #include <sstream>
 
+#include "common/duration.h"
+
 
 namespace cairn::apply {
 namespace {
-
-// A Go duration: "300s", "5m", "1h30m", "1500ms"; milliseconds, -1 if bad.
-int64_t ParseDurationMs(const std::string& d) {
-  int64_t total = 0;
-  size_t i = 0;
-  if (d.empty()) return -1;
-  while (i < d.size()) {
-    size_t j = i;
-    while (j < d.size() && (std::isdigit(static_cast<unsigned char>(d[j])) || d[j] == '.')) j++;
-    if (j == i) return -1;
-    const double n = std::strtod(d.substr(i, j - i).c_str(), nullptr);
-    size_t k = j;
-    while (k < d.size() && std::isalpha(static_cast<unsigned char>(d[k]))) k++;
-    const std::string unit = d.substr(j, k - j);
-    double ms;
-    if (unit == "h") ms = n * 3600000;
-    else if (unit == "m") ms = n * 60000;
-    else if (unit == "s") ms = n * 1000;
-    else if (unit == "ms") ms = n;
-    else return -1;
-    total += static_cast<int64_t>(ms);
-    i = k;
-  }
-  return total;
-}
 
 Status InvalidOptions(const std::string& why) {
   return Status(Code::kInvalidArgument, "auth: invalid auth options (" + why + ")");
@@ -90,9 +67,9 @@ Result<std::unique_ptr<JwtTokens>> JwtTokens::Create(const std::string& options)
   }
   std::unique_ptr<JwtTokens> t(new JwtTokens());
   if (auto it = opts.find("ttl"); it != opts.end() && !it->second.empty()) {
-    const int64_t ms = ParseDurationMs(it->second);
-    if (ms <= 0) return InvalidOptions("bad ttl " + it->second);
-    t->ttl_ = std::chrono::seconds(std::max<int64_t>(1, ms / 1000));
+    auto ms = ParseGoDurationMs(it->second);
+    if (!ms.ok() || *ms <= 0) return InvalidOptions("bad ttl " + it->second);
+    t->ttl_ = std::chrono::seconds(std::max<int64_t>(1, *ms / 1000));
   }
   const std::string method = opts.count("sign-method") ? opts["sign-method"] : "";
   const jwt_alg_t alg = jwt_str_alg(method.c_str());
