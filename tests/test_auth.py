@@ -70,6 +70,10 @@ SCRIPT = [
     ("alice:pw", ["role", "get", "reader"]),
     ("alice:pw", ["auth", "disable"]),
     ("alice:pw", ["compaction", "1"]),
+    (None, ["compaction", "1"]),
+    (None, ["member", "list"]),
+    (None, ["lease", "grant", "60"]),
+    (None, ["lease", "revoke", "1234"]),
     ("alice:pw", ["defrag"]),
     ("alice:pw", ["endpoint", "hashkv"]),
     ("alice:pw", ["member", "add", "m2", "--peer-urls=http://127.0.0.1:1"]),
@@ -92,6 +96,18 @@ SCRIPT = [
     (None, ["get", "/app/x"]),
     (None, ["user", "list"]),
 ]
+
+# Where etcd 3.5.28+ (the checks of etcd commit f936af2c, "guard
+# unauthenticated endpoints with auth checks", and cdbfd651) answers
+# otherwise than the etcd 3.4 this machine runs: cairn follows 3.5, so these
+# steps expect 3.5's answer, and etcd 3.4 is only checked to succeed there.
+DIFFERS_FROM_3_4 = {
+    ("alice:pw", "compaction 1"): (1, "", "Error: etcdserver: permission denied"),
+    (None, "compaction 1"): (1, "", "Error: etcdserver: user name is empty"),
+    (None, "member list"): (1, "", "Error: etcdserver: user name is empty"),
+    (None, "lease grant 60"): (1, "", "Error: failed to grant lease (etcdserver: user name is empty)"),
+    (None, "lease revoke 1234"): (1, "", "Error: failed to revoke lease (etcdserver: user name is empty)"),
+}
 
 
 def run_script(server):
@@ -116,6 +132,11 @@ def test_etcdctl_walk_through_matches_etcd(server_factory):
     mine = run_script(server_factory(kind="cairn"))
     theirs = run_script(server_factory(kind="etcd"))
     for m, t in zip(mine, theirs):
+        want = DIFFERS_FROM_3_4.get((m[0], m[1]))
+        if want is not None:
+            assert m[2] == want, "step %s %s: cairn %r, etcd 3.5 gives %r" % (m[0], m[1], m[2], want)
+            assert "user name is empty" not in t[2][2] and "permission denied" not in t[2][2], t
+            continue
         assert m == t, "step %s %s:\n cairn: %r\n etcd:  %r" % (m[0], m[1], m[2], t[2])
     # Not vacuous: refusals and successes both happened.
     errors = [m for m in mine if m[2][0] != 0]

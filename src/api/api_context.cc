@@ -24,6 +24,19 @@ Result<apply::AuthInfo> ApiContext::AuthInfoOf(const grpc::ServerContextBase& co
   return apply::AuthInfo{};
 }
 
+Status ApiContext::RequireUser(const grpc::ServerContextBase& context) const {
+  if (!auth()->enabled()) return Status::Ok();
+  auto who = AuthInfoOf(context);
+  if (!who.ok()) return who.status();
+  return who->user.empty() ? errors::UserEmpty() : Status::Ok();
+}
+
+Status ApiContext::RequireRoot(const grpc::ServerContextBase& context) const {
+  auto who = AuthInfoOf(context);
+  if (!who.ok()) return who.status();
+  return auth()->IsAdminPermitted(*who);
+}
+
 void ProposeChecked(const ApiContext& ctx, cairnpb::InternalRequest req, bool needs_space,
                     std::function<void(const Status&, const cairnpb::InternalResponse&)> done) {
   static const cairnpb::InternalResponse kNone;

@@ -54,6 +54,11 @@ struct ApiContext {
   // client certificate's CN; "etcdserver: invalid auth token" for a token
   // this member does not know.
   Result<apply::AuthInfo> AuthInfoOf(const grpc::ServerContextBase& context) const;
+  // etcd's requireAuthInfo: once auth is on, a call needs a user
+  // ("etcdserver: user name is empty" without one).
+  Status RequireUser(const grpc::ServerContextBase& context) const;
+  // etcd's IsAdminPermitted on the caller: once auth is on, root only.
+  Status RequireRoot(const grpc::ServerContextBase& context) const;
 
   // Fills cluster_id, member_id, raft_term, and the revision if it is 0.
   void FillHeader(etcdserverpb::ResponseHeader* h) const {

@@ -129,20 +129,11 @@ bool ClusterService::ConnectedSince5s(bool all) const {
   return connected - 1 >= 1 + (voters - 1) / 2;
 }
 
-namespace {
-// etcd's checkMembershipOperationPermission: membership changes are root's
-// once auth is on.
-Status RequireRootForMembers(const ApiContext* ctx, const grpc::ServerContextBase& context) {
-  auto who = ctx->AuthInfoOf(context);
-  if (!who.ok()) return who.status();
-  return ctx->auth()->IsAdminPermitted(*who);
-}
-}  // namespace
 
 grpc::ServerUnaryReactor* ClusterService::MemberAdd(grpc::CallbackServerContext* context,
                                                     const etcdserverpb::MemberAddRequest* request,
                                                     etcdserverpb::MemberAddResponse* response) {
-  if (Status denied = RequireRootForMembers(ctx_, *context); !denied.ok()) return FinishNow(context, denied);
+  if (Status denied = ctx_->RequireRoot(*context); !denied.ok()) return FinishNow(context, denied);
   if (!ValidPeerUrls(request->peerurls())) return FinishNow(context, errors::MemberBadURLs());
   Table t{ctx_->node->applier()->Members()};
   if (!request->islearner() && !t.StartedQuorum(1, 0)) return FinishNow(context, errors::NotEnoughStartedMembers());
@@ -167,7 +158,7 @@ grpc::ServerUnaryReactor* ClusterService::MemberAdd(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* ClusterService::MemberRemove(grpc::CallbackServerContext* context,
                                                        const etcdserverpb::MemberRemoveRequest* request,
                                                        etcdserverpb::MemberRemoveResponse* response) {
-  if (Status denied = RequireRootForMembers(ctx_, *context); !denied.ok()) return FinishNow(context, denied);
+  if (Status denied = ctx_->RequireRoot(*context); !denied.ok()) return FinishNow(context, denied);
   Table t{ctx_->node->applier()->Members()};
   const cairnpb::Member* m = t.Find(request->id());
   if (!m) return FinishNow(context, errors::MemberNotFound());
@@ -187,7 +178,7 @@ grpc::ServerUnaryReactor* ClusterService::MemberRemove(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* ClusterService::MemberUpdate(grpc::CallbackServerContext* context,
                                                        const etcdserverpb::MemberUpdateRequest* request,
                                                        etcdserverpb::MemberUpdateResponse* response) {
-  if (Status denied = RequireRootForMembers(ctx_, *context); !denied.ok()) return FinishNow(context, denied);
+  if (Status denied = ctx_->RequireRoot(*context); !denied.ok()) return FinishNow(context, denied);
   if (!ValidPeerUrls(request->peerurls())) return FinishNow(context, errors::MemberBadURLs());
   Table t{ctx_->node->applier()->Members()};
   if (!t.Find(request->id())) return FinishNow(context, errors::MemberNotFound());
@@ -202,7 +193,7 @@ grpc::ServerUnaryReactor* ClusterService::MemberUpdate(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* ClusterService::MemberPromote(grpc::CallbackServerContext* context,
                                                         const etcdserverpb::MemberPromoteRequest* request,
                                                         etcdserverpb::MemberPromoteResponse* response) {
-  if (Status denied = RequireRootForMembers(ctx_, *context); !denied.ok()) return FinishNow(context, denied);
+  if (Status denied = ctx_->RequireRoot(*context); !denied.ok()) return FinishNow(context, denied);
   Table t{ctx_->node->applier()->Members()};
   const cairnpb::Member* m = t.Find(request->id());
   if (!m) return FinishNow(context, errors::MemberNotFound());

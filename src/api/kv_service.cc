@@ -130,6 +130,8 @@ grpc::ServerUnaryReactor* KvService::Txn(grpc::CallbackServerContext* context,
 grpc::ServerUnaryReactor* KvService::Compact(grpc::CallbackServerContext* context,
                                              const etcdserverpb::CompactionRequest* request,
                                              etcdserverpb::CompactionResponse* response) {
+  // etcd 3.5.28+: compaction is root's once auth is on.
+  if (Status denied = ctx_->RequireRoot(*context); !denied.ok()) return FinishNow(context, denied);
   cairnpb::InternalRequest req;
   *req.mutable_compaction() = *request;
   return ProposeUnary(ctx_, context, std::move(req), false, response,

@@ -154,6 +154,8 @@ class KeepAliveReactor final
 grpc::ServerUnaryReactor* LeaseService::LeaseGrant(grpc::CallbackServerContext* context,
                                                    const etcdserverpb::LeaseGrantRequest* request,
                                                    etcdserverpb::LeaseGrantResponse* response) {
+  // etcd 3.5.28+: granting and revoking need a user once auth is on.
+  if (Status s = ctx_->RequireUser(*context); !s.ok()) return FinishNow(context, s);
   cairnpb::InternalRequest req;
   *req.mutable_lease_grant() = *request;
   // The id is chosen before the log so every replica applies the same one.
@@ -168,6 +170,7 @@ grpc::ServerUnaryReactor* LeaseService::LeaseGrant(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* LeaseService::LeaseRevoke(grpc::CallbackServerContext* context,
                                                     const etcdserverpb::LeaseRevokeRequest* request,
                                                     etcdserverpb::LeaseRevokeResponse* response) {
+  if (Status s = ctx_->RequireUser(*context); !s.ok()) return FinishNow(context, s);
   cairnpb::InternalRequest req;
   *req.mutable_lease_revoke() = *request;
   return ProposeUnary(ctx_, context, std::move(req), false, response,

@@ -93,36 +93,23 @@ std::string AlarmName(etcdserverpb::AlarmType t) {
 }  // namespace
 
 namespace {
-// etcd's authMaintenanceServer: isAuthenticated (root) and requireAuthInfo
-// (any user, once auth is on).
-cairn::Status RequireRoot(const ApiContext* ctx, const grpc::ServerContextBase& context) {
-  auto who = ctx->AuthInfoOf(context);
-  if (!who.ok()) return who.status();
-  return ctx->auth()->IsAdminPermitted(*who);
-}
 // Defragment, Hash, HashKV and Snapshot return the auth store's own error,
 // not converted to etcd's gRPC errors (code Unknown, "auth: ..."), as etcd.
 cairn::Status RequireRootRaw(const ApiContext* ctx, const grpc::ServerContextBase& context) {
-  cairn::Status s = RequireRoot(ctx, context);
+  cairn::Status s = ctx->RequireRoot(context);
   if (s.ok()) return s;
   std::string m = s.message();
   if (m == errors::UserNotFound().message()) return cairn::Status(Code::kUnknown, "auth: user not found");
   if (m.starts_with("etcdserver: ")) m = "auth: " + m.substr(12);
   return cairn::Status(Code::kUnknown, m);
 }
-cairn::Status RequireUser(const ApiContext* ctx, const grpc::ServerContextBase& context) {
-  if (!ctx->auth()->enabled()) return cairn::Status::Ok();
-  auto who = ctx->AuthInfoOf(context);
-  if (!who.ok()) return who.status();
-  return who->user.empty() ? errors::UserEmpty() : cairn::Status::Ok();
-}
 }  // namespace
 
 grpc::ServerUnaryReactor* MaintenanceService::Alarm(grpc::CallbackServerContext* context,
                                                     const etcdserverpb::AlarmRequest* request,
                                                     etcdserverpb::AlarmResponse* response) {
-  const cairn::Status allowed = request->action() == etcdserverpb::AlarmRequest::GET ? RequireUser(ctx_, *context)
-                                                                                    : RequireRoot(ctx_, *context);
+  const cairn::Status allowed = request->action() == etcdserverpb::AlarmRequest::GET ? ctx_->RequireUser(*context)
+                                                                                    : ctx_->RequireRoot(*context);
   if (!allowed.ok()) return FinishNow(context, allowed);
   cairnpb::InternalRequest req;
   *req.mutable_alarm() = *request;
@@ -133,7 +120,7 @@ grpc::ServerUnaryReactor* MaintenanceService::Alarm(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* MaintenanceService::Status(grpc::CallbackServerContext* context,
                                                      const etcdserverpb::StatusRequest* request,
                                                      etcdserverpb::StatusResponse* response) {
-  if (cairn::Status s = RequireUser(ctx_, *context); !s.ok()) return FinishNow(context, s);
+  if (cairn::Status s = ctx_->RequireUser(*context); !s.ok()) return FinishNow(context, s);
   ctx_->FillHeader(response->mutable_header());
   response->set_version(ctx_->version);
   response->set_dbsize(static_cast<int64_t>(ctx_->node->engine()->TotalSizeBytes()));
@@ -198,7 +185,7 @@ grpc::ServerWriteReactor<etcdserverpb::SnapshotResponse>* MaintenanceService::Sn
 grpc::ServerUnaryReactor* MaintenanceService::MoveLeader(grpc::CallbackServerContext* context,
                                                          const etcdserverpb::MoveLeaderRequest* request,
                                                          etcdserverpb::MoveLeaderResponse* response) {
-  if (cairn::Status denied = RequireRoot(ctx_, *context); !denied.ok()) return FinishNow(context, denied);
+  if (cairn::Status denied = ctx_->RequireRoot(*context); !denied.ok()) return FinishNow(context, denied);
   // etcd: only the leader moves leadership; the target must be a voter.
   if (ctx_->node->leader_id() != ctx_->node->ids().member_id) return FinishNow(context, errors::NotLeader());
   bool voter = false;
@@ -217,7 +204,9 @@ grpc::ServerUnaryReactor* MaintenanceService::MoveLeader(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* ClusterService::MemberList(grpc::CallbackServerContext* context,
                                                      const etcdserverpb::MemberListRequest* request,
                                                      etcdserverpb::MemberListResponse* response) {
-  return ReadAndFinish(ctx_, context, request->linearizable(), [this, response] {
+  // etcd 3.5.29+: any user may list the members (after the read index).
+  return ReadAndFinish(ctx_, context, request->linearizable(), [this, context, response] {
+    if (cairn::Status s = ctx_->RequireUser(*context); !s.ok()) return s;
     // The member table, by id as etcd lists it. A member that has not
     // published its attributes yet has no name and no client URLs
     // (etcdctl shows it "unstarted").
