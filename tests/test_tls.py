@@ -114,6 +114,47 @@ def test_client_cert_auth_flag_requires_a_certificate_too(server_factory, pki):
     assert etcdctl(s, "put", "/x", "1", tls=s.tls_args()).stdout.strip() == "OK"
 
 
+@pytest.mark.parametrize("kind", ["cairn", "etcd"])
+def test_revoked_client_certificate_is_refused(server_factory, pki, tmp_path, kind):
+    """--client-crl-file: read on every connection, so a certificate revoked
+    after start-up is refused from its next connection on (etcd's checkCRL).
+    The same steps against the real etcd."""
+    bob = pki.ca.issue("bob")
+    crl = pki.ca.write_crl(tmp_path / "clients.crl")  # nothing revoked yet
+    s = server_factory(kind=kind, extra_args=pki.server_flags("--trusted-ca-file", pki.ca.cert,
+                                                              "--client-crl-file", crl),
+                       client_tls=ClientFiles(pki.ca.cert, pki.alice.cert, pki.alice.key))
+    as_bob = ["--cacert", pki.ca.cert, "--cert", bob.cert, "--key", bob.key]
+    assert etcdctl(s, "put", "/crl", "bob", tls=as_bob).stdout.strip() == "OK"
+    pki.ca.revoke(bob)
+    pki.ca.write_crl(crl)
+    assert etcdctl(s, "put", "/crl", "bob again", tls=as_bob).returncode != 0
+    h = curl("--cacert", pki.ca.cert, "--cert", bob.cert, "--key", bob.key, "https://%s/health" % s.host_port)
+    assert h.returncode != 0
+    # Others are not affected.
+    assert etcdctl(s, "put", "/crl", "alice", tls=s.tls_args()).stdout.strip() == "OK"
+    assert s.kv.Range(rpc_pb2.RangeRequest(key=b"/crl")).kvs[0].value == b"alice"
+    if kind == "cairn":
+        assert "transport: certificate serial %s revoked" % serial_of(bob.cert).lower() in s.log_tail(200000)
+
+
+@pytest.mark.parametrize("kind", ["cairn", "etcd"])
+def test_client_cert_allowed_hostname(server_factory, pki, kind):
+    """--client-cert-allowed-hostname: a client certificate must name that
+    host in its SANs (its CN does not count)."""
+    svc = pki.ca.issue("svc", san="DNS:svc.cairn.test")
+    cn_only = pki.ca.issue("svc.cairn.test", san="DNS:elsewhere.test")
+    s = server_factory(kind=kind, extra_args=pki.server_flags("--trusted-ca-file", pki.ca.cert,
+                                                              "--client-cert-allowed-hostname",
+                                                              "svc.cairn.test"),
+                       client_tls=ClientFiles(pki.ca.cert, svc.cert, svc.key))
+    ok = etcdctl(s, "put", "/h", "1", tls=["--cacert", pki.ca.cert, "--cert", svc.cert, "--key", svc.key])
+    assert ok.stdout.strip() == "OK", ok.stderr
+    for who in (cn_only, pki.alice):
+        p = etcdctl(s, "put", "/h", "2", tls=["--cacert", pki.ca.cert, "--cert", who.cert, "--key", who.key])
+        assert p.returncode != 0
+
+
 # ----------------------------------------------------------- every client
 
 def test_https_client_url_serves_grpc_http_and_the_gateway(server_factory, pki, tmp_path):

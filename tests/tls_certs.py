@@ -5,6 +5,8 @@ is committed).
     server = ca.issue("server", server=True)            # .cert, .key
     alice = ca.issue("alice")                           # a client certificate
     old = ca.issue("bob", expired=True)                 # valid in 2020 only
+    ca.revoke(alice); ca.write_crl(path)                # a CRL listing alice's serial
+    other = ca.issue("m", server=True, san="DNS:m.test,IP:127.0.0.1")
     files = ClientFiles(ca.cert, alice.cert, alice.key) # for Server(client_tls=)
 
 Keys are EC P-256 (fast to make). Server certificates carry 127.0.0.1 and
@@ -69,17 +71,39 @@ class CertAuthority:
         _run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
              "-keyout", self.key, "-out", self.cert, "-days", "3", "-subj", "/CN=" + name)
 
-    def issue(self, cn, server=False, expired=False, file_name=None):
+    def issue(self, cn, server=False, expired=False, file_name=None, san=None):
         base = os.path.join(self.dir, file_name or cn)
         key, csr, cert = base + ".key", base + ".csr", base + ".crt"
         _run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
              "-keyout", key, "-out", csr, "-subj", "/CN=" + cn)
         dates = ["-startdate", "20200101000000Z", "-enddate", "20200102000000Z"] if expired \
             else ["-days", "3"]
+        ext = []
+        if san:
+            ext_file = base + ".ext"
+            with open(ext_file, "w") as f:
+                f.write("[own]\nbasicConstraints = critical,CA:FALSE\n"
+                        "keyUsage = critical,digitalSignature,keyEncipherment\n"
+                        "extendedKeyUsage = serverAuth,clientAuth\nsubjectAltName = %s\n" % san)
+            ext = ["-extfile", ext_file, "-extensions", "own"]
+        else:
+            ext = ["-extensions", "server" if server else "client"]
         _run("ca", "-batch", "-config", self.config, "-cert", self.cert, "-keyfile", self.key,
-             "-in", csr, "-out", cert, "-notext", "-extensions", "server" if server else "client",
-             *dates)
+             "-in", csr, "-out", cert, "-notext", *ext, *dates)
         return Issued(cert, key)
+
+    def revoke(self, issued):
+        _run("ca", "-config", self.config, "-cert", self.cert, "-keyfile", self.key,
+             "-revoke", issued.cert)
+
+    def write_crl(self, path):
+        """A CRL (PEM) of every certificate revoked so far, written to `path`
+        by a rename, as an operator's tooling replaces one."""
+        tmp = str(path) + ".tmp"
+        _run("ca", "-gencrl", "-config", self.config, "-cert", self.cert, "-keyfile", self.key,
+             "-crldays", "3", "-out", tmp)
+        os.replace(tmp, str(path))
+        return str(path)
 
 
 def serial_of(cert_path):

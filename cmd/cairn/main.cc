@@ -102,9 +102,7 @@ bool LoadConfigFile(const std::string& path, cairn::api::ServerConfig* c) {
       if (node["auto-tls"]) t->auto_tls = node["auto-tls"].as<bool>();
       list(node["allowed-cn"], &t->allowed_cn);
       list(node["allowed-hostname"], &t->allowed_hostname);
-      if (node["crl-file"] && !node["crl-file"].as<std::string>().empty()) {
-        throw std::runtime_error(std::string(key) + ": crl-file is not supported yet");
-      }
+      field("crl-file", &t->crl_file);
     };
     security("client-transport-security", &c->client_tls);
     security("peer-transport-security", &c->peer_tls);
@@ -226,7 +224,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--log-level", config.log_level, "debug, info, warn, error")->capture_default_str();
   // TLS, with etcd's flags (see docs/security.md).
-  std::string cipher_suites, peer_allowed_cn, peer_allowed_hostname, client_crl_file, peer_crl_file;
+  std::string cipher_suites, peer_allowed_cn, peer_allowed_hostname, client_allowed_hostname;
   auto& ct = config.client_tls;
   auto& pt = config.peer_tls;
   app.add_option("--cert-file", ct.cert_file, "Path to the client server TLS cert file");
@@ -239,7 +237,9 @@ int main(int argc, char** argv) {
                  "Path to the client server TLS trusted CA cert file; client certificates are then required");
   app.add_flag("--client-cert-auth", ct.client_cert_auth, "Enable client cert authentication");
   app.add_flag("--auto-tls", ct.auto_tls, "Client TLS using generated certificates");
-  app.add_option("--client-crl-file", client_crl_file, "Not supported yet; refused when set");
+  app.add_option("--client-crl-file", ct.crl_file, "Path to the client certificate revocation list file");
+  app.add_option("--client-cert-allowed-hostname", client_allowed_hostname,
+                 "Comma-separated list of allowed SAN hostnames for client cert authentication");
   app.add_option("--peer-cert-file", pt.cert_file, "Path to the peer server TLS cert file");
   app.add_option("--peer-key-file", pt.key_file, "Path to the peer server TLS key file");
   app.add_option("--peer-client-cert-file", pt.client_cert_file,
@@ -249,7 +249,7 @@ int main(int argc, char** argv) {
   app.add_option("--peer-trusted-ca-file", pt.trusted_ca_file, "Path to the peer server TLS trusted CA file");
   app.add_flag("--peer-client-cert-auth", pt.client_cert_auth, "Enable peer client cert authentication");
   app.add_flag("--peer-auto-tls", pt.auto_tls, "Peer TLS using generated certificates");
-  app.add_option("--peer-crl-file", peer_crl_file, "Not supported yet; refused when set");
+  app.add_option("--peer-crl-file", pt.crl_file, "Path to the peer certificate revocation list file");
   app.add_option("--peer-cert-allowed-cn", peer_allowed_cn,
                  "Comma-separated list of allowed CNs for inter-peer TLS authentication");
   app.add_option("--peer-cert-allowed-hostname", peer_allowed_hostname,
@@ -299,10 +299,7 @@ int main(int argc, char** argv) {
   if (!cipher_suites.empty()) config.cipher_suites = SplitCommas(cipher_suites);
   if (!peer_allowed_cn.empty()) pt.allowed_cn = SplitCommas(peer_allowed_cn);
   if (!peer_allowed_hostname.empty()) pt.allowed_hostname = SplitCommas(peer_allowed_hostname);
-  if (!client_crl_file.empty() || !peer_crl_file.empty()) {
-    std::cerr << "cairn: --client-crl-file and --peer-crl-file are not supported yet" << std::endl;
-    return 1;
-  }
+  if (!client_allowed_hostname.empty()) ct.allowed_hostname = SplitCommas(client_allowed_hostname);
   if (!config_file.empty() && !LoadConfigFile(config_file, &config)) return 1;
 
   cairn::LogLevel level;

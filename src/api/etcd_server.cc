@@ -66,6 +66,8 @@ Status EtcdServer::PrepareClientTls() {
   o.key_file = sec.key_file;
   o.trusted_ca_file = sec.trusted_ca_file;
   o.client_cert_auth = sec.client_cert_auth;
+  o.allowed_hostnames = sec.allowed_hostname;
+  o.crl_file = sec.crl_file;
   o.cipher_suites = config_.cipher_suites;
   o.min_version = config_.tls_min_version;
   o.max_version = config_.tls_max_version;

@@ -8,61 +8,97 @@
 #include <utility>
 #include <vector>
 
+#include <openssl/x509.h>
+
 #include "api/http/tls_context.h"
 #include "common/logging.h"
 
 namespace cairn::api {
 namespace {
 
-constexpr unsigned kRefreshSeconds = 60;
+// How often gRPC re-reads the peer certificate files (etcd reads them on
+// every handshake; a stat and a read every few seconds is as cheap).
+constexpr unsigned kRefreshSeconds = 5;
 
 std::string Str(grpc::string_ref r) { return std::string(r.data(), r.size()); }
 
-// Whether the certificate names the host of `target` ("host:port").
-bool NamesHost(grpc::experimental::TlsCustomVerificationCheckRequest* request, const std::string& target) {
-  std::string host = target.substr(0, target.rfind(':'));
-  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  for (const auto& ip : request->ip_names()) {
-    if (Str(ip) == host) return true;
+// X509 certificates freed at the end of a scope.
+struct Certificates {
+  std::vector<X509*> all;
+  explicit Certificates(std::vector<X509*> c) : all(std::move(c)) {}
+  Certificates(const Certificates&) = delete;
+  Certificates& operator=(const Certificates&) = delete;
+  ~Certificates() {
+    for (X509* c : all) X509_free(c);
   }
-  for (const auto& dns : request->dns_names()) {
-    const std::string name = Str(dns);
-    if (name == host) return true;
-    const size_t dot = host.find('.');
-    if (name.starts_with("*.") && dot != std::string::npos && name.substr(1) == host.substr(dot)) return true;
-  }
-  return false;
-}
+};
 
-// --peer-cert-allowed-cn, during the handshake (after gRPC verified the
-// chain), on both sides as etcd does (its VerifyPeerCertificate is in the
-// server's and the client's TLS config). On the dialing side it replaces
-// gRPC's host name check, so it does that check too.
-class AllowedCnVerifier : public grpc::experimental::ExternalCertificateVerifier {
+// What a member checks of a peer's certificate once gRPC has verified its
+// chain, as etcd's TLS config does: --peer-cert-allowed-cn or
+// --peer-cert-allowed-hostname on both sides (its VerifyPeerCertificate is
+// in the server's and the client's config), the host name dialed (on the
+// dialing side, where this replaces gRPC's own check), and --peer-crl-file.
+// etcd checks the CRL only when accepting (its tlsListener), so it still
+// dials a revoked member and sends it the log; cairn checks on both sides:
+// a revoked member is cut off both ways.
+struct PeerChecks {
+  std::vector<std::string> allowed_cn, allowed_hostnames;
+  std::string crl_file;
+  bool check_host = false;
+  bool Any() const { return !allowed_cn.empty() || !allowed_hostnames.empty() || !crl_file.empty() || check_host; }
+};
+
+class PeerCertVerifier : public grpc::experimental::ExternalCertificateVerifier {
  public:
-  AllowedCnVerifier(std::vector<std::string> allowed, bool check_host)
-      : allowed_(std::move(allowed)), check_host_(check_host) {}
+  explicit PeerCertVerifier(PeerChecks checks) : checks_(std::move(checks)) {}
   bool Verify(grpc::experimental::TlsCustomVerificationCheckRequest* request,
               std::function<void(grpc::Status)>, grpc::Status* sync_status) override {
-    const std::string cn = Str(request->common_name());
-    if (check_host_ && !NamesHost(request, Str(request->target_name()))) {
-      CAIRN_LOG(kWarn) << "rejected peer " << Str(request->target_name())
-                       << ": its certificate does not name that host";
-      *sync_status = grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "x509: certificate is not valid for the host");
-    } else if (std::find(allowed_.begin(), allowed_.end(), cn) != allowed_.end()) {
-      *sync_status = grpc::Status::OK;
-    } else {
-      CAIRN_LOG(kWarn) << "rejected peer connection: certificate CN \"" << cn
-                       << "\" is not in --peer-cert-allowed-cn";
-      *sync_status = grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "client certificate authentication failed");
-    }
+    *sync_status = Check(request);
     return true;  // answered synchronously
   }
   void Cancel(grpc::experimental::TlsCustomVerificationCheckRequest*) override {}
 
  private:
-  const std::vector<std::string> allowed_;
-  const bool check_host_;
+  grpc::Status Check(grpc::experimental::TlsCustomVerificationCheckRequest* request) const {
+    Certificates leaf(http::ParsePemCertificates(Str(request->peer_cert())));
+    if (leaf.all.empty()) return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "no peer certificate");
+    X509* cert = leaf.all[0];
+    if (checks_.check_host) {
+      const std::string target = Str(request->target_name());
+      if (!http::CertificateNamesHost(cert, target.substr(0, target.rfind(':')))) {
+        CAIRN_LOG(kWarn) << "rejected peer " << target << ": its certificate does not name that host";
+        return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "x509: certificate is not valid for the host");
+      }
+    }
+    if (!checks_.allowed_cn.empty()) {
+      const std::string cn = Str(request->common_name());
+      if (std::find(checks_.allowed_cn.begin(), checks_.allowed_cn.end(), cn) == checks_.allowed_cn.end()) {
+        CAIRN_LOG(kWarn) << "rejected peer connection: certificate CN \"" << cn
+                         << "\" is not in --peer-cert-allowed-cn";
+        return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "client certificate authentication failed");
+      }
+    }
+    if (!checks_.allowed_hostnames.empty()) {
+      bool named = false;
+      for (const auto& host : checks_.allowed_hostnames) named = named || http::CertificateNamesHost(cert, host);
+      if (!named) {
+        CAIRN_LOG(kWarn) << "rejected peer connection: its certificate names none of --peer-cert-allowed-hostname";
+        return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "client certificate authentication failed");
+      }
+    }
+    if (!checks_.crl_file.empty()) {
+      Certificates chain(http::ParsePemCertificates(Str(request->peer_cert_full_chain())));
+      std::vector<X509*> sent = chain.all;
+      if (sent.empty()) sent.push_back(cert);
+      if (Status revoked = http::CheckRevoked(checks_.crl_file, sent); !revoked.ok()) {
+        CAIRN_LOG(kWarn) << "rejected peer connection: " << revoked.message();
+        return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, revoked.message());
+      }
+    }
+    return grpc::Status::OK;
+  }
+
+  const PeerChecks checks_;
 };
 
 bool AnyHttps(const std::vector<std::string>& urls) {
@@ -97,9 +133,6 @@ Result<PeerCredentials> BuildPeerCredentials(const ServerConfig& config, const s
       self_signed = true;
     }
   }
-  if (!sec.allowed_hostname.empty()) {
-    return Status(Code::kInvalidArgument, "--peer-cert-allowed-hostname is not supported yet");
-  }
   for (const auto& url : config.listen_peer_urls) {
     if (url.starts_with("http://")) {
       if (!sec.Empty() && !self_signed) {
@@ -126,6 +159,8 @@ Result<PeerCredentials> BuildPeerCredentials(const ServerConfig& config, const s
     o.key_file = sec.key_file;
     o.trusted_ca_file = sec.trusted_ca_file;
     o.client_cert_auth = sec.client_cert_auth;
+    o.allowed_cns = sec.allowed_cn;
+    o.allowed_hostnames = sec.allowed_hostname;
     auto check = http::TlsContext::Create(o);
     if (!check.ok()) return check.status();
     std::shared_ptr<grpc::experimental::CertificateProviderInterface> provider;
@@ -148,9 +183,9 @@ Result<PeerCredentials> BuildPeerCredentials(const ServerConfig& config, const s
     } else {
       so.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
     }
-    if (!sec.allowed_cn.empty()) {
-      so.set_certificate_verifier(
-          grpc::experimental::ExternalCertificateVerifier::Create<AllowedCnVerifier>(sec.allowed_cn, false));
+    const PeerChecks checks{sec.allowed_cn, sec.allowed_hostname, sec.crl_file, false};
+    if (checks.Any()) {
+      so.set_certificate_verifier(grpc::experimental::ExternalCertificateVerifier::Create<PeerCertVerifier>(checks));
     }
     out.server = grpc::experimental::TlsServerCredentials(so);
     if (!out.server) return Status(Code::kInvalidArgument, "cannot create the peer TLS server credentials");
@@ -175,9 +210,9 @@ Result<PeerCredentials> BuildPeerCredentials(const ServerConfig& config, const s
     if (!cert.empty()) co.watch_identity_key_cert_pairs();
     if (!sec.trusted_ca_file.empty()) co.watch_root_certs();
   }
-  if (!sec.allowed_cn.empty() && !self_signed) {
-    co.set_certificate_verifier(
-        grpc::experimental::ExternalCertificateVerifier::Create<AllowedCnVerifier>(sec.allowed_cn, true));
+  if ((!sec.allowed_cn.empty() || !sec.allowed_hostname.empty() || !sec.crl_file.empty()) && !self_signed) {
+    co.set_certificate_verifier(grpc::experimental::ExternalCertificateVerifier::Create<PeerCertVerifier>(
+        PeerChecks{sec.allowed_cn, sec.allowed_hostname, sec.crl_file, true}));
   }
   if (self_signed) {
     // etcd: InsecureSkipVerify for self-signed peer certificates.

@@ -19,7 +19,8 @@ struct TransportSecurity {
   bool client_cert_auth = false;
   bool auto_tls = false;
   std::vector<std::string> allowed_cn;        // peers: --peer-cert-allowed-cn
-  std::vector<std::string> allowed_hostname;  // --peer-cert-allowed-hostname
+  std::vector<std::string> allowed_hostname;  // --peer-cert-allowed-hostname, --client-cert-allowed-hostname
+  std::string crl_file;                       // --peer-crl-file, --client-crl-file
   // etcd's TLSInfo.Empty(): no certificate given.
   bool Empty() const { return cert_file.empty() && key_file.empty(); }
 };

@@ -11,6 +11,8 @@
 #include <arpa/inet.h>
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -89,23 +91,34 @@ int SelectAlpn(SSL*, const unsigned char** out, unsigned char* outlen, const uns
   return SSL_TLSEXT_ERR_NOACK;
 }
 
-// The allowed-CN check, after OpenSSL's own verification of the chain.
-int VerifyAllowedCn(int preverify_ok, X509_STORE_CTX* store) {
+// The allowed-CN / allowed-hostname check, after OpenSSL's own
+// verification of the chain.
+int VerifyAllowedName(int preverify_ok, X509_STORE_CTX* store) {
   if (!preverify_ok) return 0;
-  if (X509_STORE_CTX_get_error_depth(store) != 0) return 1;  // only the leaf has the CN
+  if (X509_STORE_CTX_get_error_depth(store) != 0) return 1;  // only the leaf names its holder
   SSL* ssl = static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
   const auto* options = static_cast<const TlsOptions*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
-  if (options == nullptr || options->allowed_cns.empty()) return 1;
+  if (options == nullptr || (options->allowed_cns.empty() && options->allowed_hostnames.empty())) return 1;
   X509* cert = X509_STORE_CTX_get_current_cert(store);
+  if (cert == nullptr) return 0;
+  for (const auto& host : options->allowed_hostnames) {
+    if (CertificateNamesHost(cert, host)) return 1;
+  }
   char cn[256] = {};
-  if (cert != nullptr &&
-      X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof(cn)) > 0) {
+  if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof(cn)) > 0) {
     for (const auto& allowed : options->allowed_cns) {
       if (allowed == cn) return 1;
     }
   }
   X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
   return 0;
+}
+
+// Go's %q of a []string: ["a" "b"].
+std::string GoQuoted(const std::vector<std::string>& v) {
+  std::string out = "[";
+  for (size_t i = 0; i < v.size(); i++) out += (i ? " \"" : "\"") + v[i] + "\"";
+  return out + "]";
 }
 
 }  // namespace
@@ -165,6 +178,11 @@ Result<std::shared_ptr<TlsContext>> TlsContext::Create(TlsOptions options) {
   }
   Status s = ValidateTlsVersions(options.min_version, options.max_version, options.cipher_suites);
   if (!s.ok()) return s;
+  if (!options.allowed_cns.empty() && !options.allowed_hostnames.empty()) {
+    return Status(Code::kInvalidArgument, "AllowedCNs and AllowedHostnames are mutually exclusive (cns=" +
+                                              GoQuoted(options.allowed_cns) +
+                                              ", hostnames=" + GoQuoted(options.allowed_hostnames) + ")");
+  }
   std::shared_ptr<TlsContext> context(new TlsContext(std::move(options)));
   context->cipher_list_ = OpenSslCipherList(context->options_.cipher_suites).value();
   auto stamps = context->Stamps();
@@ -239,7 +257,7 @@ Result<SSL_CTX*> TlsContext::Build() const {
       SSL_CTX_set_default_verify_paths(ctx);
     }
     SSL_CTX_set_app_data(ctx, const_cast<TlsOptions*>(&options_));
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, VerifyAllowedCn);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, VerifyAllowedName);
   }
   SSL_CTX_set_alpn_select_cb(ctx, SelectAlpn, nullptr);
   return ctx;
@@ -278,6 +296,73 @@ uint64_t TlsContext::reloads() const {
 uint64_t TlsContext::reload_failures() const {
   std::lock_guard<std::mutex> lock(mu_);
   return reload_failures_;
+}
+
+bool CertificateNamesHost(X509* cert, const std::string& name) {
+  std::string host = name;
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  unsigned char ip[16];
+  if (inet_pton(AF_INET, host.c_str(), ip) == 1 || inet_pton(AF_INET6, host.c_str(), ip) == 1) {
+    return X509_check_ip_asc(cert, host.c_str(), 0) == 1;
+  }
+  if (!host.empty() && host.back() == '.') host.pop_back();
+  return X509_check_host(cert, host.data(), host.size(),
+                         X509_CHECK_FLAG_NEVER_CHECK_SUBJECT | X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS,
+                         nullptr) == 1;
+}
+
+Status CheckRevoked(const std::string& crl_file, const std::vector<X509*>& certs) {
+  BIO* bio = BIO_new_file(crl_file.c_str(), "rb");
+  if (bio == nullptr) return Status(Code::kUnavailable, "open " + crl_file + ": " + std::strerror(errno));
+  X509_CRL* crl = PEM_read_bio_X509_CRL(bio, nullptr, nullptr, nullptr);
+  if (crl == nullptr) {
+    (void)BIO_reset(bio);
+    crl = d2i_X509_CRL_bio(bio, nullptr);
+  }
+  BIO_free(bio);
+  ERR_clear_error();
+  if (crl == nullptr) return Status(Code::kInvalidArgument, "x509: cannot parse the CRL in " + crl_file);
+  Status result = Status::Ok();
+  for (X509* cert : certs) {
+    X509_REVOKED* revoked = nullptr;
+    if (X509_CRL_get0_by_serial(crl, &revoked, X509_get0_serialNumber(cert)) == 1) {
+      BIGNUM* bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr);
+      char* hex = bn ? BN_bn2hex(bn) : nullptr;
+      std::string serial = hex ? hex : "?";
+      for (char& ch : serial) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      OPENSSL_free(hex);
+      BN_free(bn);
+      result = Status(Code::kPermissionDenied, "transport: certificate serial " + serial + " revoked");
+      break;
+    }
+  }
+  X509_CRL_free(crl);
+  return result;
+}
+
+std::vector<X509*> ParsePemCertificates(std::string_view pem) {
+  std::vector<X509*> out;
+  BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+  if (bio == nullptr) return out;
+  while (X509* cert = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr)) out.push_back(cert);
+  BIO_free(bio);
+  ERR_clear_error();  // the end of the text reads as an error
+  return out;
+}
+
+std::vector<X509*> PeerCertificates(const SSL* ssl) {
+  std::vector<X509*> out;
+  X509* leaf = SSL_get0_peer_certificate(ssl);
+  if (leaf != nullptr) out.push_back(leaf);
+  // On a server the chain the client sent, without its leaf (a client's
+  // includes it: skip it).
+  if (STACK_OF(X509)* chain = SSL_get_peer_cert_chain(ssl)) {
+    for (int i = 0; i < sk_X509_num(chain); i++) {
+      X509* c = sk_X509_value(chain, i);
+      if (leaf == nullptr || X509_cmp(c, leaf) != 0) out.push_back(c);
+    }
+  }
+  return out;
 }
 
 std::string PeerCommonName(const SSL* ssl) {

@@ -43,8 +43,15 @@ struct TlsOptions {
   std::vector<std::string> cipher_suites;
   std::string min_version;  // "", "TLS1.2" or "TLS1.3"; "" is TLS 1.2
   std::string max_version;  // "", "TLS1.2" or "TLS1.3"; "" is the highest
-  // When not empty, a client certificate's subject CN must be one of these.
+  // When not empty, a client certificate's subject CN must be one of these
+  // (etcd's AllowedCNs) ...
   std::vector<std::string> allowed_cns;
+  // ... or it must name one of these hosts (AllowedHostnames; etcd refuses
+  // both at once).
+  std::vector<std::string> allowed_hostnames;
+  // etcd's CRLFile: read on every handshake; a client certificate whose
+  // serial it lists is refused after the handshake.
+  std::string crl_file;
 
   // Whether clients must present a certificate (etcd's rule above).
   bool RequiresClientCertificate() const { return client_cert_auth || !trusted_ca_file.empty(); }
@@ -102,6 +109,23 @@ class TlsContext {
 
 // The subject CN of `ssl`'s verified peer certificate; "" if it has none.
 std::string PeerCommonName(const SSL* ssl);
+
+// Go's x509.Certificate.VerifyHostname: an IP against the certificate's IP
+// SANs, a name against its DNS SANs (a wildcard for the leftmost label); the
+// subject CN is not used.
+bool CertificateNamesHost(X509* cert, const std::string& host);
+
+// etcd's checkCRL: the CRL file (PEM or DER) is read anew; an error when one
+// of `certs` has a serial it revokes ("transport: certificate serial %x
+// revoked"), or when the file cannot be read or parsed.
+Status CheckRevoked(const std::string& crl_file, const std::vector<X509*>& certs);
+
+// The certificates of a PEM text, in order; owned by the caller
+// (X509_free each).
+std::vector<X509*> ParsePemCertificates(std::string_view pem);
+
+// The certificates `ssl`'s peer sent (leaf first), not owned.
+std::vector<X509*> PeerCertificates(const SSL* ssl);
 
 // The most recent OpenSSL error queue entries as text, and clears the queue.
 std::string OpenSslErrors();

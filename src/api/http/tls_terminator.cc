@@ -252,6 +252,15 @@ void TlsTerminator::Handshake(Conn& c) {
     Close(c);
     return;
   }
+  // etcd's tlsListener check: a certificate the CRL lists ends the connection.
+  if (const std::string& crl = options_.context->options().crl_file; !crl.empty()) {
+    if (Status revoked = http::CheckRevoked(crl, http::PeerCertificates(c.ssl)); !revoked.ok()) {
+      handshake_failures_.fetch_add(1);
+      LogFailure(c, revoked.message());
+      Close(c);
+      return;
+    }
+  }
   int pair[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair) != 0) {
     CAIRN_LOG(kWarn) << "tls: socketpair: " << std::strerror(errno);
