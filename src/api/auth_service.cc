@@ -1,21 +1,12 @@
 #include "api/auth_service.h"
 
-#include <openssl/evp.h>
-
+#include "common/base64.h"
 #include "common/logging.h"
 
 namespace cairn::api {
 namespace {
 
 constexpr int kRecursionLimit = 16;
-
-std::string Base64(const std::string& in) {
-  std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
-  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(in.data()), static_cast<int>(in.size()));
-  out.resize(static_cast<size_t>(n));
-  return out;
-}
 
 // A change with a header-only response.
 template <typename Response>
@@ -139,7 +130,7 @@ grpc::ServerUnaryReactor* AuthService::UserAdd(grpc::CallbackServerContext* cont
   if (!request->has_options() || !request->options().no_password()) {
     auto hash = apply::BcryptHash(request->password(), ctx_->bcrypt_cost);
     if (!hash.ok()) return FinishNow(context, hash.status());
-    add->set_hashedpassword(Base64(*hash));
+    add->set_hashedpassword(Base64Encode(*hash));
     add->clear_password();
   }
   return ProposeChange(ctx_, context, std::move(req), response);
@@ -153,7 +144,7 @@ grpc::ServerUnaryReactor* AuthService::UserChangePassword(grpc::CallbackServerCo
   *change = *request;
   auto hash = apply::BcryptHash(request->password(), ctx_->bcrypt_cost);
   if (!hash.ok()) return FinishNow(context, hash.status());
-  change->set_hashedpassword(Base64(*hash));
+  change->set_hashedpassword(Base64Encode(*hash));
   change->clear_password();
   return ProposeChange(ctx_, context, std::move(req), response);
 }

@@ -1,12 +1,12 @@
 #include "apply/auth_store.h"
 
 #include <crypt.h>
-#include <openssl/evp.h>
 #include <openssl/rand.h>
 
 #include <algorithm>
 #include <cstring>
 
+#include "common/base64.h"
 #include "common/logging.h"
 
 namespace cairn::apply {
@@ -40,25 +40,6 @@ bool EndBefore(const std::string& a, const std::string& b) {  // a < b
   return a < b;
 }
 
-// Go's base64.StdEncoding, for the hashedPassword field (etcd 3.5 sends the
-// bcrypt hash base64-encoded); OpenSSL decodes.
-std::string Base64Decode(std::string_view in, bool* ok) {
-  *ok = in.size() % 4 == 0;
-  if (!*ok || in.empty()) return "";
-  std::string out(in.size() / 4 * 3, '\0');
-  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(in.data()), static_cast<int>(in.size()));
-  if (n < 0) {
-    *ok = false;
-    return "";
-  }
-  // EVP_DecodeBlock counts the padding as zero bytes.
-  size_t pad = 0;
-  while (pad < 2 && in[in.size() - 1 - pad] == '=') pad++;
-  out.resize(static_cast<size_t>(n) - pad);
-  return out;
-}
-
 }  // namespace
 
 namespace {
@@ -70,10 +51,10 @@ Result<std::string> SelectPassword(const std::string& password, const std::strin
     if (!hash.ok()) return errors::NoPasswordUser();
     return *hash;
   }
-  bool ok = false;
-  std::string decoded = Base64Decode(hashed, &ok);
-  if (!ok) return errors::NoPasswordUser();
-  return decoded;
+  // etcd 3.5 sends the bcrypt hash as Go's base64.StdEncoding.
+  auto decoded = Base64Decode(hashed);
+  if (!decoded) return errors::NoPasswordUser();
+  return *decoded;
 }
 }  // namespace
 

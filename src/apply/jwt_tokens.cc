@@ -2,7 +2,9 @@
 
 #include <jwt.h>
 #include <openssl/bio.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rsa.h>
 
 #include <algorithm>
 #include <cctype>
@@ -12,8 +14,10 @@
 #include <map>
 #include <sstream>
 
-#include "common/duration.h"
+#include <nlohmann/json.hpp>
 
+#include "common/base64.h"
+#include "common/duration.h"
 
 namespace cairn::apply {
 namespace {
@@ -50,6 +54,35 @@ std::string PublicOf(const std::string& private_pem) {
   return out;
 }
 
+const EVP_MD* PssDigest(const std::string& method) {
+  if (method == "PS256") return EVP_sha256();
+  if (method == "PS384") return EVP_sha384();
+  if (method == "PS512") return EVP_sha512();
+  return nullptr;
+}
+
+// A PEM key (private or public) as an EVP_PKEY; null if it is not one.
+struct PkeyFree {
+  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
+};
+std::unique_ptr<EVP_PKEY, PkeyFree> ReadPem(const std::string& pem, bool is_private) {
+  BIO* in = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+  if (in == nullptr) return nullptr;
+  EVP_PKEY* key = is_private ? PEM_read_bio_PrivateKey(in, nullptr, nullptr, nullptr)
+                             : PEM_read_bio_PUBKEY(in, nullptr, nullptr, nullptr);
+  BIO_free(in);
+  return std::unique_ptr<EVP_PKEY, PkeyFree>(key);
+}
+
+struct MdCtxFree {
+  void operator()(EVP_MD_CTX* c) const { EVP_MD_CTX_free(c); }
+};
+
+long NowSeconds() {
+  return static_cast<long>(
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+}
+
 }  // namespace
 
 Result<std::unique_ptr<JwtTokens>> JwtTokens::Create(const std::string& options) {
@@ -72,8 +105,10 @@ Result<std::unique_ptr<JwtTokens>> JwtTokens::Create(const std::string& options)
     t->ttl_ = std::chrono::seconds(std::max<int64_t>(1, *ms / 1000));
   }
   const std::string method = opts.count("sign-method") ? opts["sign-method"] : "";
-  const jwt_alg_t alg = jwt_str_alg(method.c_str());
-  if (method.empty() || alg == JWT_ALG_INVAL || alg == JWT_ALG_NONE) {
+  t->method_ = method;
+  t->pss_md_ = PssDigest(method);
+  const jwt_alg_t alg = t->pss_md_ != nullptr ? JWT_ALG_NONE : jwt_str_alg(method.c_str());
+  if (t->pss_md_ == nullptr && (method.empty() || alg == JWT_ALG_INVAL || alg == JWT_ALG_NONE)) {
     return Status(Code::kInvalidArgument, "auth: invalid auth signature method (\"" + method + "\")");
   }
   t->alg_ = static_cast<int>(alg);
@@ -110,11 +145,10 @@ Result<std::string> JwtTokens::Sign(const std::string& user, uint64_t revision) 
   if (sign_key_.empty()) {
     return Status(Code::kUnknown, "auth: token signing attempted with verify-only key");
   }
+  const long exp = NowSeconds() + static_cast<long>(ttl_.count());
+  if (pss_md_ != nullptr) return SignPss(user, revision, exp);
   jwt_t* jwt = nullptr;
   if (jwt_new(&jwt) != 0) return Status(Code::kInternal, "jwt: out of memory");
-  const long exp = static_cast<long>(
-      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch() + ttl_)
-          .count());
   int rc = jwt_add_grant(jwt, "username", user.c_str());
   if (rc == 0) rc = jwt_add_grant_int(jwt, "revision", static_cast<long>(revision));
   if (rc == 0) rc = jwt_add_grant_int(jwt, "exp", exp);
@@ -131,6 +165,7 @@ Result<std::string> JwtTokens::Sign(const std::string& user, uint64_t revision) 
 }
 
 std::optional<JwtTokens::Claims> JwtTokens::Verify(const std::string& token) const {
+  if (pss_md_ != nullptr) return VerifyPss(token);
   jwt_t* jwt = nullptr;
   if (jwt_decode(&jwt, token.c_str(), reinterpret_cast<const unsigned char*>(verify_key_.data()),
                  static_cast<int>(verify_key_.size())) != 0 ||
@@ -145,14 +180,75 @@ std::optional<JwtTokens::Claims> JwtTokens::Verify(const std::string& token) con
   errno = 0;
   const long exp = jwt_get_grant_int(jwt, "exp");
   const bool has_exp = errno == 0;
-  const long now = static_cast<long>(
-      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count());
   if (jwt_get_alg(jwt) == static_cast<jwt_alg_t>(alg_) && user != nullptr && has_revision && revision > 0 &&
-      (!has_exp || exp > now)) {
+      (!has_exp || exp > NowSeconds())) {
     out = Claims{user, static_cast<uint64_t>(revision)};
   }
   jwt_free(jwt);
   return out;
+}
+
+// JWS compact serialization (RFC 7515) of {"alg":"PS256","typ":"JWT"} and
+// the claims; the signature is RSASSA-PSS over "header.payload".
+Result<std::string> JwtTokens::SignPss(const std::string& user, uint64_t revision, long exp) const {
+  const Status cannot(Code::kInvalidArgument, "auth: cannot sign a JWT with this key and method");
+  auto key = ReadPem(sign_key_, true);
+  if (key == nullptr || EVP_PKEY_get_base_id(key.get()) != EVP_PKEY_RSA) return cannot;
+  const nlohmann::json header = {{"alg", method_}, {"typ", "JWT"}};
+  const nlohmann::json claims = {{"username", user}, {"revision", revision}, {"exp", exp}};
+  const std::string input = Base64UrlEncode(header.dump()) + "." + Base64UrlEncode(claims.dump());
+  std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
+  EVP_PKEY_CTX* pctx = nullptr;
+  size_t n = 0;
+  if (ctx == nullptr || EVP_DigestSignInit(ctx.get(), &pctx, pss_md_, nullptr, key.get()) != 1 ||
+      EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
+      EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) != 1 ||
+      EVP_DigestSign(ctx.get(), nullptr, &n, reinterpret_cast<const unsigned char*>(input.data()), input.size()) != 1) {
+    return cannot;
+  }
+  std::string sig(n, '\0');
+  if (EVP_DigestSign(ctx.get(), reinterpret_cast<unsigned char*>(sig.data()), &n,
+                     reinterpret_cast<const unsigned char*>(input.data()), input.size()) != 1) {
+    return cannot;
+  }
+  sig.resize(n);
+  return input + "." + Base64UrlEncode(sig);
+}
+
+std::optional<JwtTokens::Claims> JwtTokens::VerifyPss(const std::string& token) const {
+  const size_t dot1 = token.find('.');
+  const size_t dot2 = dot1 == std::string::npos ? dot1 : token.find('.', dot1 + 1);
+  if (dot2 == std::string::npos || token.find('.', dot2 + 1) != std::string::npos) return std::nullopt;
+  auto header = Base64UrlDecode(std::string_view(token).substr(0, dot1));
+  auto payload = Base64UrlDecode(std::string_view(token).substr(dot1 + 1, dot2 - dot1 - 1));
+  auto sig = Base64UrlDecode(std::string_view(token).substr(dot2 + 1));
+  if (!header || !payload || !sig) return std::nullopt;
+  const nlohmann::json h = nlohmann::json::parse(*header, nullptr, false);
+  if (!h.is_object() || !h.contains("alg") || h["alg"] != method_) return std::nullopt;
+  auto key = ReadPem(verify_key_, false);
+  if (key == nullptr || EVP_PKEY_get_base_id(key.get()) != EVP_PKEY_RSA) return std::nullopt;
+  std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
+  EVP_PKEY_CTX* pctx = nullptr;
+  if (ctx == nullptr || EVP_DigestVerifyInit(ctx.get(), &pctx, pss_md_, nullptr, key.get()) != 1 ||
+      EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
+      EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_AUTO) != 1 ||
+      EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(sig->data()), sig->size(),
+                       reinterpret_cast<const unsigned char*>(token.data()), dot2) != 1) {
+    return std::nullopt;
+  }
+  const nlohmann::json c = nlohmann::json::parse(*payload, nullptr, false);
+  if (!c.is_object()) return std::nullopt;
+  const auto user = c.find("username");
+  const auto revision = c.find("revision");
+  const auto exp = c.find("exp");
+  if (user == c.end() || !user->is_string() || revision == c.end() || !revision->is_number_integer() ||
+      revision->get<int64_t>() <= 0) {
+    return std::nullopt;
+  }
+  if (exp != c.end() && (!exp->is_number() || exp->get<double>() <= static_cast<double>(NowSeconds()))) {
+    return std::nullopt;
+  }
+  return Claims{user->get<std::string>(), revision->get<uint64_t>()};
 }
 
 }  // namespace cairn::apply

@@ -3,7 +3,10 @@
 //   --auth-token jwt,pub-key=app.rsa.pub,priv-key=app.rsa,sign-method=RS256,ttl=5m
 //
 // A token is a JWT signed with `sign-method` (RS256/384/512, ES256/384/512,
-// HS256/384/512; libjwt 1.10 has no PS*), with the claims etcd writes:
+// HS256/384/512 through libjwt; PS256/384/512, which libjwt 1.10 lacks, as a
+// JWS of our own framing signed by OpenSSL's RSA-PSS, salt length = hash
+// length as Go's jwt signs, any salt length accepted as Go verifies), with
+// the claims etcd writes:
 // "username", "revision" (the auth revision at login) and "exp" (now + ttl,
 // default 5 minutes). Any member with the key verifies any member's tokens;
 // they cannot be revoked, but a token older than the auth store's revision
@@ -23,6 +26,8 @@
 
 #include "common/status.h"
 
+struct evp_md_st;
+
 namespace cairn::apply {
 
 class JwtTokens {
@@ -41,7 +46,12 @@ class JwtTokens {
 
  private:
   JwtTokens() = default;
-  int alg_ = 0;  // jwt_alg_t
+  Result<std::string> SignPss(const std::string& user, uint64_t revision, long exp) const;
+  std::optional<Claims> VerifyPss(const std::string& token) const;
+
+  int alg_ = 0;  // jwt_alg_t; unused for PS*
+  std::string method_;
+  const evp_md_st* pss_md_ = nullptr;  // PS*: the digest
   std::string sign_key_, verify_key_;
   std::chrono::seconds ttl_{300};
 };
