@@ -5,7 +5,7 @@ set -eu
 PKGS="build-essential cmake ccache pkg-config
 libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
 librocksdb-dev libssl-dev libyaml-cpp-dev nlohmann-json3-dev libcli11-dev
-libcrypt-dev libjwt-dev libboost-dev prometheus-cpp-dev libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
+libcrypt-dev libjwt-dev libjemalloc-dev libboost-dev prometheus-cpp-dev libabsl-dev libgtest-dev libgmock-dev libbenchmark-dev
 etcd-server etcd-client python3 python3-etcd3 python3-grpcio python3-pytest
 curl openssl gnuplot-nox"
 missing=""

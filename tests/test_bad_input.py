@@ -411,9 +411,8 @@ def test_memory_returns_after_rejected_huge_requests(cairn):
     # gRPC may keep a connection's last read buffers until it closes.
     ch.close()
     # Each was ~64 MiB of buffers; what is left after a few seconds must be
-    # well below one of them (without the trimmer 45..110 MiB stayed; with
-    # it, 0..26 MiB in 20 runs on 2026-12-04: what malloc_trim cannot give
-    # back varies with where the last request's buffers lay).
+    # well below one of them (with glibc's malloc and no trimming 45..110 MiB
+    # stayed; jemalloc with a 1 s decay gives freed pages back by itself).
     bound = 32 << 20
     deadline = time.monotonic() + 10
     while True:
