@@ -1,4 +1,5 @@
 #include "peer/peer_transport.h"
+#include "common/thread_name.h"
 
 #include <chrono>
 
@@ -99,8 +100,14 @@ void PeerTransport::SetPeer(raft::NodeId id, const std::vector<std::string>& pee
     if (stopped_) return;
     peers_[id] = peer;
   }
-  peer->thread = std::thread([this, raw] { Run(raw); });
-  peer->probe_thread = std::thread([this, raw] { Probe(raw); });
+  peer->thread = std::thread([this, raw] {
+    SetThreadName("cairn-peer-send");
+    Run(raw);
+  });
+  peer->probe_thread = std::thread([this, raw] {
+    SetThreadName("cairn-peer-probe");
+    Probe(raw);
+  });
   CAIRN_LOG(kInfo) << "peer " << std::hex << id << std::dec << " at " << target;
 }
 
@@ -149,6 +156,7 @@ void PeerTransport::StartSnapshot(const std::shared_ptr<Peer>& peer, raft::Messa
   Peer* raw = peer.get();
   std::lock_guard<std::mutex> lock(peer->mu);
   peer->snapshot_thread = std::thread([this, raw, message = std::move(message)] {
+    SetThreadName("cairn-snap-send");
     const bool ok = SendSnapshot(raw, message);
     std::function<void(raft::NodeId, bool)> report;
     {

@@ -1,4 +1,5 @@
 #include "server/apply_worker.h"
+#include "common/thread_name.h"
 
 #include <chrono>
 #include <thread>
@@ -45,7 +46,10 @@ ApplyWorker::ApplyWorker(apply::Applier* applier, Waiters* waiters, ApplyWorkerH
 
 ApplyWorker::~ApplyWorker() { Stop(); }
 
-void ApplyWorker::Start() { thread_ = std::thread([this] { Loop(); }); }
+void ApplyWorker::Start() { thread_ = std::thread([this] {
+    SetThreadName("cairn-apply");
+    Loop();
+  }); }
 
 void ApplyWorker::Stop() {
   stopping_ = true;

@@ -1,4 +1,5 @@
 #include "server/node.h"
+#include "common/thread_name.h"
 
 #include <algorithm>
 #include <chrono>
@@ -492,6 +493,7 @@ Status Node::StartRaft() {
   apply_->Start();
   for (int i = 0; i < 2; i++) {
     read_threads_.emplace_back([this] {
+      SetThreadName("cairn-read");
       std::vector<std::function<void()>> batch;
       while (true) {
         batch.clear();
@@ -587,7 +589,8 @@ int64_t Node::NextLeaseId() {
 }
 
 void Node::AddPeriodic(std::string name, int64_t interval_ms, std::function<void()> fn) {
-  periodic_threads_.emplace_back([this, interval_ms, fn = std::move(fn)] {
+  periodic_threads_.emplace_back([this, name, interval_ms, fn = std::move(fn)] {
+    SetThreadName(name);
     auto next = std::chrono::steady_clock::now();
     while (!stopping_.load()) {
       next += std::chrono::milliseconds(interval_ms);

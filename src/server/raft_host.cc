@@ -1,4 +1,5 @@
 #include "server/raft_host.h"
+#include "common/thread_name.h"
 
 #include <algorithm>
 #include <chrono>
@@ -71,7 +72,12 @@ Status RaftHost::Start() {
   term_ = node_->hard_state().term;
   commit_index_ = node_->hard_state().commit;
   next_tick_ms_ = clock_->NowMs() + options_.tick_interval_ms;
-  if (options_.own_thread) thread_ = std::thread([this] { Loop(); });
+  if (options_.own_thread) {
+    thread_ = std::thread([this] {
+      SetThreadName("cairn-raft");
+      Loop();
+    });
+  }
   return Status::Ok();
 }
 

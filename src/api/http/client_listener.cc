@@ -1,4 +1,5 @@
 #include "api/http/client_listener.h"
+#include "common/thread_name.h"
 #include "api/http/tls_terminator.h"
 
 #include <arpa/inet.h>
@@ -1007,9 +1008,15 @@ Status ClientListener::Start() {
   }
   try {
     for (size_t i = 0; i < options_.handler_threads; ++i) {
-      handler_threads_.emplace_back([this] { RunHandlers(); });
+      handler_threads_.emplace_back([this] {
+        SetThreadName("cairn-http");
+        RunHandlers();
+      });
     }
-    loop_thread_ = std::thread([this] { loop_->Run(); });
+    loop_thread_ = std::thread([this] {
+      SetThreadName("cairn-listen");
+      loop_->Run();
+    });
   } catch (const std::system_error& e) {
     return Status(Code::kInternal, std::string("starting listener threads: ") + e.what());
   }

@@ -1,4 +1,5 @@
 #include "api/http/tls_terminator.h"
+#include "common/thread_name.h"
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -74,7 +75,10 @@ Status TlsTerminator::Start() {
     return Status(Code::kInternal, std::string("tls: epoll_ctl: ") + std::strerror(errno));
   }
   started_ = true;
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    SetThreadName("cairn-tls");
+    Run();
+  });
   return Status::Ok();
 }
 
