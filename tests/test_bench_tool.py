@@ -195,3 +195,27 @@ def test_bad_usage_exits_2(cairn):
     cmd = [bench_binary(), "--endpoints", cairn.endpoint, "--clients", "0", "put"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     assert p.returncode == 2 and "--clients" in p.stderr
+
+
+def test_put_and_range_over_mutual_tls(server_factory, tmp_path):
+    """--cacert/--cert/--key (etcdctl's names): the bench talks TLS with a
+    client certificate to a server that requires one."""
+    from tls_certs import CertAuthority, ClientFiles
+    ca = CertAuthority(tmp_path / "ca")
+    srv = ca.issue("server", server=True)
+    client = ca.issue("bench")
+    s = server_factory(extra_args=["--cert-file", srv.cert, "--key-file", srv.key,
+                                   "--trusted-ca-file", ca.cert],
+                       client_tls=ClientFiles(ca.cert, client.cert, client.key))
+    assert s.endpoint.startswith("https://")
+    tls = ["--cacert", ca.cert, "--cert", client.cert, "--key", client.key]
+    r = run_bench(s, *tls, "--clients", 4, "--conns", 2, "--total", 100, "put", "--key-space", 20)
+    check_clean(r, "put", 100)
+    assert r["config"]["tls"] is True
+    assert sum(kv.version for kv in keys_under(s, "p/")) == 100
+    r = run_bench(s, *tls, "--clients", 4, "--conns", 2, "--total", 100, "range", "--key-space", 10)
+    check_clean(r, "range", 100)
+    # Half a key pair is bad usage, refused before connecting.
+    out = run_bench(s, "--cacert", ca.cert, "--cert", client.cert, "--total", 1, "put",
+                    expect_exit=2, json_output=False)
+    assert out == ""

@@ -9,6 +9,8 @@ std::string CommonOptions::Validate() const {
   if (duration_seconds < 0) return "--duration: must be >= 0";
   if (duration_seconds == 0 && total < 1) return "--total: must be >= 1";
   if (request_timeout_seconds <= 0) return "--timeout: must be > 0";
+  if (cert.empty() != key.empty()) return "--cert and --key: give both or neither";
+  if (!cert.empty() && cacert.empty()) return "--cert: needs --cacert (TLS)";
   return "";
 }
 

@@ -28,6 +28,12 @@ struct CommonOptions {
   bool json = false;
   // Seed of the per-client key generators (client i uses seed + i).
   uint64_t seed = 1;
+  // TLS, as etcdctl's flags: the CA that signed the server's certificate
+  // (set: the connections use TLS), and a client certificate and key for
+  // servers that require one. Paths; empty: unused.
+  std::string cacert;
+  std::string cert;
+  std::string key;
 
   std::string Validate() const;
 };

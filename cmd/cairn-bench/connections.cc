@@ -1,6 +1,8 @@
 #include "connections.h"
 
 #include <chrono>
+#include <fstream>
+#include <sstream>
 
 namespace cairn::bench {
 namespace {
@@ -23,8 +25,34 @@ std::string EndpointToTarget(const std::string& endpoint) {
   return endpoint;
 }
 
+std::shared_ptr<grpc::ChannelCredentials> MakeCredentials(const std::string& cacert, const std::string& cert,
+                                                          const std::string& key, std::string* error) {
+  if (cacert.empty()) return grpc::InsecureChannelCredentials();
+  auto read = [&](const std::string& path, std::string* out) {
+    std::ifstream in(path, std::ios::binary);
+    std::ostringstream buf;
+    buf << in.rdbuf();
+    if (!in.good() && !in.eof()) {
+      *error = "cannot read " + path;
+      return false;
+    }
+    if (buf.str().empty()) {
+      *error = "cannot read " + path + " (missing or empty)";
+      return false;
+    }
+    *out = buf.str();
+    return true;
+  };
+  grpc::SslCredentialsOptions options;
+  if (!read(cacert, &options.pem_root_certs)) return nullptr;
+  if (!cert.empty() && !read(cert, &options.pem_cert_chain)) return nullptr;
+  if (!key.empty() && !read(key, &options.pem_private_key)) return nullptr;
+  return grpc::SslCredentials(options);
+}
+
 std::string ConnectionPool::Connect(const std::vector<std::string>& endpoints, int conns,
-                                    double connect_timeout_seconds) {
+                                    double connect_timeout_seconds,
+                                    const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
   connections_.clear();
   for (int i = 0; i < conns; ++i) {
     auto connection = std::make_unique<Connection>();
@@ -33,7 +61,7 @@ std::string ConnectionPool::Connect(const std::vector<std::string>& endpoints, i
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     args.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
     connection->channel = grpc::CreateCustomChannel(
-        connection->target, grpc::InsecureChannelCredentials(), args);
+        connection->target, credentials, args);
     connection->kv = etcdserverpb::KV::NewStub(connection->channel);
     connection->watch = etcdserverpb::Watch::NewStub(connection->channel);
     connection->lease = etcdserverpb::Lease::NewStub(connection->channel);

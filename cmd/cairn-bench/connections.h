@@ -30,12 +30,19 @@ struct Connection {
 // "http://127.0.0.1:2379" -> "127.0.0.1:2379" (gRPC target syntax).
 std::string EndpointToTarget(const std::string& endpoint);
 
+// Plaintext when `cacert` is empty, else TLS trusting that CA (PEM file), with
+// the client certificate and key when given. Sets *error if a file cannot be
+// read.
+std::shared_ptr<grpc::ChannelCredentials> MakeCredentials(const std::string& cacert, const std::string& cert,
+                                                          const std::string& key, std::string* error);
+
 class ConnectionPool {
  public:
   // Opens `conns` channels and waits up to `connect_timeout_seconds` for each
   // to be ready. Returns an empty string on success, else what went wrong.
   std::string Connect(const std::vector<std::string>& endpoints, int conns,
-                      double connect_timeout_seconds);
+                      double connect_timeout_seconds,
+                      const std::shared_ptr<grpc::ChannelCredentials>& credentials);
 
   int size() const { return static_cast<int>(connections_.size()); }
   // Connection for client `client_index` (round-robin).

@@ -60,6 +60,7 @@ nlohmann::json CommonConfig(const CommonOptions& common) {
   j["endpoints"] = common.endpoints;
   j["clients"] = common.clients;
   j["conns"] = common.conns;
+  j["tls"] = !common.cacert.empty();
   if (common.duration_seconds > 0) {
     j["duration_seconds"] = common.duration_seconds;
   } else {
@@ -87,8 +88,13 @@ int RunReady(const CommonOptions& common, double wait_seconds) {
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 10);
   args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 10);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 50);
-  auto channel = grpc::CreateCustomChannel(EndpointToTarget(common.endpoints[0]),
-                                           grpc::InsecureChannelCredentials(), args);
+  std::string error;
+  auto credentials = MakeCredentials(common.cacert, common.cert, common.key, &error);
+  if (!credentials) {
+    std::cerr << "cairn-bench: " << error << std::endl;
+    return 2;
+  }
+  auto channel = grpc::CreateCustomChannel(EndpointToTarget(common.endpoints[0]), credentials, args);
   auto kv = etcdserverpb::KV::NewStub(channel);
   std::string last_error = "no attempt";
   while (std::chrono::steady_clock::now() < deadline) {
@@ -163,6 +169,9 @@ void AddCommonFlags(CLI::App* app, Flags* f) {
       ->capture_default_str();
   app->add_flag("--json", c.json, "Print one JSON object (for scripts)");
   app->add_option("--seed", c.seed, "Seed of the key choice")->capture_default_str();
+  app->add_option("--cacert", c.cacert, "TLS: verify the server's certificate with this CA (PEM); turns TLS on");
+  app->add_option("--cert", c.cert, "TLS: client certificate (PEM)");
+  app->add_option("--key", c.key, "TLS: client key (PEM)");
 }
 
 void AddKvCommands(CLI::App* app, Flags* f) {
@@ -306,8 +315,14 @@ int Main(int argc, char** argv) {
   }
   if (flags.ready_command->parsed()) return RunReady(flags.common, flags.ready_wait_seconds);
 
+  std::string credentials_error;
+  auto credentials = MakeCredentials(flags.common.cacert, flags.common.cert, flags.common.key, &credentials_error);
+  if (!credentials) {
+    std::cerr << "cairn-bench: " << credentials_error << std::endl;
+    return 2;
+  }
   ConnectionPool pool;
-  if (std::string error = pool.Connect(flags.common.endpoints, flags.common.conns, 10);
+  if (std::string error = pool.Connect(flags.common.endpoints, flags.common.conns, 10, credentials);
       !error.empty()) {
     std::cerr << "cairn-bench: " << error << std::endl;
     return 2;
