@@ -219,3 +219,22 @@ def test_put_and_range_over_mutual_tls(server_factory, tmp_path):
     out = run_bench(s, "--cacert", ca.cert, "--cert", client.cert, "--total", 1, "put",
                     expect_exit=2, json_output=False)
     assert out == ""
+
+
+def test_put_and_range_as_a_user_with_auth_on(cairn):
+    """--user name:password: one Authenticate, then the token on every call;
+    without it the same run is refused (etcd's "user name is empty")."""
+    cairn.etcdctl("user", "add", "root:pw", check=True)
+    cairn.etcdctl("auth", "enable", check=True)
+    r = run_bench(cairn, "--user", "root:pw", "--clients", 4, "--conns", 2, "--total", 100,
+                  "put", "--key-space", 20)
+    check_clean(r, "put", 100)
+    assert r["config"]["auth"] is True
+    r = run_bench(cairn, "--user", "root:pw", "--clients", 4, "--conns", 2, "--total", 100,
+                  "range", "--key-space", 10)
+    check_clean(r, "range", 100)
+    r = run_bench(cairn, "--clients", 1, "--total", 5, "put", expect_exit=1)
+    assert r["errors"] == 5, r
+    assert any("user name is empty" in m for m in r["error_messages"]), r["error_messages"]
+    out = run_bench(cairn, "--user", "root:wrong", "--total", 1, "put", expect_exit=2, json_output=False)
+    assert out == ""

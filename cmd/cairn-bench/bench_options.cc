@@ -11,6 +11,7 @@ std::string CommonOptions::Validate() const {
   if (request_timeout_seconds <= 0) return "--timeout: must be > 0";
   if (cert.empty() != key.empty()) return "--cert and --key: give both or neither";
   if (!cert.empty() && cacert.empty()) return "--cert: needs --cacert (TLS)";
+  if (!user.empty() && user.find(':') == std::string::npos) return "--user: must be name:password";
   return "";
 }
 

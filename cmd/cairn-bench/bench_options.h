@@ -34,6 +34,9 @@ struct CommonOptions {
   std::string cacert;
   std::string cert;
   std::string key;
+  // "name:password" (etcdctl's --user): sign in once with Authenticate and
+  // send the token with every request. Empty: no auth.
+  std::string user;
 
   std::string Validate() const;
 };

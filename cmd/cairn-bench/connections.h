@@ -36,13 +36,19 @@ std::string EndpointToTarget(const std::string& endpoint);
 std::shared_ptr<grpc::ChannelCredentials> MakeCredentials(const std::string& cacert, const std::string& cert,
                                                           const std::string& key, std::string* error);
 
+// Signs in as `user` ("name:password") on `endpoint` with Auth/Authenticate;
+// returns the token, or "" and sets *error.
+std::string Authenticate(const std::string& endpoint, const std::shared_ptr<grpc::ChannelCredentials>& credentials,
+                         const std::string& user, std::string* error);
+
 class ConnectionPool {
  public:
   // Opens `conns` channels and waits up to `connect_timeout_seconds` for each
   // to be ready. Returns an empty string on success, else what went wrong.
   std::string Connect(const std::vector<std::string>& endpoints, int conns,
                       double connect_timeout_seconds,
-                      const std::shared_ptr<grpc::ChannelCredentials>& credentials);
+                      const std::shared_ptr<grpc::ChannelCredentials>& credentials,
+                      const std::string& token = "");
 
   int size() const { return static_cast<int>(connections_.size()); }
   // Connection for client `client_index` (round-robin).

@@ -61,6 +61,7 @@ nlohmann::json CommonConfig(const CommonOptions& common) {
   j["clients"] = common.clients;
   j["conns"] = common.conns;
   j["tls"] = !common.cacert.empty();
+  j["auth"] = !common.user.empty();
   if (common.duration_seconds > 0) {
     j["duration_seconds"] = common.duration_seconds;
   } else {
@@ -172,6 +173,7 @@ void AddCommonFlags(CLI::App* app, Flags* f) {
   app->add_option("--cacert", c.cacert, "TLS: verify the server's certificate with this CA (PEM); turns TLS on");
   app->add_option("--cert", c.cert, "TLS: client certificate (PEM)");
   app->add_option("--key", c.key, "TLS: client key (PEM)");
+  app->add_option("--user", c.user, "Auth: name:password; sign in once, send the token with every request");
 }
 
 void AddKvCommands(CLI::App* app, Flags* f) {
@@ -321,8 +323,16 @@ int Main(int argc, char** argv) {
     std::cerr << "cairn-bench: " << credentials_error << std::endl;
     return 2;
   }
+  std::string token;
+  if (!flags.common.user.empty()) {
+    token = Authenticate(flags.common.endpoints[0], credentials, flags.common.user, &credentials_error);
+    if (token.empty()) {
+      std::cerr << "cairn-bench: " << credentials_error << std::endl;
+      return 2;
+    }
+  }
   ConnectionPool pool;
-  if (std::string error = pool.Connect(flags.common.endpoints, flags.common.conns, 10, credentials);
+  if (std::string error = pool.Connect(flags.common.endpoints, flags.common.conns, 10, credentials, token);
       !error.empty()) {
     std::cerr << "cairn-bench: " << error << std::endl;
     return 2;
