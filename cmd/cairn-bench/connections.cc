@@ -76,17 +76,10 @@ std::shared_ptr<grpc::ChannelCredentials> MakeCredentials(const std::string& cac
   auto read = [&](const std::string& path, std::string* out) {
     std::ifstream in(path, std::ios::binary);
     std::ostringstream buf;
-    buf << in.rdbuf();
-    if (!in.good() && !in.eof()) {
-      *error = "cannot read " + path;
-      return false;
-    }
-    if (buf.str().empty()) {
-      *error = "cannot read " + path + " (missing or empty)";
-      return false;
-    }
+    if (in) buf << in.rdbuf();
     *out = buf.str();
-    return true;
+    if (out->empty()) *error = "cannot read " + path + " (missing or empty)";
+    return !out->empty();
   };
   grpc::SslCredentialsOptions options;
   if (!read(cacert, &options.pem_root_certs)) return nullptr;

@@ -61,17 +61,17 @@ const EVP_MD* PssDigest(const std::string& method) {
   return nullptr;
 }
 
-// A PEM key (private or public) as an EVP_PKEY; null if it is not one.
-struct PkeyFree {
-  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
-std::unique_ptr<EVP_PKEY, PkeyFree> ReadPem(const std::string& pem, bool is_private) {
+// A PEM RSA key (private or public) as an EVP_PKEY; null if it is not one.
+std::shared_ptr<EVP_PKEY> ReadRsaPem(const std::string& pem, bool is_private) {
+  if (pem.empty()) return nullptr;
   BIO* in = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
   if (in == nullptr) return nullptr;
   EVP_PKEY* key = is_private ? PEM_read_bio_PrivateKey(in, nullptr, nullptr, nullptr)
                              : PEM_read_bio_PUBKEY(in, nullptr, nullptr, nullptr);
   BIO_free(in);
-  return std::unique_ptr<EVP_PKEY, PkeyFree>(key);
+  std::shared_ptr<EVP_PKEY> out(key, EVP_PKEY_free);
+  if (out == nullptr || EVP_PKEY_get_base_id(out.get()) != EVP_PKEY_RSA) return nullptr;
+  return out;
 }
 
 struct MdCtxFree {
@@ -131,6 +131,10 @@ Result<std::unique_ptr<JwtTokens>> JwtTokens::Create(const std::string& options)
     if (!priv.empty() && !pub.empty() && PublicOf(priv).empty()) {
       return InvalidOptions("priv-key is not a PEM private key");
     }
+  }
+  if (t->pss_md_ != nullptr) {
+    t->pss_sign_key_ = ReadRsaPem(t->sign_key_, true);
+    t->pss_verify_key_ = ReadRsaPem(t->verify_key_, false);
   }
   // A round trip now: a key that does not fit the method fails at start.
   if (!t->sign_key_.empty()) {
@@ -192,15 +196,14 @@ std::optional<JwtTokens::Claims> JwtTokens::Verify(const std::string& token) con
 // the claims; the signature is RSASSA-PSS over "header.payload".
 Result<std::string> JwtTokens::SignPss(const std::string& user, uint64_t revision, long exp) const {
   const Status cannot(Code::kInvalidArgument, "auth: cannot sign a JWT with this key and method");
-  auto key = ReadPem(sign_key_, true);
-  if (key == nullptr || EVP_PKEY_get_base_id(key.get()) != EVP_PKEY_RSA) return cannot;
+  if (pss_sign_key_ == nullptr) return cannot;
   const nlohmann::json header = {{"alg", method_}, {"typ", "JWT"}};
   const nlohmann::json claims = {{"username", user}, {"revision", revision}, {"exp", exp}};
   const std::string input = Base64UrlEncode(header.dump()) + "." + Base64UrlEncode(claims.dump());
   std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
   EVP_PKEY_CTX* pctx = nullptr;
   size_t n = 0;
-  if (ctx == nullptr || EVP_DigestSignInit(ctx.get(), &pctx, pss_md_, nullptr, key.get()) != 1 ||
+  if (ctx == nullptr || EVP_DigestSignInit(ctx.get(), &pctx, pss_md_, nullptr, pss_sign_key_.get()) != 1 ||
       EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
       EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) != 1 ||
       EVP_DigestSign(ctx.get(), nullptr, &n, reinterpret_cast<const unsigned char*>(input.data()), input.size()) != 1) {
@@ -225,11 +228,10 @@ std::optional<JwtTokens::Claims> JwtTokens::VerifyPss(const std::string& token) 
   if (!header || !payload || !sig) return std::nullopt;
   const nlohmann::json h = nlohmann::json::parse(*header, nullptr, false);
   if (!h.is_object() || !h.contains("alg") || h["alg"] != method_) return std::nullopt;
-  auto key = ReadPem(verify_key_, false);
-  if (key == nullptr || EVP_PKEY_get_base_id(key.get()) != EVP_PKEY_RSA) return std::nullopt;
+  if (pss_verify_key_ == nullptr) return std::nullopt;
   std::unique_ptr<EVP_MD_CTX, MdCtxFree> ctx(EVP_MD_CTX_new());
   EVP_PKEY_CTX* pctx = nullptr;
-  if (ctx == nullptr || EVP_DigestVerifyInit(ctx.get(), &pctx, pss_md_, nullptr, key.get()) != 1 ||
+  if (ctx == nullptr || EVP_DigestVerifyInit(ctx.get(), &pctx, pss_md_, nullptr, pss_verify_key_.get()) != 1 ||
       EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
       EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_AUTO) != 1 ||
       EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(sig->data()), sig->size(),

@@ -27,6 +27,7 @@
 #include "common/status.h"
 
 struct evp_md_st;
+struct evp_pkey_st;
 
 namespace cairn::apply {
 
@@ -53,6 +54,8 @@ class JwtTokens {
   std::string method_;
   const evp_md_st* pss_md_ = nullptr;  // PS*: the digest
   std::string sign_key_, verify_key_;
+  // PS*: the keys, parsed once (null if absent or not RSA).
+  std::shared_ptr<evp_pkey_st> pss_sign_key_, pss_verify_key_;
   std::chrono::seconds ttl_{300};
 };
 

@@ -1,9 +1,9 @@
 #include "peer/peer_transport.h"
-#include "common/thread_name.h"
 
 #include <chrono>
 
 #include "common/logging.h"
+#include "common/thread_name.h"
 #include "common/trace_points.h"
 #include "peer/raft_codec.h"
 

@@ -1,11 +1,11 @@
 #include "server/apply_worker.h"
-#include "common/thread_name.h"
 
 #include <chrono>
 #include <thread>
 
 #include "common/check.h"
 #include "common/proto_parse.h"
+#include "common/thread_name.h"
 #include "common/trace_points.h"
 
 namespace cairn::server {
@@ -46,10 +46,12 @@ ApplyWorker::ApplyWorker(apply::Applier* applier, Waiters* waiters, ApplyWorkerH
 
 ApplyWorker::~ApplyWorker() { Stop(); }
 
-void ApplyWorker::Start() { thread_ = std::thread([this] {
+void ApplyWorker::Start() {
+  thread_ = std::thread([this] {
     SetThreadName("cairn-apply");
     Loop();
-  }); }
+  });
+}
 
 void ApplyWorker::Stop() {
   stopping_ = true;

@@ -1,5 +1,4 @@
 #include "server/node.h"
-#include "common/thread_name.h"
 
 #include <algorithm>
 #include <chrono>
@@ -13,6 +12,7 @@
 #include "common/check.h"
 #include "common/proto_parse.h"
 #include "common/logging.h"
+#include "common/thread_name.h"
 #include "common/trace_points.h"
 #include "server/member_id.h"
 #include "server/meta_keys.h"

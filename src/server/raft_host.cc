@@ -1,5 +1,4 @@
 #include "server/raft_host.h"
-#include "common/thread_name.h"
 
 #include <algorithm>
 #include <chrono>
@@ -7,6 +6,7 @@
 
 #include "common/check.h"
 #include "common/logging.h"
+#include "common/thread_name.h"
 #include "common/trace_points.h"
 #include "raft/errors.h"
 

@@ -1,5 +1,4 @@
 #include "api/http/client_listener.h"
-#include "common/thread_name.h"
 #include "api/http/tls_terminator.h"
 
 #include <arpa/inet.h>
@@ -23,6 +22,7 @@
 #include "api/http/http1_codec.h"
 #include "common/check.h"
 #include "common/logging.h"
+#include "common/thread_name.h"
 
 namespace cairn::http {
 namespace {

@@ -1,5 +1,4 @@
 #include "api/http/tls_terminator.h"
-#include "common/thread_name.h"
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -16,6 +15,7 @@
 #include <utility>
 
 #include "common/logging.h"
+#include "common/thread_name.h"
 
 namespace cairn::http {
 namespace {
