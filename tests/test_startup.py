@@ -139,3 +139,16 @@ def test_flags_from_etcd_environment_variables(tmp_path):
         proc.kill()
         proc.wait(20)
         sock.close()
+
+
+def test_threads_are_named_and_jemalloc_is_the_allocator(cairn):
+    """Per-thread profiles (top -H, ps -L, perf) need the threads' names; the
+    allocator is jemalloc (docs/benchmarks.md), not glibc's malloc."""
+    cairn.kv.Put(pb.PutRequest(key=b"k", value=b"v"), timeout=10)
+    names = set()
+    for tid in os.listdir("/proc/%d/task" % cairn.pid):
+        with open("/proc/%d/task/%s/comm" % (cairn.pid, tid)) as f:
+            names.add(f.read().strip())
+    assert {"cairn-raft", "cairn-apply", "cairn-read"} <= names, sorted(names)
+    with open("/proc/%d/maps" % cairn.pid) as f:
+        assert "libjemalloc" in f.read()
