@@ -25,7 +25,10 @@ again when each ends):
   move_leader       move-leader to a follower
 Sabotage (for showing the checker is not blind; never in random mixes):
   stale-reads    every "get" is sent serializable but recorded as linearizable:
-                 followers answer from their own, slightly older, state
+                 followers answer from their own, older, state (every peer
+                 link is delayed by 20 ms for the run, so a follower learns
+                 of a commit well after the leader answered it: on loopback
+                 alone it may lag by less than a read takes)
   rollback       copy every data dir (members paused) early in the run; at the
                  end kill all and restart from the copies: acknowledged writes
                  after the copy are lost on every member
@@ -334,6 +337,9 @@ def run_seed(kind, seed, nemeses, base_dir, duration=DEFAULT_DURATION, clients=4
         workload = history.Workload(c.members, h, seed, clients=clients,
                                     serializable_gets=sabotage == "stale-reads")
         nem = Nemesis(c, seed, time.monotonic())
+        if sabotage == "stale-reads":
+            for m in c.members:
+                m.proxy.set_mode("delay", 20)
         workload.start()
         rollback = Rollback(c) if sabotage == "rollback" else None
         if rollback:

@@ -4,6 +4,8 @@ while the others keep serving, a member that comes back and catches up, and
 identical state (HashKV) on every member.  The same tests run against a real
 etcd cluster with CAIRN_TEST_TARGET=etcd."""
 
+import os
+import struct
 import time
 
 import grpc
@@ -338,10 +340,95 @@ def test_peer_port_refuses_strangers(three):
     except grpc.RpcError:
         pass
     ch.close()
+    # The raw peer stream (src/peer/peer_stream.h), as a member dials it.
+    magic = b"\0CAIRNP1"
+    reply = _raw_peer_stream(a.peer_port, magic + _frame(1, other_cluster))
+    assert _frames(reply) == [(2, b"\x08\x09\x12\x13cluster ID mismatch")]  # StreamRefusal
+    assert _frames(_raw_peer_stream(a.peer_port, magic + _frame(1, wrong_member)))[0][1].startswith(
+        b"\x08\x09")  # FAILED_PRECONDITION
+    for garbage in (b"\xff" * 64,                                   # not a frame header
+                    _frame(1, b"\xff" * 16),                        # not a PeerBatch
+                    struct.pack("<II", 1 << 30, 1) + struct.pack("<I", _crc32c(
+                        struct.pack("<II", 1 << 30, 1))),           # a frame of 1 GiB
+                    magic[:4]):                                     # half the magic, then EOF
+        data = garbage if garbage == magic[:4] else magic + garbage
+        assert _raw_peer_stream(a.peer_port, data) == b"", garbage
     assert "refused a peer of another cluster" in a.log_tail(100000) or a.kind != "cairn"
     put(a, b"/after-strangers", b"ok")
     assert get(c, b"/after-strangers") == b"ok"
     assert a.alive() and b.alive() and c.alive()
+
+
+def test_members_talk_on_raw_peer_streams(three):
+    """On http:// peer URLs Raft traffic runs on the raw peer stream, not on
+    gRPC: a member has one reader thread per member that dialed it (a
+    thread per connection, one connection per sending member, dialed when
+    it first has something to say). Followers talk only to the leader: the
+    leader reads two streams, each follower one."""
+    if cluster.TARGET != "cairn":
+        pytest.skip("cairn's own peer protocol")
+    a, b, c = three.members
+    put(a, b"/raw", b"1")
+    deadline = time.monotonic() + 10
+    while True:
+        counts = []
+        for m in three.members:
+            names = []
+            for tid in os.listdir("/proc/%d/task" % m.pid):
+                try:
+                    with open("/proc/%d/task/%s/comm" % (m.pid, tid)) as f:
+                        names.append(f.read().strip())
+                except OSError:
+                    pass  # a thread that just ended
+            counts.append(names.count("cairn-peer-recv"))
+        if sorted(counts) == [1, 1, 2] or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert sorted(counts) == [1, 1, 2]
+    assert counts[three.members.index(three.leader())] == 2
+
+
+def _crc32c(data):
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+    return crc ^ 0xFFFFFFFF
+
+
+def _frame(kind, payload):
+    head = struct.pack("<II", len(payload), kind)
+    return head + struct.pack("<I", _crc32c(head)) + payload
+
+
+def _frames(data):
+    out = []
+    while len(data) >= 12:
+        n, kind, crc = struct.unpack("<III", data[:12])
+        assert crc == _crc32c(data[:8])
+        out.append((kind, data[12:12 + n]))
+        data = data[12 + n:]
+    return out
+
+
+def _raw_peer_stream(port, data):
+    """Sends `data` on a fresh connection to a peer port, half-closes, and
+    returns what came back before the member closed or reset it (10 s at
+    most)."""
+    import socket
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        got = b""
+        while True:
+            try:
+                chunk = s.recv(4096)
+            except ConnectionResetError:  # closed with our garbage unread
+                return got
+            if not chunk:
+                return got
+            got += chunk
 
 
 def _metrics(member):

@@ -22,6 +22,7 @@
 #include "api/watch_service.h"
 #include "common/logging.h"
 #include "peer/peer_service.h"
+#include "peer/peer_stream.h"
 #include "peer/peer_transport.h"
 #include "watch/watch_hub.h"
 
@@ -525,14 +526,14 @@ Status EtcdServer::StartPeerServer() {
     metrics_->network().peer_received_bytes_total->Add({{"From", HexId(from)}}).Increment(static_cast<double>(bytes));
   };
   peer_service_ = std::make_unique<peer::PeerService>(std::move(h));
+  constexpr int kMaxPeerMessageBytes = 256 << 20;
   grpc::ServerBuilder builder;
   for (const auto& url : config_.listen_peer_urls) {
     auto u = ParseUrl(url);
-    builder.AddListeningPort(u->host + ":" + std::to_string(u->port),
-                             u->scheme == "https" ? peer_credentials_.server : grpc::InsecureServerCredentials());
+    if (u->scheme == "https") builder.AddListeningPort(u->host + ":" + std::to_string(u->port), peer_credentials_.server);
   }
   builder.RegisterService(peer_service_.get());
-  builder.SetMaxReceiveMessageSize(256 << 20);
+  builder.SetMaxReceiveMessageSize(kMaxPeerMessageBytes);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
@@ -541,6 +542,29 @@ Status EtcdServer::StartPeerServer() {
     std::string urls;
     for (const auto& u : config_.listen_peer_urls) urls += (urls.empty() ? "" : ",") + u;
     return Status(Code::kUnavailable, "cannot listen for peers on " + urls);
+  }
+  // A plain http:// peer URL: one listener tells raw peer streams from gRPC
+  // (snapshots, probes, Members, an https-less older stream) by their first
+  // bytes.
+  peer::PeerService* service = peer_service_.get();
+  peer_stream_receiver_ = std::make_unique<peer::PeerStreamReceiver>(
+      [service](cairnpb::PeerBatch* batch, const std::string& remote) { return service->Deliver(batch, remote); },
+      kMaxPeerMessageBytes);
+  for (const auto& url : config_.listen_peer_urls) {
+    auto u = ParseUrl(url);
+    if (u->scheme == "https") continue;
+    http::ClientListener::Options lo;
+    lo.host = u->host;
+    lo.port = u->port;
+    lo.handler_threads = 1;
+    grpc::Server* server = peer_server_.get();
+    lo.on_grpc_connection = [server](int fd) { grpc::AddInsecureChannelFromFd(server, fd); };
+    peer::PeerStreamReceiver* receiver = peer_stream_receiver_.get();
+    lo.on_peer_stream = [receiver](int fd) { receiver->Adopt(fd); };
+    auto listener = std::make_unique<http::ClientListener>(lo);
+    Status s = listener->Start();
+    if (!s.ok()) return Status(Code::kUnavailable, "cannot listen for peers on " + url + ": " + s.message());
+    peer_listeners_.push_back(std::move(listener));
   }
   for (const auto& url : config_.listen_peer_urls) CAIRN_LOG(kInfo) << "serving peers on " << url;
   return Status::Ok();
@@ -644,6 +668,8 @@ void EtcdServer::Stop() {
   while (calls_in_flight_.load() > 0 && std::chrono::steady_clock::now() < grace_end) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
+  for (auto& l : peer_listeners_) l->Stop();
+  if (peer_stream_receiver_) peer_stream_receiver_->Stop();
   if (peer_server_) peer_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
   if (node_) node_->Stop();
   if (grpc_server_) grpc_server_->Shutdown(std::chrono::system_clock::now());
@@ -653,6 +679,8 @@ void EtcdServer::Stop() {
   listeners_.clear();
   gateway_.reset();
   grpc_server_.reset();
+  peer_listeners_.clear();
+  peer_stream_receiver_.reset();
   peer_server_.reset();
   peer_service_.reset();
   services_.clear();

@@ -34,6 +34,7 @@ class WatchHub;
 }
 namespace cairn::peer {
 class PeerService;
+class PeerStreamReceiver;
 class PeerTransport;
 }
 
@@ -80,6 +81,10 @@ class EtcdServer {
   std::unique_ptr<server::Node> node_;
   std::unique_ptr<peer::PeerService> peer_service_;
   std::unique_ptr<grpc::Server> peer_server_;
+  // http:// peer URLs: raw peer streams to peer_stream_receiver_, HTTP/2 to
+  // peer_server_ (https:// ones are peer_server_'s own TLS ports).
+  std::unique_ptr<peer::PeerStreamReceiver> peer_stream_receiver_;
+  std::vector<std::unique_ptr<http::ClientListener>> peer_listeners_;
   std::unique_ptr<watch::WatchHub> hub_;
   std::atomic<watch::WatchHub*> hub_ptr_{nullptr};  // read by the apply thread
   ApiContext ctx_;

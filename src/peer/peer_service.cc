@@ -29,34 +29,73 @@ bool ShouldLog(std::atomic<int64_t>* last_ms) {
 std::atomic<int64_t> last_mismatch_log_ms{-100000};
 std::atomic<int64_t> last_removed_log_ms{-100000};
 std::atomic<int64_t> last_malformed_log_ms{-100000};
-}  // namespace
 
 // Whether a batch from a peer may be used (see the header).
-grpc::Status CheckSender(const PeerServiceHandlers& h, const cairnpb::PeerBatch& batch,
-                         grpc::CallbackServerContext* context) {
+Status CheckSender(const PeerServiceHandlers& h, const cairnpb::PeerBatch& batch, const std::string& peer) {
   if (batch.cluster_id() != h.cluster_id) {
     if (ShouldLog(&last_mismatch_log_ms)) {
-      CAIRN_LOG(kError) << "refused a peer of another cluster (" << context->peer() << ": cluster " << std::hex
+      CAIRN_LOG(kError) << "refused a peer of another cluster (" << peer << ": cluster " << std::hex
                         << batch.cluster_id() << ", member " << batch.from() << "; ours " << h.cluster_id << ")";
     }
-    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "cluster ID mismatch");
+    return Status(Code::kFailedPrecondition, "cluster ID mismatch");
   }
   if (batch.to() != h.member_id) {
-    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, "member ID mismatch");
+    return Status(Code::kFailedPrecondition, "member ID mismatch");
   }
   if (h.is_removed(batch.from())) {
     if (ShouldLog(&last_removed_log_ms)) {
-      CAIRN_LOG(kWarn) << "refused removed member " << std::hex << batch.from() << " (" << context->peer() << ")";
+      CAIRN_LOG(kWarn) << "refused removed member " << std::hex << batch.from() << " (" << peer << ")";
     }
-    return grpc::Status(grpc::StatusCode::NOT_FOUND, "the member has been permanently removed from the cluster");
+    return Status(Code::kNotFound, "the member has been permanently removed from the cluster");
   }
-  return grpc::Status::OK;
+  return Status::Ok();
+}
+
+grpc::Status ToGrpc(const Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), s.message());
+}
+}  // namespace
+
+Status PeerService::Deliver(cairnpb::PeerBatch* batch, const std::string& peer) const {
+  Status refusal = CheckSender(handlers_, *batch, peer);
+  if (!refusal.ok()) return refusal;
+  if (handlers_.on_received) handlers_.on_received(batch->from(), batch->ByteSizeLong());
+  for (const auto& pm : batch->messages()) {
+    auto m = FromProto(pm);
+    // Snapshots come only through InstallSnapshot, with their image.
+    if (!m.ok() || m->from != batch->from() || m->to != handlers_.member_id ||
+        m->type == raft::MessageType::kSnapshot) {
+      if (ShouldLog(&last_malformed_log_ms)) {
+        CAIRN_LOG(kWarn) << "peer " << peer << ": dropped a malformed raft message"
+                         << (m.ok() ? "" : ": " + m.status().message());
+      }
+      continue;
+    }
+    if (trace::Recorder::Get().enabled()) {
+      if (m->type == raft::MessageType::kAppend && !m->entries.empty()) trace::Point("recv_app", m->entries.back().index);
+      if (m->type == raft::MessageType::kAppendResponse) trace::Point("recv_resp", m->index);
+    }
+    handlers_.step(std::move(*m));
+  }
+  auto& proposals = *batch->mutable_proposals();
+  for (int i = 0; i < proposals.size(); i++) {
+    // (ids 0 from a sender that sends none: its waiter times out)
+    const uint64_t id = i < batch->proposal_ids_size() ? batch->proposal_ids(i) : 0;
+    handlers_.propose_forwarded(batch->from(), id, std::move(proposals[i]));
+  }
+  for (const auto& r : batch->refusals()) {
+    // (a code this member does not know is an error all the same)
+    const bool known = r.code() > 0 && r.code() <= static_cast<int32_t>(Code::kUnauthenticated);
+    handlers_.refused(r.id(), Status(known ? static_cast<Code>(r.code()) : Code::kUnknown, r.message()));
+  }
+  for (int64_t id : batch->lease_renewals()) handlers_.renew_lease(id);
+  return Status::Ok();
 }
 
 class PeerService::Reactor final : public grpc::ServerReadReactor<cairnpb::PeerBatch> {
  public:
-  Reactor(const PeerServiceHandlers* handlers, grpc::CallbackServerContext* context)
-      : handlers_(handlers), context_(context) {
+  Reactor(const PeerService* service, grpc::CallbackServerContext* context) : service_(service), context_(context) {
     StartRead(&batch_);
   }
 
@@ -65,41 +104,11 @@ class PeerService::Reactor final : public grpc::ServerReadReactor<cairnpb::PeerB
       Finish(grpc::Status::OK);
       return;
     }
-    grpc::Status refusal = CheckSender(*handlers_, batch_, context_);
-    if (!refusal.ok()) {
-      Finish(refusal);
+    Status s = service_->Deliver(&batch_, context_->peer());
+    if (!s.ok()) {
+      Finish(ToGrpc(s));
       return;
     }
-    if (handlers_->on_received) handlers_->on_received(batch_.from(), batch_.ByteSizeLong());
-    for (const auto& pm : batch_.messages()) {
-      auto m = FromProto(pm);
-      // Snapshots come only through InstallSnapshot, with their image.
-      if (!m.ok() || m->from != batch_.from() || m->to != handlers_->member_id ||
-          m->type == raft::MessageType::kSnapshot) {
-        if (ShouldLog(&last_malformed_log_ms)) {
-          CAIRN_LOG(kWarn) << "peer " << context_->peer() << ": dropped a malformed raft message"
-                           << (m.ok() ? "" : ": " + m.status().message());
-        }
-        continue;
-      }
-      if (trace::Recorder::Get().enabled()) {
-        if (m->type == raft::MessageType::kAppend && !m->entries.empty()) trace::Point("recv_app", m->entries.back().index);
-        if (m->type == raft::MessageType::kAppendResponse) trace::Point("recv_resp", m->index);
-      }
-      handlers_->step(std::move(*m));
-    }
-    auto& proposals = *batch_.mutable_proposals();
-    for (int i = 0; i < proposals.size(); i++) {
-      // (ids 0 from a sender that sends none: its waiter times out)
-      const uint64_t id = i < batch_.proposal_ids_size() ? batch_.proposal_ids(i) : 0;
-      handlers_->propose_forwarded(batch_.from(), id, std::move(proposals[i]));
-    }
-    for (const auto& r : batch_.refusals()) {
-      // (a code this member does not know is an error all the same)
-      const bool known = r.code() > 0 && r.code() <= static_cast<int32_t>(Code::kUnauthenticated);
-      handlers_->refused(r.id(), Status(known ? static_cast<Code>(r.code()) : Code::kUnknown, r.message()));
-    }
-    for (int64_t id : batch_.lease_renewals()) handlers_->renew_lease(id);
     batch_.Clear();
     StartRead(&batch_);
   }
@@ -107,7 +116,7 @@ class PeerService::Reactor final : public grpc::ServerReadReactor<cairnpb::PeerB
   void OnDone() override { delete this; }
 
  private:
-  const PeerServiceHandlers* handlers_;
+  const PeerService* service_;
   grpc::CallbackServerContext* context_;
   cairnpb::PeerBatch batch_;
 };
@@ -138,7 +147,7 @@ class PeerService::SnapshotReactor final : public grpc::ServerReadReactor<cairnp
  private:
   grpc::Status Take() {
     if (!message_) {
-      grpc::Status refusal = CheckSender(*handlers_, chunk_.header(), context_);
+      grpc::Status refusal = ToGrpc(CheckSender(*handlers_, chunk_.header(), context_->peer()));
       if (!refusal.ok()) return refusal;
       if (chunk_.header().messages_size() != 1) {
         return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "snapshot stream without its message");
@@ -220,7 +229,7 @@ grpc::ServerReadReactor<cairnpb::SnapshotChunk>* PeerService::InstallSnapshot(gr
 
 grpc::ServerReadReactor<cairnpb::PeerBatch>* PeerService::Stream(grpc::CallbackServerContext* context,
                                                                 cairnpb::PeerStreamEnd*) {
-  return new Reactor(&handlers_, context);
+  return new Reactor(this, context);
 }
 
 grpc::ServerUnaryReactor* PeerService::Probe(grpc::CallbackServerContext* context, const cairnpb::ProbeRequest*,

@@ -1,5 +1,5 @@
-// PeerService: the receiving side of the peer protocol (cairnpb.Peer/Stream),
-// served on --listen-peer-urls. Each batch is checked before anything in it
+// PeerService: the receiving side of the peer protocol (cairnpb.Peer/Stream,
+// and the raw peer stream of peer_stream.h), served on --listen-peer-urls. Each batch is checked before anything in it
 // is used: the sender's cluster id must be ours ("cluster ID mismatch"), the
 // batch must be addressed to this member, and its sender must not have been
 // removed from the cluster ("the member has been permanently removed from
@@ -45,6 +45,11 @@ struct PeerServiceHandlers {
 class PeerService final : public cairnpb::Peer::CallbackService {
  public:
   explicit PeerService(PeerServiceHandlers handlers) : handlers_(std::move(handlers)) {}
+
+  // Checks one batch from a peer (`peer` names it in the log) and hands on
+  // what it carries; not OK: the refusal that ends the sender's stream. For
+  // both cairnpb.Peer/Stream and the raw peer stream (peer_stream.h).
+  Status Deliver(cairnpb::PeerBatch* batch, const std::string& peer) const;
 
   grpc::ServerReadReactor<cairnpb::PeerBatch>* Stream(grpc::CallbackServerContext* context,
                                                      cairnpb::PeerStreamEnd* end) override;

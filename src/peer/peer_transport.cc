@@ -1,10 +1,24 @@
 #include "peer/peer_transport.h"
 
-#include <chrono>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <functional>
+
+#include "api/http/protocol_classifier.h"
 #include "common/logging.h"
 #include "common/thread_name.h"
 #include "common/trace_points.h"
+#include "peer/peer_stream.h"
 #include "peer/raft_codec.h"
 
 namespace cairn::peer {
@@ -14,6 +28,92 @@ size_t PayloadBytes(const raft::Message& m) {
   size_t n = 64 + m.context.size();
   for (const auto& e : m.entries) n += e.data.size() + 24;
   return n;
+}
+
+void Signal(int wake_fd) {
+  const uint64_t one = 1;
+  (void)!::write(wake_fd, &one, sizeof(one));
+}
+
+void Drain(int wake_fd) {
+  uint64_t n;
+  (void)!::read(wake_fd, &n, sizeof(n));
+}
+
+std::string ErrnoText(int err) {
+  std::string t = std::strerror(err);
+  if (!t.empty()) t[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(t[0])));
+  return t;
+}
+
+// Connects to `target` (host:port, [v6]:port) within 3 s; -1 and `error` if
+// it cannot, or when `wake_fd` says the peer stops (`stopping`).
+int Dial(const std::string& target, int wake_fd, const std::function<bool()>& stopping, std::string* error) {
+  const size_t colon = target.rfind(':');
+  std::string host = target.substr(0, colon);
+  const std::string port = target.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  const int gai = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &res);
+  if (gai != 0) {
+    *error = "dial tcp " + target + ": lookup " + host + ": " + ::gai_strerror(gai);
+    return -1;
+  }
+  int fd = -1;
+  for (addrinfo* ai = res; ai != nullptr && fd < 0; ai = ai->ai_next) {
+    fd = ::socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      *error = "dial tcp " + target + ": socket: " + ErrnoText(errno);
+      continue;
+    }
+    int err = 0;
+    if (::connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+      err = errno;
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+      while (err == EINPROGRESS || err == EINTR) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) {
+          err = ETIMEDOUT;
+          break;
+        }
+        pollfd p[2] = {{fd, POLLOUT, 0}, {wake_fd, POLLIN, 0}};
+        if (::poll(p, 2, static_cast<int>(left.count())) < 0 && errno != EINTR) {
+          err = errno;
+          break;
+        }
+        if (p[1].revents & POLLIN) {
+          Drain(wake_fd);
+          if (stopping()) {
+            err = ECANCELED;
+            break;
+          }
+        }
+        if (p[0].revents != 0) {
+          socklen_t len = sizeof(err);
+          ::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+          break;
+        }
+      }
+    }
+    if (err != 0) {
+      *error = "dial tcp " + target + ": connect: " + ErrnoText(err);
+      ::close(fd);
+      fd = -1;
+    }
+  }
+  ::freeaddrinfo(res);
+  if (fd < 0) return -1;
+  const int one = 1, idle = 2, interval = 1, count = 2, user_timeout_ms = 5000;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof(interval));
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof(count));
+  ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof(user_timeout_ms));
+  return fd;
 }
 }  // namespace
 
@@ -40,6 +140,11 @@ std::shared_ptr<grpc::ChannelCredentials> PeerTransport::CredentialsOf(const Pee
 }
 
 PeerTransport::PeerTransport(PeerTransportOptions options) : options_(options) {}
+
+PeerTransport::Peer::~Peer() {
+  if (fd >= 0) ::close(fd);
+  if (wake_fd >= 0) ::close(wake_fd);
+}
 
 PeerTransport::~PeerTransport() { Stop(); }
 
@@ -94,6 +199,14 @@ void PeerTransport::SetPeer(raft::NodeId id, const std::vector<std::string>& pee
   peer->id = id;
   peer->target = target;
   peer->tls = tls;
+  peer->raw = !tls;
+  if (peer->raw) {
+    peer->wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (peer->wake_fd < 0) {
+      CAIRN_LOG(kError) << "peer " << std::hex << id << std::dec << ": eventfd: " << ErrnoText(errno);
+      return;
+    }
+  }
   Peer* raw = peer.get();
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -102,7 +215,11 @@ void PeerTransport::SetPeer(raft::NodeId id, const std::vector<std::string>& pee
   }
   peer->thread = std::thread([this, raw] {
     SetThreadName("cairn-peer-send");
-    Run(raw);
+    if (raw->raw) {
+      RunRaw(raw);
+    } else {
+      Run(raw);
+    }
   });
   peer->probe_thread = std::thread([this, raw] {
     SetThreadName("cairn-peer-probe");
@@ -133,6 +250,7 @@ void PeerTransport::StopPeer(const std::shared_ptr<Peer>& peer) {
     snapshot = std::move(peer->snapshot_thread);
   }
   peer->cv.notify_all();
+  if (peer->wake_fd >= 0) Signal(peer->wake_fd);
   peer->probe_cv.notify_all();
   if (peer->thread.joinable()) peer->thread.join();
   if (peer->probe_thread.joinable()) peer->probe_thread.join();
@@ -248,6 +366,9 @@ std::shared_ptr<PeerTransport::Peer> PeerTransport::Find(raft::NodeId id) {
 }
 
 void PeerTransport::Send(std::vector<raft::Message> messages) {
+  // Each peer is written to (or woken) once, after all its messages of this
+  // turn are queued: they go in one frame.
+  std::vector<std::shared_ptr<Peer>> touched;
   for (auto& m : messages) {
     auto peer = Find(m.to);
     if (m.type == raft::MessageType::kSnapshot) {
@@ -267,13 +388,32 @@ void PeerTransport::Send(std::vector<raft::Message> messages) {
         dropped = false;
       }
     }
-    if (peer && !dropped) peer->cv.notify_one();
+    if (peer && !dropped && (touched.empty() || touched.back() != peer)) {
+      bool seen = false;
+      for (const auto& t : touched) seen = seen || t == peer;
+      if (!seen) touched.push_back(peer);
+    }
     if (dropped) {
       if (m.type == raft::MessageType::kHeartbeat && stats_.heartbeat_dropped) stats_.heartbeat_dropped();
       if (stats_.send_failed) stats_.send_failed(m.to);
       Unreachable(m.to);
     }
   }
+  for (const auto& peer : touched) Kick(peer.get());
+}
+
+void PeerTransport::Kick(Peer* peer) {
+  if (!peer->raw) {
+    peer->cv.notify_one();
+    return;
+  }
+  bool wake;
+  {
+    std::lock_guard<std::mutex> lock(peer->mu);
+    if (peer->fd >= 0 && !peer->broken) FlushLocked(peer);
+    wake = peer->fd < 0 || peer->broken || peer->out_pos < peer->out.size() || HasWorkLocked(*peer);
+  }
+  if (wake) Signal(peer->wake_fd);
 }
 
 void PeerTransport::Forward(raft::NodeId to, std::vector<std::pair<uint64_t, std::string>> proposals) {
@@ -290,7 +430,7 @@ void PeerTransport::Forward(raft::NodeId to, std::vector<std::pair<uint64_t, std
       peer->proposals.push_back(std::move(p));
     }
   }
-  peer->cv.notify_one();
+  Kick(peer.get());
 }
 
 void PeerTransport::Refuse(raft::NodeId to, uint64_t id, const Status& status) {
@@ -305,7 +445,7 @@ void PeerTransport::Refuse(raft::NodeId to, uint64_t id, const Status& status) {
     r.set_message(status.message());
     peer->refusals.push_back(std::move(r));
   }
-  peer->cv.notify_one();
+  Kick(peer.get());
 }
 
 void PeerTransport::ForwardLeaseRenewals(raft::NodeId to, std::vector<int64_t> lease_ids) {
@@ -318,16 +458,22 @@ void PeerTransport::ForwardLeaseRenewals(raft::NodeId to, std::vector<int64_t> l
       peer->renewals.push_back(id);
     }
   }
-  peer->cv.notify_one();
+  Kick(peer.get());
+}
+
+bool PeerTransport::HasWorkLocked(const Peer& peer) const {
+  return !peer.messages.empty() || !peer.proposals.empty() || !peer.renewals.empty() || !peer.refusals.empty();
 }
 
 bool PeerTransport::TakeBatch(Peer* peer, cairnpb::PeerBatch* batch) {
   std::unique_lock<std::mutex> lock(peer->mu);
-  peer->cv.wait_for(lock, std::chrono::seconds(1), [&] {
-    return peer->stopping || !peer->messages.empty() || !peer->proposals.empty() || !peer->renewals.empty() ||
-           !peer->refusals.empty();
-  });
+  peer->cv.wait_for(lock, std::chrono::seconds(1), [&] { return peer->stopping || HasWorkLocked(*peer); });
   if (peer->stopping) return false;
+  TakeBatchLocked(peer, batch);
+  return true;
+}
+
+void PeerTransport::TakeBatchLocked(Peer* peer, cairnpb::PeerBatch* batch) {
   for (int64_t id : peer->renewals) batch->add_lease_renewals(id);
   peer->renewals.clear();
   for (auto& r : peer->refusals) *batch->add_refusals() = std::move(r);
@@ -349,7 +495,188 @@ bool PeerTransport::TakeBatch(Peer* peer, cairnpb::PeerBatch* batch) {
     ToProto(peer->messages.front(), batch->add_messages());
     peer->messages.pop_front();
   }
-  return true;
+}
+
+void PeerTransport::FlushLocked(Peer* peer) {
+  const char* traced_before = nullptr;
+  const char* traced_after = nullptr;
+  uint64_t traced_index = 0;
+  while (HasWorkLocked(*peer) && peer->out.size() - peer->out_pos < options_.max_batch_bytes) {
+    cairnpb::PeerBatch batch;
+    TakeBatchLocked(peer, &batch);
+    batch.set_cluster_id(cluster_id_.load());
+    batch.set_from(member_id_.load());
+    batch.set_to(peer->id);
+    const size_t before = peer->out.size();
+    AppendFrame(FrameKind::kBatch, batch, &peer->out);
+    if (stats_.sent) stats_.sent(peer->id, peer->out.size() - before);
+    if (trace::Recorder::Get().enabled()) {
+      for (const auto& pm : batch.messages()) {
+        if (pm.type() == static_cast<uint32_t>(raft::MessageType::kAppend) && pm.entries_size() > 0) {
+          traced_before = "write_app";
+          traced_after = "wrote_app";
+          traced_index = pm.entries(pm.entries_size() - 1).index();
+        } else if (pm.type() == static_cast<uint32_t>(raft::MessageType::kAppendResponse)) {
+          traced_before = "write_resp";
+          traced_after = "wrote_resp";
+          traced_index = pm.index();
+        }
+      }
+    }
+  }
+  if (traced_before) trace::Point(traced_before, traced_index);
+  WriteLocked(peer);
+  if (traced_after) trace::Point(traced_after, traced_index);
+}
+
+void PeerTransport::WriteLocked(Peer* peer) {
+  while (peer->out_pos < peer->out.size()) {
+    const ssize_t n = ::send(peer->fd, peer->out.data() + peer->out_pos, peer->out.size() - peer->out_pos,
+                             MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n > 0) {
+      peer->out_pos += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;  // the sender waits for room
+    peer->broken = true;
+    return;
+  }
+  peer->out.clear();
+  peer->out_pos = 0;
+}
+
+void PeerTransport::RunRaw(Peer* peer) {
+  int64_t backoff_ms = 100;
+  std::string last_error;
+  auto connected_at = std::chrono::steady_clock::now();
+  FrameDecoder replies(1 << 20);
+  char buffer[4096];
+  auto is_stopping = [peer] {
+    std::lock_guard<std::mutex> lock(peer->mu);
+    return peer->stopping;
+  };
+  // Waits `ms` or until the peer stops (work queued meanwhile waits).
+  auto pause = [&](int64_t ms) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+    while (!is_stopping()) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return;
+      pollfd p{peer->wake_fd, POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(left.count())) > 0) Drain(peer->wake_fd);
+    }
+  };
+  // The stream is over (or never started): what it carried is lost (Raft
+  // retransmits); report, log a new reason, back off.
+  auto end_stream = [&](const std::string& why, bool refused) {
+    {
+      std::lock_guard<std::mutex> lock(peer->mu);
+      if (peer->fd >= 0) ::close(peer->fd);
+      peer->fd = -1;
+      peer->broken = false;
+      peer->out.clear();
+      peer->out_pos = 0;
+    }
+    replies = FrameDecoder(1 << 20);
+    if (why != last_error || std::chrono::steady_clock::now() - connected_at > std::chrono::seconds(5)) {
+      last_error = why;
+      if (refused) {
+        CAIRN_LOG(kError) << "peer " << std::hex << peer->id << std::dec << " at " << peer->target
+                          << " refused this member: " << why;
+      } else {
+        CAIRN_LOG(kWarn) << "peer " << std::hex << peer->id << std::dec << " at " << peer->target
+                         << ": stream ended: " << why;
+      }
+    }
+    if (stats_.send_failed) stats_.send_failed(peer->id);
+    Unreachable(peer->id);
+    pause(backoff_ms);
+    backoff_ms = std::min<int64_t>(backoff_ms * 2, 1000);
+  };
+  while (true) {
+    int fd;
+    bool broken, work, pending;
+    {
+      std::lock_guard<std::mutex> lock(peer->mu);
+      if (peer->stopping) break;
+      fd = peer->fd;
+      broken = peer->broken;
+      work = HasWorkLocked(*peer);
+      pending = peer->out_pos < peer->out.size();
+    }
+    if (fd >= 0 && broken) {
+      end_stream("write failed", false);
+      continue;
+    }
+    if (fd < 0) {
+      if (!work) {
+        pollfd p{peer->wake_fd, POLLIN, 0};
+        if (::poll(&p, 1, 1000) > 0) Drain(peer->wake_fd);
+        continue;
+      }
+      std::string error;
+      const int s = Dial(peer->target, peer->wake_fd, is_stopping, &error);
+      if (s < 0) {
+        if (is_stopping()) break;
+        end_stream(error, false);
+        continue;
+      }
+      std::lock_guard<std::mutex> lock(peer->mu);
+      if (peer->stopping) {
+        ::close(s);
+        break;
+      }
+      peer->fd = s;
+      peer->out.assign(http::kPeerStreamMagic);
+      peer->out_pos = 0;
+      FlushLocked(peer);
+      connected_at = std::chrono::steady_clock::now();
+      backoff_ms = 100;
+      continue;
+    }
+    pollfd p[2] = {{peer->wake_fd, POLLIN, 0}, {fd, static_cast<short>(POLLIN | (pending ? POLLOUT : 0)), 0}};
+    if (::poll(p, 2, 1000) < 0 && errno != EINTR) {
+      end_stream("poll: " + ErrnoText(errno), false);
+      continue;
+    }
+    if (p[0].revents & POLLIN) Drain(peer->wake_fd);
+    if (p[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+      const ssize_t n = ::recv(fd, buffer, sizeof(buffer), MSG_DONTWAIT);
+      if (n == 0) {
+        end_stream("connection closed by the peer", false);
+        continue;
+      }
+      if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        end_stream("read: " + ErrnoText(errno), false);
+        continue;
+      }
+      if (n > 0) {
+        // The only thing a receiver writes back: why it refuses this member.
+        replies.Feed(std::string_view(buffer, static_cast<size_t>(n)));
+        FrameKind kind;
+        std::string_view payload;
+        std::string error;
+        const auto r = replies.Next(&kind, &payload, &error);
+        cairnpb::StreamRefusal refusal;
+        if (r == FrameDecoder::Result::kFrame && kind == FrameKind::kRefusal &&
+            refusal.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+          const auto code = static_cast<Code>(refusal.code());
+          if (code == Code::kNotFound && stats_.removed) stats_.removed();
+          end_stream(refusal.message(), code == Code::kFailedPrecondition || code == Code::kNotFound);
+          continue;
+        }
+        if (r != FrameDecoder::Result::kNeedMore) {
+          end_stream("unexpected bytes from the peer", false);
+          continue;
+        }
+      }
+    }
+    std::lock_guard<std::mutex> lock(peer->mu);
+    if (peer->fd >= 0 && !peer->broken) FlushLocked(peer);
+  }
+  std::lock_guard<std::mutex> lock(peer->mu);
+  if (peer->fd >= 0) ::close(peer->fd);
+  peer->fd = -1;
 }
 
 void PeerTransport::Run(Peer* peer) {

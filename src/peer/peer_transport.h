@@ -1,17 +1,29 @@
 // PeerTransport: sends Raft messages and forwarded proposals to the other
-// members over gRPC (cairnpb.Peer/Stream on their peer URLs).
+// members: on the raw peer stream (peer_stream.h) to an http:// peer URL,
+// over gRPC (cairnpb.Peer/Stream) to an https:// one.
 //
 // One bounded outbox and one sender thread per peer. Send() and Forward()
-// only queue and never block the raft thread: when a peer's outbox is full
-// the message is dropped and the peer reported unreachable (Raft
-// retransmits; a dropped forwarded proposal times out at its waiter). The
-// sender keeps one client stream open per peer and writes a batch of
-// whatever is queued per write; a failed stream is reported unreachable and
-// reopened with a backoff (100 ms doubling to 1 s). HTTP/2 keepalive pings
-// (every 2 s, 2 s timeout) notice a peer that went silent (a blackholed
-// link), so a stuck write does not hold the sender for long. A prober thread
-// per peer measures the round trip of a Peer/Probe call every 4 s (etcd's
-// prober interval) for etcd_network_peer_round_trip_time_seconds.
+// never block the raft thread: when a peer's outbox is full the message is
+// dropped and the peer reported unreachable (Raft retransmits; a dropped
+// forwarded proposal times out at its waiter).
+//
+// Raw stream: the caller of Send() (the raft thread) frames what is queued
+// and writes it itself with one non-blocking send() when the connection is
+// up and nothing is waiting before it; the sender thread only dials,
+// finishes writes the socket could not take at once (at most
+// max_batch_bytes framed ahead), and reads the peer's refusal if one comes.
+// TCP keepalive (2 s, then 2 probes 1 s apart) and TCP_USER_TIMEOUT (5 s)
+// notice a peer host that went away without a reset.
+//
+// gRPC stream: the sender thread writes a batch of whatever is queued per
+// write of one client stream; HTTP/2 keepalive pings (every 2 s, 2 s
+// timeout) notice a peer that went silent, so a stuck write does not hold
+// the sender for long.
+//
+// Either way a failed stream is reported unreachable and reopened with a
+// backoff (100 ms doubling to 1 s). A prober thread per peer measures the
+// round trip of a Peer/Probe call every 4 s (etcd's prober interval) for
+// etcd_network_peer_round_trip_time_seconds.
 //
 // Every batch carries the cluster id and both member ids; the receiver
 // refuses a batch of another cluster ("cluster ID mismatch") or from a
@@ -102,9 +114,11 @@ class PeerTransport final : public server::Transport {
 
  private:
   struct Peer {
+    ~Peer();
     raft::NodeId id = 0;
     std::string target;  // host:port
     bool tls = false;    // an https:// URL
+    bool raw = false;    // the raw peer stream (not TLS)
     std::mutex mu;
     std::condition_variable cv;
     std::deque<raft::Message> messages;   // GUARDED_BY(mu)
@@ -114,6 +128,12 @@ class PeerTransport final : public server::Transport {
     size_t queued_bytes = 0;              // GUARDED_BY(mu)
     bool stopping = false;                // GUARDED_BY(mu)
     grpc::ClientContext* active = nullptr;  // GUARDED_BY(mu): to cancel a stuck write
+    // The raw stream (raw peers only).
+    int fd = -1;           // GUARDED_BY(mu): the connection; -1 while there is none
+    bool broken = false;   // GUARDED_BY(mu): a write failed; the sender closes fd
+    std::string out;       // GUARDED_BY(mu): framed bytes the socket has not taken
+    size_t out_pos = 0;    // GUARDED_BY(mu)
+    int wake_fd = -1;      // an eventfd: wakes the sender (work, stop)
     std::thread thread;
     // One snapshot at a time (the leader sends the next only after the
     // report of this one).
@@ -131,6 +151,16 @@ class PeerTransport final : public server::Transport {
   static constexpr int kProbeIntervalMs = 4000;  // etcd's proberInterval
   void Probe(Peer* peer);
   void Run(Peer* peer);
+  void RunRaw(Peer* peer);
+  // Wakes the peer's sender, or (raw) writes what is queued right away.
+  void Kick(Peer* peer);
+  bool HasWorkLocked(const Peer& peer) const;
+  // Moves what is queued (up to the batch size) into `batch`.
+  void TakeBatchLocked(Peer* peer, cairnpb::PeerBatch* batch);
+  // Raw: frames what is queued (while less than max_batch_bytes wait
+  // unwritten) and writes without blocking.
+  void FlushLocked(Peer* peer);
+  void WriteLocked(Peer* peer);
   void StartSnapshot(const std::shared_ptr<Peer>& peer, raft::Message message);
   // Streams one snapshot; true if the follower answered OK.
   bool SendSnapshot(Peer* peer, const raft::Message& message);

@@ -606,7 +606,7 @@ void ClientListener::EventLoop::Classify(Connection& c, TimePoint now) {
       owner_->tls_->Adopt(fd, remote, source);
       return;
     }
-    if (protocol == ConnectionProtocol::kHttp2) {
+    if (protocol == ConnectionProtocol::kHttp2 || protocol == ConnectionProtocol::kPeerStream) {
       Close(c);
       return;
     }
@@ -636,7 +636,16 @@ void ClientListener::EventLoop::Classify(Connection& c, TimePoint now) {
     options_.on_grpc_connection(fd);
     return;
   }
-  // kHttp1, and kTls until a TLS layer terminates it here.
+  if (protocol == ConnectionProtocol::kPeerStream && options_.on_peer_stream && !options_.http_only) {
+    const int fd = c.fd;
+    ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+    c.fd = -1;
+    Close(c);
+    options_.on_peer_stream(fd);
+    return;
+  }
+  // kHttp1, kPeerStream without a taker, and kTls until a TLS layer
+  // terminates it here.
   SetUnidentified(-1);
   http1_.fetch_add(1);
   c.phase = Phase::kReading;

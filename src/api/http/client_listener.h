@@ -126,6 +126,11 @@ class ClientListener {
     // server passes it to grpc::AddInsecureChannelFromFd). If empty, HTTP/2
     // connections are closed. Called on the event loop.
     std::function<void(int fd)> on_grpc_connection;
+    // Receives each connection that opens with kPeerStreamMagic (a cairn
+    // member's raft stream, on a peer URL), magic unread, with the same fd
+    // flags as on_grpc_connection; the callback takes ownership. If empty,
+    // such a connection is served as HTTP/1 (400). Called on the event loop.
+    std::function<void(int fd)> on_peer_stream;
     // Metrics hooks, called on the event loop; may be empty.
     // Each connection closed for `reason`.
     std::function<void(RejectReason reason)> on_rejected;

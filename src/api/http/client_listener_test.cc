@@ -247,6 +247,35 @@ TEST(ClientListenerTest, Http2PrefaceReachesCallbackUnread) {
   ::close(fd);
 }
 
+TEST(ClientListenerTest, PeerStreamMagicReachesItsCallbackUnread) {
+  std::promise<int> handed;
+  ClientListener::Options options = TestOptions();
+  options.on_grpc_connection = [&](int fd) { ::close(fd); };
+  options.on_peer_stream = [&](int fd) { handed.set_value(fd); };
+  ClientListener listener(options);
+  ASSERT_TRUE(listener.Start().ok());
+  int fd = ConnectTo(listener.port());
+  SendAll(fd, kPeerStreamMagic.substr(0, 3));
+  std::this_thread::sleep_for(milliseconds(50));
+  SendAll(fd, std::string(kPeerStreamMagic.substr(3)) + "frame");
+  auto future = handed.get_future();
+  ASSERT_EQ(future.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+  int server_fd = future.get();
+  EXPECT_EQ(ReadExactly(server_fd, kPeerStreamMagic.size() + 5), std::string(kPeerStreamMagic) + "frame");
+  EXPECT_EQ(listener.active_connections(), 0u);
+  ::close(server_fd);
+  ::close(fd);
+}
+
+TEST(ClientListenerTest, PeerStreamWithoutTakerIsHttp1) {
+  ClientListener listener(TestOptions());
+  ASSERT_TRUE(listener.Start().ok());
+  int fd = ConnectTo(listener.port());
+  SendAll(fd, std::string(kPeerStreamMagic) + "GET / HTTP/1.1\r\n\r\n");
+  EXPECT_EQ(ReadResponse(fd).status, 400);
+  ::close(fd);
+}
+
 TEST(ClientListenerTest, ExpectContinueGetsInterimResponse) {
   ClientListener listener(TestOptions());
   listener.Handle("PUT", "/echo", [](const HttpRequest& r) {

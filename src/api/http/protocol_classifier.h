@@ -19,6 +19,11 @@ namespace cairn::http {
 // The HTTP/2 connection preface every gRPC client sends first (RFC 9113 3.4).
 inline constexpr std::string_view kHttp2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+// What a cairn member writes first on a raw peer stream (src/peer/
+// peer_stream.h) to another member's plain http:// peer port. It starts with
+// a NUL byte: no HTTP method, TLS record or HTTP/2 preface does.
+inline constexpr std::string_view kPeerStreamMagic("\0CAIRNP1", 8);
+
 // The most bytes ClassifyPrefix() ever needs to decide.
 inline constexpr size_t kMaxClassifyBytes = kHttp2Preface.size();
 
@@ -27,6 +32,7 @@ enum class ConnectionProtocol {
   kHttp2,     // the whole 24-byte preface
   kHttp1,     // anything else
   kTls,       // starts like a TLS handshake record (RFC 8446 5.1)
+  kPeerStream,  // the whole kPeerStreamMagic (a cairn member's raft stream)
 };
 
 // `first_bytes`: the connection's first bytes as peeked, at least one.

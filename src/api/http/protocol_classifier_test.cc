@@ -30,5 +30,16 @@ TEST(ProtocolClassifierTest, TlsClientHelloIsRecognized) {
   EXPECT_EQ(ClassifyPrefix(std::string("\x16\x01", 2)), ConnectionProtocol::kHttp1);
 }
 
+TEST(ProtocolClassifierTest, PeerStreamMagicIsRecognized) {
+  for (size_t n = 1; n < kPeerStreamMagic.size(); ++n) {
+    EXPECT_EQ(ClassifyPrefix(kPeerStreamMagic.substr(0, n)), ConnectionProtocol::kNeedMore) << n;
+  }
+  EXPECT_EQ(ClassifyPrefix(kPeerStreamMagic), ConnectionProtocol::kPeerStream);
+  EXPECT_EQ(ClassifyPrefix(std::string(kPeerStreamMagic) + "frames"), ConnectionProtocol::kPeerStream);
+  // A NUL byte followed by anything else is not a peer stream.
+  EXPECT_EQ(ClassifyPrefix(std::string("\0CAX", 4)), ConnectionProtocol::kHttp1);
+  EXPECT_EQ(ClassifyPrefix(std::string("\0", 1) + "GET"), ConnectionProtocol::kHttp1);
+}
+
 }  // namespace
 }  // namespace cairn::http
