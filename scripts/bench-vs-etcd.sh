@@ -13,6 +13,11 @@
 # are spread over the members round-robin (3 on the leader, 3 and 2 on the
 # followers), as a client with all endpoints would.
 #
+# The single-member section ends with the ceiling: put (1 and 64 clients) and
+# range (64 clients) against cmd/cairn-ceiling, a do-nothing server on cairn's
+# gRPC stack answering from memory (no fsync), with the same client; its
+# table gives cairn and etcd as a fraction of it.
+#
 # All servers fsync every commit (their defaults: none is given an unsafe
 # flag) and keep their data dirs in one temp dir on one disk.
 # Every process started here is stopped on exit (trap), and the temp dir is
@@ -98,11 +103,12 @@ if [ ! -f "$BUILD/CMakeCache.txt" ]; then
   cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >"$WORK/logs/build.log" 2>&1 ||
     { tail -30 "$WORK/logs/build.log" >&2; die "cmake configure failed"; }
 fi
-log "building cairn and cairn-bench in $BUILD (-j$JOBS)"
-cmake --build "$BUILD" --target cairn cairn-bench -j"$JOBS" >>"$WORK/logs/build.log" 2>&1 ||
+log "building cairn, cairn-bench and cairn-ceiling in $BUILD (-j$JOBS)"
+cmake --build "$BUILD" --target cairn cairn-bench cairn-ceiling -j"$JOBS" >>"$WORK/logs/build.log" 2>&1 ||
   { tail -30 "$WORK/logs/build.log" >&2; die "build failed"; }
 CAIRN=$BUILD/cmd/cairn
 BENCH=$BUILD/cmd/cairn-bench
+CEILING=$BUILD/cmd/cairn-ceiling
 build_type=$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$BUILD/CMakeCache.txt")
 [ "$build_type" = Release ] || log "warning: $BUILD is a $build_type build, not Release"
 
@@ -115,7 +121,9 @@ free_port() {
 start_server() {
   local s=$1 dir=$2 url="http://127.0.0.1:${PORT[$1]}"
   mkdir -p "$WORK/logs"
-  if [ "$s" = etcd ]; then
+  if [ "$s" = ceiling ]; then
+    "$CEILING" --listen "127.0.0.1:${PORT[ceiling]}" >>"$WORK/logs/ceiling.log" 2>&1 &
+  elif [ "$s" = etcd ]; then
     local peer="http://127.0.0.1:${PEER[etcd]}"
     "$ETCD" --name n1 --data-dir "$dir" \
       --listen-client-urls "$url" --advertise-client-urls "$url" \
@@ -278,6 +286,22 @@ single_member_runs() {
   both watch $D --conns 8 watch --watchers 1000 --streams 100 --put-rate 1000 --drain-timeout 120
   stop_server etcd
   stop_server cairn
+
+  # ------------- the ceiling: the same client against a do-nothing server
+  # (cmd/cairn-ceiling: Put and Range from memory on cairn's gRPC stack), alone
+  # on the machine as each server was in its runs.
+  PORT[ceiling]=$(free_port)
+  start_server ceiling ""
+  wait_ready ceiling
+  "$BENCH" --endpoints "$(endpoint ceiling)" --clients 64 --conns 8 --total $RANGE_KEYS --json \
+    put --key-prefix r/ --key-space $RANGE_KEYS --sequential-keys --val-size 256 >/dev/null ||
+    die "preload on the ceiling failed"
+  log "ceiling: put-c1, put-c64, range-l-c64, range-s-c64"
+  bench put-c1 ceiling $D --clients 1 --conns 1 put --val-size 256 --key-space 100000
+  bench put-c64 ceiling $D --clients 64 --conns 8 put --val-size 256 --key-space 100000
+  bench range-l-c64 ceiling $D --clients 64 --conns 8 range --consistency l --key-space $RANGE_KEYS --no-preload
+  bench range-s-c64 ceiling $D --clients 64 --conns 8 range --consistency s --key-space $RANGE_KEYS --no-preload
+  stop_server ceiling
 
   # ----------------------- phase 2: memory, disk and restart on a loaded store
   for s in etcd cairn; do
@@ -454,6 +478,7 @@ if [ "$RUN_SINGLE" = 1 ]; then
   awk '{ n++; s += $2; if ($2 > m) m = $2 } END { if (n) printf "load average (1 min) at the start of each run: mean %.1f, max %.1f\n", s / n, m }' \
     "$OUT/loadavg.txt" >>"$OUT/machine.txt"
   python3 "$ROOT/scripts/bench_report.py" table "$OUT" >"$OUT/table.md"
+  python3 "$ROOT/scripts/bench_report.py" ceiling "$OUT" >"$OUT/ceiling.md"
   if [ -n "$PLOT" ]; then
     mkdir -p "$(dirname "$PLOT")"
     gnuplot "$(python3 "$ROOT/scripts/bench_report.py" plot "$OUT" "$PLOT")"
@@ -463,6 +488,10 @@ if [ "$RUN_SINGLE" = 1 ]; then
   cat "$OUT/machine.txt"
   echo
   cat "$OUT/table.md"
+  echo
+  echo "Against the ceiling (cmd/cairn-ceiling: the same client, Put and Range from memory):"
+  echo
+  cat "$OUT/ceiling.md"
 fi
 if [ "$RUN_CLUSTER" = 1 ]; then
   C=$OUT/cluster3

@@ -3,10 +3,11 @@
 (etcd, cairn, cairn/etcd) and the gnuplot input of the latency/throughput plot.
 
     bench_report.py table RESULTS_DIR            # markdown table on stdout
+    bench_report.py ceiling RESULTS_DIR          # cairn and etcd against the ceiling
     bench_report.py plot RESULTS_DIR OUT.png     # writes RESULTS_DIR/plot.gp
 
 RESULTS_DIR holds <run>.<server>.json (cairn-bench --json output, server is
-"etcd" or "cairn") and resources.<server>.json (written by the shell script:
+"etcd", "cairn" or "ceiling", cmd/cairn-ceiling: Put and Range from memory) and resources.<server>.json (written by the shell script:
 rss_kb, disk_kb, restart_seconds, ...). Only the standard library is used.
 """
 
@@ -234,9 +235,48 @@ def plot(results, png):
     return path
 
 
+# The runs also made against cmd/cairn-ceiling (the ceiling answers every
+# range from memory, whatever its consistency).
+CEILING_RUNS = [
+    ("put-c1", "put, 1 client"),
+    ("put-c64", "put, 64 clients / 8 conns"),
+    ("range-l-c64", "range linearizable, 64 clients"),
+    ("range-s-c64", "range serializable, 64 clients"),
+]
+
+
+def ceiling_table(results):
+    """cairn and etcd as a fraction of the do-nothing server's throughput, and
+    the server CPU per op of each: what the RPC stack alone costs."""
+    head = ("| workload | ceiling ops/s | cairn ops/s | etcd ops/s | cairn/ceiling | etcd/ceiling "
+            "| ceiling CPU/op (us) | cairn CPU/op (us) | etcd CPU/op (us) |")
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, label in CEILING_RUNS:
+        reports = {srv: load(results, name, srv) for srv in ("ceiling", "cairn", "etcd")}
+        if reports["ceiling"] is None:
+            continue
+        ops = {srv: (r or {}).get("throughput") for srv, r in reports.items()}
+        cpu = {}
+        for srv, r in reports.items():
+            secs = server_cpu_seconds(results, name, srv)
+            ok = (r or {}).get("ok") or 0
+            cpu[srv] = secs * 1e6 / ok if secs is not None and ok > 0 else None
+        frac = {srv: (ops[srv] / ops["ceiling"] if ops[srv] and ops["ceiling"] else None)
+                for srv in ("cairn", "etcd")}
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            label, fmt(ops["ceiling"]), fmt(ops["cairn"]), fmt(ops["etcd"]),
+            "%.2f" % frac["cairn"] if frac["cairn"] is not None else "",
+            "%.2f" % frac["etcd"] if frac["etcd"] is not None else "",
+            fmt(cpu["ceiling"]), fmt(cpu["cairn"]), fmt(cpu["etcd"])))
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def main(argv):
     if len(argv) >= 3 and argv[1] == "table":
         print(table(argv[2]))
+        return 0
+    if len(argv) >= 3 and argv[1] == "ceiling":
+        print(ceiling_table(argv[2]))
         return 0
     if len(argv) >= 4 and argv[1] == "plot":
         print(plot(argv[2], argv[3]))
