@@ -238,3 +238,59 @@ def test_put_and_range_as_a_user_with_auth_on(cairn):
     assert any("user name is empty" in m for m in r["error_messages"]), r["error_messages"]
     out = run_bench(cairn, "--user", "root:wrong", "--total", 1, "put", expect_exit=2, json_output=False)
     assert out == ""
+
+
+def test_ceiling_server_answers_put_and_range(tmp_path):
+    """cmd/cairn-ceiling (make bench's do-nothing server) serves what the
+    bench runs against it: Put and Range, answered by etcdctl and cairn-bench
+    as a store would answer them (versions and revisions count up, a range
+    sees what was put), and stops on SIGTERM."""
+    import shutil
+    import signal
+    import socket
+    if cluster.TARGET != "cairn":
+        pytest.skip("cairn's own tool")
+    path = os.path.join(os.path.dirname(bench_binary()), "cairn-ceiling")
+    assert os.path.exists(path), "cairn-ceiling not built at %s" % path
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint = "127.0.0.1:%d" % port
+    proc = subprocess.Popen([path, "--listen", endpoint], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        ready = [bench_binary(), "--endpoints", endpoint, "--json", "ready", "--wait", "30"]
+        assert subprocess.run(ready, capture_output=True, timeout=60).returncode == 0
+        etcdctl = shutil.which("etcdctl")
+        env = dict(os.environ, ETCDCTL_API="3")
+        def ctl(*args):
+            return subprocess.run([etcdctl, "--endpoints", endpoint] + list(args), env=env,
+                                  capture_output=True, text=True, timeout=30)
+        assert ctl("put", "/k", "v1").stdout.strip() == "OK"
+        assert ctl("put", "/k", "v2").stdout.strip() == "OK"
+        got = json.loads(ctl("get", "/k", "-w", "json").stdout)
+        assert got["kvs"][0]["version"] == 2 and got["kvs"][0]["create_revision"] == 2
+        assert got["kvs"][0]["mod_revision"] == 3 == got["header"]["revision"]
+        # Txn and the rest are not served: a ceiling, not a store.
+        assert ctl("del", "/k").returncode != 0
+        cmd = [bench_binary(), "--endpoints", endpoint, "--json", "--clients", "8", "--conns", "2",
+               "--total", "500", "put", "--key-prefix", "r/", "--key-space", "100",
+               "--sequential-keys"]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=BENCH_TIMEOUT)
+        check_clean(json.loads(p.stdout.strip().splitlines()[-1]), "put", 500)
+        cmd = [bench_binary(), "--endpoints", endpoint, "--json", "--clients", "8", "--conns", "2",
+               "--total", "500", "range", "--key-space", "100", "--no-preload"]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=BENCH_TIMEOUT)
+        check_clean(json.loads(p.stdout.strip().splitlines()[-1]), "range", 500)
+        got = json.loads(ctl("get", "r/", "--prefix", "--keys-only", "-w", "json").stdout)
+        assert got["count"] == 100 == len(got["kvs"])
+        got = json.loads(ctl("get", "r/", "--prefix", "--limit", "7", "-w", "json").stdout)
+        assert (got["count"], len(got["kvs"]), got["more"]) == (100, 7, True)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)

@@ -63,21 +63,27 @@ class Kv final : public etcdserverpb::KV::CallbackService {
     {
       std::shared_lock<std::shared_mutex> lock(mu_);
       rev = revision_;
+      int64_t count = 0;
       if (req->range_end().empty()) {
         auto it = data_.find(req->key());
-        if (it != data_.end()) *resp->add_kvs() = it->second;
+        if (it != data_.end()) {
+          count = 1;
+          if (!req->count_only()) *resp->add_kvs() = it->second;
+        }
       } else {
         const bool to_end = req->range_end() == std::string(1, '\0');
         for (auto it = data_.lower_bound(req->key()); it != data_.end() && (to_end || it->first < req->range_end());
              ++it) {
+          count++;
+          if (req->count_only()) continue;
           if (req->limit() > 0 && resp->kvs_size() >= req->limit()) {
             resp->set_more(true);
-            break;
+            continue;
           }
-          if (!req->count_only()) *resp->add_kvs() = it->second;
+          *resp->add_kvs() = it->second;
         }
       }
-      resp->set_count(resp->kvs_size());
+      resp->set_count(count);
     }
     Header(resp->mutable_header(), rev);
     auto* reactor = ctx->DefaultReactor();
