@@ -51,6 +51,14 @@ clean:
 bench: setup
 	JOBS=$(JOBS) ./scripts/bench-vs-etcd.sh
 
+# make bench-scale - cairn and etcd against scale (issue 11): put/range throughput,
+#                    RSS and disk at 10k, 100k and 1M keys, watch delivery latency at
+#                    1k, 10k and 100k watchers; tables and docs/img/scale-*.png
+#                    (SCALE_10M=1: also 10M keys, a long run; knobs: scripts/bench-scale.sh)
+.PHONY: bench-scale
+bench-scale: setup
+	JOBS=$(JOBS) ./scripts/bench-scale.sh
+
 # make raft-soak SEEDS=100000 [START=1] [PROFILE=mixed] - the Raft simulator over
 #   many seeds (stops at the first failure and prints the command to reproduce it)
 # make raft-soak SEED=1234 TRACE=1 [PROFILE=mixed] - one seed, with a full trace

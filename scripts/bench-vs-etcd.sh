@@ -21,7 +21,9 @@
 # All servers fsync every commit (their defaults: none is given an unsafe
 # flag) and keep their data dirs in one temp dir on one disk.
 # Every process started here is stopped on exit (trap), and the temp dir is
-# removed unless BENCH_KEEP=1.
+# removed unless BENCH_KEEP=1. Building, starting and stopping single servers
+# and the machine description are in scripts/bench-lib.sh (shared with
+# scripts/bench-scale.sh).
 #
 # Environment (all optional):
 #   BENCH_SCALE=1        multiplies every duration and the size of the loaded
@@ -57,8 +59,10 @@ case "${BENCH_CLUSTER:-}" in
   *) echo "bench-vs-etcd.sh: BENCH_CLUSTER must be empty, 0 or 1" >&2; exit 2 ;;
 esac
 
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+BENCH_TAG=bench
+# log, die, build_release, free_port, start_server, wait_ready, stop_server,
+# report_dead, describe_machine.
+. "$ROOT/scripts/bench-lib.sh"
 
 # awk does the float arithmetic: duration per run, keys to load.
 DURATION=$(awk -v s="$SCALE" -v d="$SECONDS_PER_RUN" 'BEGIN { v = s * d; if (v < 1) v = 1; printf "%g", v }')
@@ -98,82 +102,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-if [ ! -f "$BUILD/CMakeCache.txt" ]; then
-  log "configuring $BUILD (Release)"
-  cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >"$WORK/logs/build.log" 2>&1 ||
-    { tail -30 "$WORK/logs/build.log" >&2; die "cmake configure failed"; }
-fi
-log "building cairn, cairn-bench and cairn-ceiling in $BUILD (-j$JOBS)"
-cmake --build "$BUILD" --target cairn cairn-bench cairn-ceiling -j"$JOBS" >>"$WORK/logs/build.log" 2>&1 ||
-  { tail -30 "$WORK/logs/build.log" >&2; die "build failed"; }
-CAIRN=$BUILD/cmd/cairn
-BENCH=$BUILD/cmd/cairn-bench
-CEILING=$BUILD/cmd/cairn-ceiling
-build_type=$(sed -n 's/^CMAKE_BUILD_TYPE:STRING=//p' "$BUILD/CMakeCache.txt")
-[ "$build_type" = Release ] || log "warning: $BUILD is a $build_type build, not Release"
-
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# ------------------------------------------------------------ processes
-# start_server NAME DATA_DIR: starts etcd or cairn on its ports.
-start_server() {
-  local s=$1 dir=$2 url="http://127.0.0.1:${PORT[$1]}"
-  mkdir -p "$WORK/logs"
-  if [ "$s" = ceiling ]; then
-    "$CEILING" --listen "127.0.0.1:${PORT[ceiling]}" >>"$WORK/logs/ceiling.log" 2>&1 &
-  elif [ "$s" = etcd ]; then
-    local peer="http://127.0.0.1:${PEER[etcd]}"
-    "$ETCD" --name n1 --data-dir "$dir" \
-      --listen-client-urls "$url" --advertise-client-urls "$url" \
-      --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
-      --initial-cluster "n1=$peer" --logger zap --log-outputs stderr --log-level error \
-      >>"$WORK/logs/etcd.log" 2>&1 &
-  else
-    "$CAIRN" --name n1 --data-dir "$dir" \
-      --listen-client-urls "$url" --advertise-client-urls "$url" --log-level warn \
-      >>"$WORK/logs/cairn.log" 2>&1 &
-  fi
-  PID[$s]=$!
-}
-
-# wait_ready NAME: until the server answers a Range (cairn-bench ready).
-wait_ready() {
-  "$BENCH" --endpoints "127.0.0.1:${PORT[$1]}" --json ready --wait 300 >/dev/null ||
-    die "$1 did not answer a Range; see $WORK/logs/$1.log"
-}
-
-# stop_server NAME: SIGTERM, then SIGKILL after 30 s.
-stop_server() {
-  local s=$1 pid=${PID[$1]:-}
-  [ -n "$pid" ] || return 0
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-  unset "PID[$s]"
-}
+build_release cairn cairn-bench cairn-ceiling
 
 # members NAME: the servers behind NAME: itself, or its cluster's members.
 members() { echo "${MEMBERS[$1]:-$1}"; }
 
 # endpoint NAME: the client endpoints of NAME's members, comma-separated.
-# report_dead: the log tail of every started server that is no longer running
-# (it crashed or exited on its own: a bug to report). Returns 1 if there was one.
-report_dead() {
-  local s dead=0
-  for s in "${!PID[@]}"; do
-    kill -0 "${PID[$s]}" 2>/dev/null && continue
-    dead=1
-    log "error: $s (pid ${PID[$s]}) is not running; last lines of $WORK/logs/$s.log:"
-    tail -40 "$WORK/logs/$s.log" 2>/dev/null | sed 's/^/[bench]   | /' >&2 || true
-  done
-  [ "$dead" = 0 ]
-}
-
 endpoint() {
   local m e=""
   for m in $(members "$1"); do e+="${e:+,}127.0.0.1:${PORT[$m]}"; done
@@ -230,22 +164,7 @@ both() {
 }
 
 # --------------------------------------------------------------- machine
-# What one synced 4 KiB write costs on this disk: the floor of a put's latency.
-fsync_ms=$(dd if=/dev/zero of="$WORK/fsync-probe" bs=4k count=200 oflag=dsync 2>&1 |
-  awk '/copied/ { for (i = 1; i <= NF; i++) if ($i == "s,") print $(i - 1) * 1000 / 200 }')
-rm -f "$WORK/fsync-probe"
-cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
-dev=$(df --output=source "$WORK" | tail -1)
-disk=$(lsblk -no NAME,SIZE,ROTA,MODEL "$dev" 2>/dev/null | head -1 | tr -s ' ' || true)
-{
-  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-  echo "scale: $SCALE ($DURATION s per run, $LOAD_KEYS keys loaded)"
-  echo "cpu: $(nproc) x ${cpu:-unknown}"
-  echo "memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
-  echo "disk: $dev ($fstype) ${disk:-}; ${fsync_ms:-?} ms per 4 KiB O_DSYNC write (dd)"
-  echo "etcd: $("$ETCD" --version | head -1)"
-  echo "cairn: $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown) ($build_type)"
-} >"$OUT/machine.txt"
+describe_machine "scale: $SCALE ($DURATION s per run, $LOAD_KEYS keys loaded)" >"$OUT/machine.txt"
 log "results in $OUT"
 sed 's/^/[bench] /' "$OUT/machine.txt" >&2
 

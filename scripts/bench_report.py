@@ -5,14 +5,23 @@
     bench_report.py table RESULTS_DIR            # markdown table on stdout
     bench_report.py ceiling RESULTS_DIR          # cairn and etcd against the ceiling
     bench_report.py plot RESULTS_DIR OUT.png     # writes RESULTS_DIR/plot.gp
+    bench_report.py scale RESULTS_DIR [--img-dir DIR]
+        # scripts/bench-scale.sh's curves: markdown tables on stdout, and
+        # DIR/scale-keys.png and DIR/scale-watchers.png drawn with gnuplot
+        # (DIR: docs/img; the .dat and .gp files go to RESULTS_DIR)
 
 RESULTS_DIR holds <run>.<server>.json (cairn-bench --json output, server is
 "etcd", "cairn" or "ceiling", cmd/cairn-ceiling: Put and Range from memory) and resources.<server>.json (written by the shell script:
-rss_kb, disk_kb, restart_seconds, ...). Only the standard library is used.
+rss_kb, disk_kb, restart_seconds, ...). For `scale` the runs are load-nN,
+put-nN, range-l-nN, range-s-nN (N keys) and watch-wW (W watchers), and
+resources-nN.<server>.json has rss_kb, hwm_kb, disk_kb, ... after the load of
+N keys. Only the standard library is used (and gnuplot for the PNGs).
 """
 
 import json
 import os
+import re
+import subprocess
 import sys
 
 SERVERS = ("etcd", "cairn")
@@ -271,6 +280,274 @@ def ceiling_table(results):
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
+# ------------------------------------------------------------------ scale
+# scripts/bench-scale.sh: the key-count curve and the watcher curve.
+KEY_RUN = re.compile(r"^(?:load|put|range-l|range-s)-n(\d+)\.(\w+)\.json$|"
+                     r"^resources-n(\d+)\.(\w+)\.json$")
+WATCH_RUN = re.compile(r"^watch-w(\d+)\.(\w+)\.json$")
+DEFAULT_IMG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "img")
+COLORS = {"etcd": "#1f77b4", "cairn": "#d62728"}
+
+
+def scale_points(results):
+    """(sorted key counts, sorted watcher counts, servers present)."""
+    keys, watchers, servers = set(), set(), set()
+    for name in os.listdir(results):
+        m = KEY_RUN.match(name)
+        if m:
+            keys.add(int(m.group(1) or m.group(3)))
+            servers.add(m.group(2) or m.group(4))
+            continue
+        m = WATCH_RUN.match(name)
+        if m:
+            watchers.add(int(m.group(1)))
+            servers.add(m.group(2))
+    ordered = [s for s in SERVERS if s in servers] + sorted(servers - set(SERVERS))
+    return sorted(keys), sorted(watchers), ordered
+
+
+def load_resources(results, n, server):
+    path = os.path.join(results, "resources-n%d.%s.json" % (n, server))
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def key_point(results, n, server):
+    """The figures of one server at N keys; None where a run is missing."""
+    res = load_resources(results, n, server) or {}
+    point = {"rss_mib": kib_to_mib(res.get("rss_kb")),
+             "hwm_mib": kib_to_mib(res.get("hwm_kb")),
+             "disk_mib": kib_to_mib(res.get("disk_kb"))}
+    # Errors of the runs there are (a missing run shows as n/a itself).
+    errors = None
+    for run in ("load", "put", "range-l", "range-s"):
+        r = load(results, "%s-n%d" % (run, n), server)
+        lat = (r or {}).get("latency_ms", {})
+        point[run] = (r or {}).get("throughput")
+        point[run + " p50"] = lat.get("p50")
+        point[run + " p99"] = lat.get("p99")
+        if r is not None:
+            errors = (errors or 0) + (r.get("errors") or 0)
+    point["errors"] = errors
+    return point if res or errors is not None else None
+
+
+def watch_point(results, w, server):
+    r = load(results, "watch-w%d" % w, server)
+    if r is None:
+        return None
+    lat = r.get("latency_ms", {})
+    extra = r.get("extra", {})
+    return {"streams": extra.get("streams"), "puts": extra.get("puts_acked"),
+            "rate": extra.get("put_rate_achieved"),
+            "p50": lat.get("p50"), "p99": lat.get("p99"), "max": lat.get("max"),
+            "events_s": r.get("throughput"),
+            "received": extra.get("events_received"), "expected": extra.get("events_expected"),
+            "exactly_once": extra.get("exactly_once"), "errors": r.get("errors")}
+
+
+def pair(a, b):
+    return "%s / %s" % (fmt(a), fmt(b))
+
+
+def scale_tables(results):
+    keys, watchers, servers = scale_points(results)
+    out = []
+    if keys:
+        out += ["Key count (keys of 256 B, loaded once; put and range: 64 clients / 8 conns "
+                "over the same keys):", "",
+                "| server | keys | RSS (MiB) | peak RSS (MiB) | disk (MiB) | load (ops/s) "
+                "| put (ops/s) | put p50 / p99 (ms) "
+                "| range lin. (ops/s) | range lin. p50 / p99 (ms) "
+                "| range ser. (ops/s) | range ser. p50 / p99 (ms) | errors |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for s in servers:
+            for n in keys:
+                p = key_point(results, n, s)
+                if p is None:
+                    continue
+                out.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                    s, fmt(n), fmt(p["rss_mib"]), fmt(p["hwm_mib"]), fmt(p["disk_mib"]),
+                    fmt(p["load"]), fmt(p["put"]), pair(p["put p50"], p["put p99"]),
+                    fmt(p["range-l"]), pair(p["range-l p50"], p["range-l p99"]),
+                    fmt(p["range-s"]), pair(p["range-s p50"], p["range-s p99"]),
+                    fmt(p["errors"])))
+    if watchers:
+        if out:
+            out.append("")
+        out += ["Watchers (one prefix; delivery: put sent -> event received):", "",
+                "| server | watchers | streams | puts | put rate (puts/s) "
+                "| delivery p50 (ms) | delivery p99 (ms) | delivery max (ms) | events/s "
+                "| events received / expected | exactly once |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+        for s in servers:
+            for w in watchers:
+                p = watch_point(results, w, s)
+                if p is None:
+                    continue
+                out.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                    s, fmt(w), fmt(p["streams"]), fmt(p["puts"]), fmt(p["rate"]),
+                    fmt(p["p50"]), fmt(p["p99"]), fmt(p["max"]), fmt(p["events_s"]),
+                    pair(p["received"], p["expected"]), fmt(p["exactly_once"])))
+    return "\n".join(out)
+
+
+def gp_value(v):
+    return "NaN" if v is None else "%.6g" % v
+
+
+def write_dat(path, header, rows):
+    with open(path, "w") as f:
+        f.write("# " + header + "\n")
+        for row in rows:
+            f.write(" ".join(gp_value(v) for v in row) + "\n")
+
+
+def count_label(n):
+    """1000 -> 1k, 5000000 -> 5M: a tic label."""
+    for div, suffix in ((1000000, "M"), (1000, "k")):
+        if n >= div and n % (div // 10) == 0:
+            return ("%g" % (n / div)) + suffix
+    return str(n)
+
+
+def xtics(points):
+    return "set xtics (%s)" % ", ".join('"%s" %d' % (count_label(n), n) for n in points)
+
+
+def scale_plots(results, img_dir):
+    """Writes the .dat and .gp files into results and runs gnuplot; returns
+    the PNGs written."""
+    keys, watchers, servers = scale_points(results)
+    os.makedirs(img_dir, exist_ok=True)
+    scripts = []
+    # Autoscaled x gets a margin, so that no point sits on the border (and y,
+    # set per panel, some headroom); the legend goes under each panel.
+    head = ['set grid', 'set logscale x', 'set key below', 'set autoscale xfix']
+    x_margin = "set offsets graph 0.06, graph 0.06"
+    if keys:
+        dats = {}
+        for s in servers:
+            rows = []
+            for n in keys:
+                p = key_point(results, n, s)
+                if p is not None:
+                    rows.append((n, p["rss_mib"], p["disk_mib"], p["put"], p["range-l"],
+                                 p["range-s"], p["put p99"], p["range-l p99"]))
+            if rows:
+                dats[s] = os.path.join(results, "scale-keys.%s.dat" % s)
+                write_dat(dats[s], "keys rss_mib disk_mib put_ops range_l_ops range_s_ops "
+                          "put_p99_ms range_l_p99_ms", rows)
+        png = os.path.join(img_dir, "scale-keys.png")
+        gp = ['set terminal pngcairo size 1500,580 font "DejaVu Sans,11"',
+              'set output "%s"' % png,
+              'set multiplot layout 1,3 title "etcd and cairn against the number of keys '
+              '(256 B values, one member each)"'] + head + ['set xlabel "keys (log scale)"', xtics(keys)]
+
+        def panel(title, ylabel, series, logy=False):
+            gp.extend(['set title "%s"' % title, 'set ylabel "%s"' % ylabel,
+                       "set logscale y" if logy else "unset logscale y",
+                       "set yrange [*:*]" if logy else "set yrange [0:*]",
+                       x_margin + (", 0, 0" if logy else ", graph 0.1, 0")])
+            parts = []
+            for s, path in dats.items():
+                for col, dash, what in series:
+                    parts.append('"%s" using 1:%d with linespoints lw 2 dt %d pt 7 lc rgb "%s" '
+                                 'title "%s %s"' % (path, col, dash, COLORS.get(s, "black"), s, what))
+            gp.append("plot " + ", \\\n     ".join(parts))
+
+        panel("memory and disk after the load", "MiB (log scale)",
+              [(2, 1, "RSS"), (3, 2, "disk")], logy=True)
+        panel("put, 64 clients, over the N keys", "ops/s", [(4, 1, "put")])
+        panel("range, 64 clients, over the N keys", "ops/s",
+              [(5, 1, "linearizable"), (6, 2, "serializable")])
+        gp.append("unset multiplot")
+        if dats:
+            scripts.append((os.path.join(results, "scale-keys.gp"), gp, png))
+    if watchers:
+        dats = {}
+        for s in servers:
+            rows = []
+            for w in watchers:
+                p = watch_point(results, w, s)
+                if p is not None:
+                    offered = w * p["rate"] if p["rate"] is not None else None
+                    rows.append((w, p["p50"], p["p99"], p["events_s"], offered))
+            if rows:
+                dats[s] = os.path.join(results, "scale-watchers.%s.dat" % s)
+                write_dat(dats[s], "watchers p50_ms p99_ms events_per_s offered_events_per_s",
+                          rows)
+        png = os.path.join(img_dir, "scale-watchers.png")
+        gp = ['set terminal pngcairo size 1200,580 font "DejaVu Sans,11"',
+              'set output "%s"' % png,
+              'set multiplot layout 1,2 title "etcd and cairn against the number of watchers '
+              '(one prefix, writer at a fixed rate)"'] + head + [
+              'set xlabel "watchers (log scale)"', xtics(watchers), x_margin + ", 0, 0",
+              'set title "event delivery latency (put sent -> event received)"',
+              'set ylabel "ms (log scale)"', "set logscale y"]
+        parts = []
+        for s, path in dats.items():
+            c = COLORS.get(s, "black")
+            parts.append('"%s" using 1:2 with linespoints lw 2 dt 1 pt 7 lc rgb "%s" '
+                         'title "%s p50"' % (path, c, s))
+            parts.append('"%s" using 1:3 with linespoints lw 2 dt 2 pt 5 lc rgb "%s" '
+                         'title "%s p99"' % (path, c, s))
+        gp.append("plot " + ", \\\n     ".join(parts))
+        gp.extend(['set title "events delivered per second"', 'set ylabel "events/s (log scale)"'])
+        parts = []
+        for i, (s, path) in enumerate(dats.items()):
+            if i == 0:
+                parts.append('"%s" using 1:5 with lines lw 2 dt 3 lc rgb "gray50" '
+                             'title "offered (watchers x put rate)"' % path)
+            parts.append('"%s" using 1:4 with linespoints lw 2 pt 7 lc rgb "%s" title "%s"'
+                         % (path, COLORS.get(s, "black"), s))
+        gp.append("plot " + ", \\\n     ".join(parts))
+        gp.append("unset multiplot")
+        if dats:
+            scripts.append((os.path.join(results, "scale-watchers.gp"), gp, png))
+    written = []
+    for path, gp, png in scripts:
+        with open(path, "w") as f:
+            f.write("\n".join(gp) + "\n")
+        p = subprocess.run(["gnuplot", path], capture_output=True, text=True, timeout=120)
+        if p.returncode != 0:
+            raise RuntimeError("gnuplot %s failed: %s" % (path, p.stderr.strip()[-2000:]))
+        written.append(png)
+    return written
+
+
+def scale(argv):
+    args = list(argv)
+    img_dir = DEFAULT_IMG_DIR
+    if "--img-dir" in args:
+        i = args.index("--img-dir")
+        if i + 1 >= len(args):
+            sys.stderr.write(__doc__)
+            return 2
+        img_dir = args[i + 1]
+        del args[i:i + 2]
+    if len(args) != 1:
+        sys.stderr.write(__doc__)
+        return 2
+    results = args[0]
+    text = scale_tables(results)
+    if not text:
+        sys.stderr.write("bench_report.py scale: no scale results in %s\n" % results)
+        return 1
+    print(text)
+    sys.stdout.flush()
+    try:
+        for png in scale_plots(results, img_dir):
+            sys.stderr.write("bench_report.py: wrote %s\n" % png)
+    except (OSError, RuntimeError, subprocess.TimeoutExpired) as e:
+        sys.stderr.write("bench_report.py scale: no plots: %s\n" % e)
+        return 1
+    return 0
+
+
 def main(argv):
     if len(argv) >= 3 and argv[1] == "table":
         print(table(argv[2]))
@@ -281,6 +558,8 @@ def main(argv):
     if len(argv) >= 4 and argv[1] == "plot":
         print(plot(argv[2], argv[3]))
         return 0
+    if len(argv) >= 3 and argv[1] == "scale":
+        return scale(argv[2:])
     sys.stderr.write(__doc__)
     return 2
 

@@ -294,3 +294,103 @@ def test_ceiling_server_answers_put_and_range(tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+
+
+# ---------------------------------------------- bench_report.py scale (no server)
+def _scale_report(workload, throughput, p50, p99, errors=0, unit="ops", extra=None):
+    p50, p99 = float(p50), float(p99)
+    latency = {"p50": p50, "p90": p50 * 1.5, "p99": p99, "p99.9": p99 * 1.2,
+               "max": p99 * 1.5, "min": p50 / 4, "mean": p50 * 1.1, "count": 1000}
+    return {"workload": workload, "config": {}, "elapsed_seconds": 1.0, "ok": 1000,
+            "errors": errors, "error_messages": {}, "unit": unit, "throughput": throughput,
+            "latency_ms": latency, "kinds": {}, "extra": extra or {},
+            "client_cpu_seconds": 0.5, "passed": errors == 0}
+
+
+def _write_scale_results(results):
+    """A results dir as scripts/bench-scale.sh leaves it, at two key counts and
+    two watcher counts, with one run missing and one point not exactly once."""
+    results.mkdir()
+
+    def put(name, obj):
+        # As cairn-bench --json prints it: one line (a stray line before it is ignored).
+        (results / name).write_text("noise\n" + json.dumps(obj) + "\n")
+
+    for server, f in (("etcd", 1.0), ("cairn", 2.0)):
+        for n in (1000, 100000):
+            big = n == 100000
+            (results / ("resources-n%d.%s.json" % (n, server))).write_text(json.dumps(
+                {"server": server, "keys": n, "rss_kb": int(51200 * f * (4 if big else 1)),
+                 "hwm_kb": int(61440 * f), "rss_anon_kb": 1, "rss_file_kb": 1,
+                 "disk_kb": int(10240 * f * (8 if big else 1)), "rss_end_kb": 1,
+                 "disk_end_kb": 1}))
+            put("load-n%d.%s.json" % (n, server), _scale_report("put", 9000 * f, 4, 12))
+            put("put-n%d.%s.json" % (n, server),
+                _scale_report("put", 8000 * f, 4.5, 14, errors=3 if big and server == "etcd" else 0))
+            if not (big and server == "cairn"):
+                put("range-l-n%d.%s.json" % (n, server), _scale_report("range", 20000 * f, 2, 7))
+            put("range-s-n%d.%s.json" % (n, server), _scale_report("range", 25000 * f, 1.8, 6.5))
+        for w in (100, 5000):
+            once = not (w == 5000 and server == "etcd")
+            put("watch-w%d.%s.json" % (w, server), _scale_report(
+                "watch", w * 10 * f / 2, 1.5 * w / 100, 3.0 * w / 100, unit="events",
+                extra={"streams": 10 if w == 100 else 50, "puts_acked": 10,
+                       "put_rate_achieved": 9.9, "events_received": w * 10 - (0 if once else 7),
+                       "events_expected": w * 10, "exactly_once": once}))
+    (results / "machine.txt").write_text("date: now\n")
+    # Files of other workloads are not points of a curve.
+    put("put-c64.cairn.json", _scale_report("put", 1, 1, 1))
+
+
+def test_report_scale_tables_and_plots(tmp_path):
+    """scripts/bench_report.py scale: the key-count and watcher tables from a
+    synthetic results dir (no server), and both PNGs written (gnuplot)."""
+    import shutil
+    import sys
+    if shutil.which("gnuplot") is None:
+        pytest.fail("gnuplot not installed (scripts/setup.sh installs gnuplot-nox)")
+    results, img = tmp_path / "results", tmp_path / "img"
+    _write_scale_results(results)
+    report = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts",
+                          "bench_report.py")
+    p = subprocess.run([sys.executable, report, "scale", str(results), "--img-dir", str(img)],
+                       capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines
+            if line.startswith("| etcd") or line.startswith("| cairn")]
+    keys = [r for r in rows if len(r) == 13]
+    watch = [r for r in rows if len(r) == 11]
+    assert [(r[0], r[1]) for r in keys] == [
+        ("etcd", "1,000"), ("etcd", "100,000"), ("cairn", "1,000"), ("cairn", "100,000")]
+    # server | keys | RSS | peak RSS | disk | load | put | put p50/p99 | range l | p50/p99
+    # | range s | p50/p99 | errors
+    assert keys[0][2:] == ["50.0", "60.0", "10.0", "9,000", "8,000", "4.50 / 14.0",
+                           "20,000", "2.00 / 7.00", "25,000", "1.80 / 6.50", "0"]
+    assert keys[1][2] == "200" and keys[1][4] == "80.0" and keys[1][12] == "3"
+    assert keys[3][2] == "400" and keys[3][6] == "16,000"
+    assert keys[3][8] == "n/a" and keys[3][9] == "n/a / n/a"  # the missing run
+    # server | watchers | streams | puts | rate | p50 | p99 | max | events/s
+    # | received / expected | exactly once
+    assert [(r[0], r[1], r[2]) for r in watch] == [
+        ("etcd", "100", "10"), ("etcd", "5,000", "50"),
+        ("cairn", "100", "10"), ("cairn", "5,000", "50")]
+    assert watch[0][5:] == ["1.50", "3.00", "4.50", "500", "1,000 / 1,000", "yes"]
+    assert watch[1][9:] == ["49,993 / 50,000", "NO"]
+    assert watch[3][5] == "75.0" and watch[3][8] == "50,000"
+    assert "put-c64" not in p.stdout
+    for name in ("scale-keys.png", "scale-watchers.png"):
+        data = (img / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10000, name
+    assert (results / "scale-keys.cairn.dat").exists()
+    assert (results / "scale-watchers.etcd.dat").exists()
+
+
+def test_report_scale_without_results_fails(tmp_path):
+    import sys
+    report = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts",
+                          "bench_report.py")
+    p = subprocess.run([sys.executable, report, "scale", str(tmp_path), "--img-dir",
+                        str(tmp_path / "img")], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and "no scale results" in p.stderr
+    assert not (tmp_path / "img").exists()
