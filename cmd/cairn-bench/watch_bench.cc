@@ -47,6 +47,7 @@ struct WatchShared {
   int created = 0;        // GUARDED_BY(mu): watchers whose create was answered
   int streams_done = 0;   // GUARDED_BY(mu)
   std::atomic<uint64_t> events{0};
+  std::atomic<uint64_t> event_responses{0};  // responses that carried events
 };
 
 // Delivery bookkeeping of one watcher. Only its stream's read callbacks touch
@@ -105,6 +106,7 @@ class WatchStream
         Deliver(&watchers_[found->second], now_ns);
       }
       shared_->events.fetch_add(response_.events_size(), std::memory_order_relaxed);
+      shared_->event_responses.fetch_add(1, std::memory_order_relaxed);
     }
     StartRead(&response_);
   }
@@ -366,6 +368,7 @@ void Summarize(Streams& streams, const Writer& writer, const WatchShared& shared
   extra["writer_stalls"] = writer.stalls();
   extra["events_expected"] = check.expected;
   extra["events_received"] = shared.events.load();
+  extra["event_responses"] = shared.event_responses.load();
   extra["missing"] = check.missing;
   extra["duplicates"] = check.duplicates;
   extra["unexpected"] = check.unexpected + unknown_watch_events;

@@ -89,6 +89,7 @@ bool LoadConfigFile(const std::string& path, cairn::api::ServerConfig* c) {
     str("auto-compaction-mode", &c->auto_compaction_mode);
     str("auto-compaction-retention", &c->auto_compaction_retention);
     str("log-level", &c->log_level);
+    str("experimental-watch-batch-interval", &c->watch_batch_interval);
     auto list = [&](const YAML::Node& node, std::vector<std::string>* out) {
       if (!node) return;
       if (node.IsSequence()) {
@@ -285,6 +286,10 @@ int main(int argc, char** argv) {
                  "Log entries kept for followers that fall behind; further behind, they get a snapshot");
   app.add_option("--experimental-log-segment-bytes", config.log_segment_bytes,
                  "cairn's own: bytes of one preallocated log segment file (default 64 MiB)");
+  app.add_option("--experimental-watch-batch-interval", config.watch_batch_interval,
+                 "cairn's own: a watch stream busy with events sends each watcher at most one "
+                 "response per interval, with every revision since the last (0: no batching)")
+      ->capture_default_str();
   for (const char* f : {"--logger"}) {
     app.add_option(f, ignored, "accepted for etcd compatibility; not used yet");
   }

@@ -324,7 +324,8 @@ Status EtcdServer::Start() {
   StartAutoCompaction();
 
   services_.push_back(std::make_unique<KvService>(&ctx_));
-  auto watch_service = std::make_unique<WatchService>(hub_.get());
+  auto watch_service = std::make_unique<WatchService>(
+      hub_.get(), std::chrono::milliseconds(config_.WatchBatchIntervalMs()));
   watch_service_ = watch_service.get();
   watch_service->SetLearnerCheck([this] { return ctx_.IsLearner(); });
   watch_service->SetAuthCheck([this](const grpc::ServerContextBase& context,

@@ -167,7 +167,18 @@ Status ServerConfig::Validate() const {
     auto r = ParseRetentionMs(auto_compaction_retention);
     if (!r.ok()) return r.status();
   }
+  auto batch = ParseGoDurationMs(watch_batch_interval);
+  if (!batch.ok() || *batch < 0 || *batch > 1000) {
+    return Status(Code::kInvalidArgument,
+                  "--experimental-watch-batch-interval must be a duration from 0 to 1s (set to '" +
+                      watch_batch_interval + "')");
+  }
   return Status::Ok();
+}
+
+int64_t ServerConfig::WatchBatchIntervalMs() const {
+  auto batch = ParseGoDurationMs(watch_batch_interval);
+  return batch.ok() ? *batch : 0;
 }
 
 }  // namespace cairn::api

@@ -45,6 +45,10 @@ struct ServerConfig {
   int64_t snapshot_count = 0;
   // cairn's own: bytes of one log segment file (0: 64 MiB).
   int64_t log_segment_bytes = 0;
+  // cairn's own: a watch stream busy with events writes each watcher at most
+  // one response per interval, carrying every revision since the last (Go
+  // duration; "0" writes every response at once). See WatchService.
+  std::string watch_batch_interval = "10ms";
   int64_t heartbeat_interval_ms = 100;
   int64_t election_timeout_ms = 1000;
   // 0 means etcd's default of 2 GiB.
@@ -64,6 +68,8 @@ struct ServerConfig {
   int64_t bcrypt_cost = 10;
 
   Status Validate() const;
+  // watch_batch_interval in milliseconds; REQUIRES: Validate() passed.
+  int64_t WatchBatchIntervalMs() const;
   // The founding members: name -> peer URLs, in --initial-cluster order.
   // Errors are etcd's.
   Result<std::vector<std::pair<std::string, std::vector<std::string>>>> InitialMembers() const;

@@ -1,10 +1,14 @@
 #include "api/watch_service.h"
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <memory>
 #include <mutex>
 
 #include "api/parsed_request.h"
 #include "common/check.h"
+#include "common/thread_name.h"
 
 namespace cairn::api {
 
@@ -39,6 +43,16 @@ class WatchReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc
     finish_wanted_ = true;
     finish_status_ = ServerStopped();
     FinishLocked();
+  }
+
+  // From the service's pacer thread, every burst interval.
+  void OnTick() {
+    if (!paced_.load(std::memory_order_acquire)) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    paced_.store(false, std::memory_order_relaxed);
+    tick_ = true;
+    MaybeWriteLocked();
+    tick_ = false;
   }
 
   void OnReadDone(bool ok) override {
@@ -122,18 +136,46 @@ class WatchReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc
   }
 
   // One write in flight at a time: the next is pulled when it completes.
+  //
+  // Writes go in bursts: a burst sends the responses queued when it starts
+  // (events arriving meanwhile are merged into them by the stream). A stream
+  // that falls behind (its last burst carried a response merging several
+  // revisions) starts its next burst of event responses no sooner than the
+  // service's burst interval after the previous one started, so each watcher
+  // gets one response per interval carrying every revision of it. gRPC's
+  // cost is per response (several microseconds, whatever it carries), so
+  // under load this divides the server's CPU per event; a stream that keeps
+  // up sends every response at once, as before.
   void MaybeWriteLocked() {
     if (writing_ || finish_wanted_) return;
-    if (!stream_->NextEncoded(&encoded_)) return;  // the stream calls OnStreamReady on the next push
+    const auto now = std::chrono::steady_clock::now();
+    const auto interval = service_->burst_interval_;
+    if (burst_left_ == 0 && burst_merged_ && !tick_ && interval.count() > 0 && now < next_burst_ &&
+        stream_->FrontIsEvent()) {
+      paced_.store(true, std::memory_order_release);  // the next tick starts it
+      return;
+    }
+    watch::WatchStream::NextInfo info;
+    if (!stream_->NextEncoded(&encoded_, &info)) {  // the stream calls OnStreamReady on the next push
+      burst_left_ = 0;
+      return;
+    }
+    if (burst_left_ == 0) {
+      burst_left_ = info.queued;
+      burst_merged_ = info.merged;
+      next_burst_ = now + interval;
+    } else {
+      burst_left_ = std::min(burst_left_ - 1, info.queued);
+      burst_merged_ = burst_merged_ || info.merged;
+    }
     grpc::Slice slice(encoded_.data(), encoded_.size());
     response_ = grpc::ByteBuffer(&slice, 1);
     writing_ = true;
-    // With more responses queued, let gRPC coalesce them into fewer frames
-    // and syscalls; the last write of a run goes without the hint and
-    // flushes. Only this reactor takes from the queue, so "more" stays true
-    // until the next Next().
+    // With more responses of this burst queued, let gRPC coalesce them into
+    // fewer frames and syscalls; the last write of a burst goes without the
+    // hint and flushes.
     grpc::WriteOptions options;
-    if (stream_->HasMore()) options.set_buffer_hint();
+    if (burst_left_ > 0) options.set_buffer_hint();
     StartWrite(&response_, options);
   }
 
@@ -156,12 +198,22 @@ class WatchReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc
   bool read_paused_ = false;   // GUARDED_BY(mu_)
   bool finish_wanted_ = false; // GUARDED_BY(mu_)
   bool finished_ = false;      // GUARDED_BY(mu_)
+  // Responses of the current write burst still to send (0: none started).
+  size_t burst_left_ = 0;      // GUARDED_BY(mu_)
+  bool burst_merged_ = false;  // GUARDED_BY(mu_): a response of the last burst merged revisions
+  std::chrono::steady_clock::time_point next_burst_;  // GUARDED_BY(mu_)
+  bool tick_ = false;          // GUARDED_BY(mu_): in OnTick
+  std::atomic<bool> paced_{false};  // a burst waits for the next tick
   grpc::Status finish_status_ = WatchCanceled();  // GUARDED_BY(mu_)
 };
 
-WatchService::WatchService(watch::WatchHub* hub) : hub_(hub) {}
+WatchService::WatchService(watch::WatchHub* hub, std::chrono::milliseconds burst_interval)
+    : hub_(hub), burst_interval_(burst_interval) {
+  if (burst_interval_.count() > 0) pacer_ = std::thread([this] { RunPacer(); });
+}
 
 WatchService::~WatchService() {
+  StopPacer();
   std::lock_guard<std::mutex> lock(mu_);
   CHECK(reactors_.empty()) << reactors_.size() << " watch streams outlive their service";
 }
@@ -179,9 +231,36 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* WatchService::Watch
 }
 
 void WatchService::Stop() {
-  std::lock_guard<std::mutex> lock(mu_);
-  stopped_ = true;
-  for (WatchReactor* r : reactors_) r->Stop();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopped_ = true;
+    for (WatchReactor* r : reactors_) r->Stop();
+  }
+  StopPacer();
+}
+
+void WatchService::StopPacer() {
+  {
+    std::lock_guard<std::mutex> lock(pacer_mu_);
+    pacer_stop_ = true;
+  }
+  pacer_cv_.notify_all();
+  if (pacer_.joinable()) pacer_.join();
+}
+
+void WatchService::RunPacer() {
+  SetThreadName("cairn-watch-pace");
+  std::unique_lock<std::mutex> pacer_lock(pacer_mu_);
+  while (!pacer_stop_) {
+    pacer_cv_.wait_for(pacer_lock, burst_interval_, [this] { return pacer_stop_; });
+    if (pacer_stop_) break;
+    pacer_lock.unlock();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (WatchReactor* r : reactors_) r->OnTick();
+    }
+    pacer_lock.lock();
+  }
 }
 
 size_t WatchService::OpenStreams() const {

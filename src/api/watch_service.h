@@ -22,8 +22,11 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <mutex>
 #include <set>
+#include <thread>
 
 #include "etcdserverpb/rpc.grpc.pb.h"
 #include "watch/watch_hub.h"
@@ -35,8 +38,11 @@ class WatchReactor;
 class WatchService final
     : public etcdserverpb::Watch::WithRawCallbackMethod_Watch<etcdserverpb::Watch::Service> {
  public:
-  // Response headers are filled by the hub's header filler.
-  explicit WatchService(watch::WatchHub* hub);
+  // Response headers are filled by the hub's header filler. A stream busy
+  // with events starts a burst of event writes at most every
+  // `burst_interval` (0: writes every response at once); see WatchReactor.
+  explicit WatchService(watch::WatchHub* hub,
+                        std::chrono::milliseconds burst_interval = std::chrono::milliseconds(0));
 
   ~WatchService() override;  // REQUIRES: the gRPC server has shut down
 
@@ -64,13 +70,24 @@ class WatchService final
   friend class WatchReactor;
   void Unregister(WatchReactor* reactor);
 
+  void RunPacer();
+  void StopPacer();
+
   watch::WatchHub* const hub_;
+  const std::chrono::milliseconds burst_interval_;
   std::function<bool()> is_learner_;
   AuthCheck auth_check_;
 
   mutable std::mutex mu_;  // taken before a reactor's own lock
   std::set<WatchReactor*> reactors_;  // GUARDED_BY(mu_)
   bool stopped_ = false;              // GUARDED_BY(mu_)
+
+  // The pacer: every burst interval, starts the write bursts streams held
+  // back (WatchReactor::OnTick).
+  std::mutex pacer_mu_;  // not held while ticking
+  std::condition_variable pacer_cv_;
+  bool pacer_stop_ = false;  // GUARDED_BY(pacer_mu_)
+  std::thread pacer_;
 };
 
 }  // namespace cairn::api

@@ -40,7 +40,7 @@ class WatchServiceTest : public ::testing::Test {
     options.max_pending_responses = 16;
     hub_ = std::make_unique<watch::WatchHub>(
         store_.get(), options, [](etcdserverpb::ResponseHeader* h) { h->set_member_id(kMemberId); });
-    service_ = std::make_unique<WatchService>(hub_.get());
+    service_ = std::make_unique<WatchService>(hub_.get(), burst_interval_);
 
     grpc::ServerBuilder builder;
     int port = 0;
@@ -99,6 +99,7 @@ class WatchServiceTest : public ::testing::Test {
     return r;
   }
 
+  std::chrono::milliseconds burst_interval_{0};  // set before SetUp
   std::string dir_;
   std::unique_ptr<storage::Engine> engine_;
   std::unique_ptr<mvcc::KvStore> store_;
@@ -277,6 +278,56 @@ TEST_F(WatchServiceTest, ClientCancelReleasesTheStream) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_EQ(hub_->StreamCount(), 0u);
+}
+
+// With a burst interval, a busy stream sends a watcher one response per
+// interval carrying every revision since the last, in order.
+class WatchServiceBatchTest : public WatchServiceTest {
+ protected:
+  void SetUp() override {
+    burst_interval_ = std::chrono::milliseconds(300);
+    WatchServiceTest::SetUp();
+  }
+};
+
+TEST_F(WatchServiceBatchTest, BusyStreamMergesRevisionsPerInterval) {
+  grpc::ClientContext ctx;
+  auto rw = stub_->Watch(&ctx);
+  ASSERT_TRUE(rw->Write(Create("k")));
+  WatchResponse r;
+  ASSERT_TRUE(rw->Read(&r));
+  ASSERT_TRUE(r.created());
+  const int64_t first = Put("k", "0");
+  ASSERT_TRUE(rw->Read(&r));
+  ASSERT_EQ(r.events_size(), 1);
+  EXPECT_EQ(r.events(0).kv().mod_revision(), first);
+  // A thousand more revisions, about as fast as the writer sends a response:
+  // once a response happens to merge revisions (the writer fell behind), the
+  // stream sends each watcher one response per interval, so they come in a
+  // few responses after that point. (Without the interval: 500-700.)
+  constexpr int kPuts = 1000;
+  for (int i = 1; i <= kPuts; i++) Put("k", std::to_string(i));
+  int responses = 0;
+  int64_t next = first + 1;
+  while (next <= first + kPuts) {
+    ASSERT_TRUE(rw->Read(&r));
+    responses++;
+    EXPECT_EQ(r.header().revision(), r.events(r.events_size() - 1).kv().mod_revision());
+    for (const auto& ev : r.events()) {
+      EXPECT_EQ(ev.kv().mod_revision(), next);
+      EXPECT_EQ(ev.kv().value(), std::to_string(next - first));
+      next++;
+    }
+  }
+  EXPECT_EQ(next, first + kPuts + 1);
+  EXPECT_LE(responses, 250);
+  // Control responses are not held back.
+  WatchRequest cancel;
+  cancel.mutable_cancel_request()->set_watch_id(r.watch_id());
+  ASSERT_TRUE(rw->Write(cancel));
+  ASSERT_TRUE(rw->Read(&r));
+  EXPECT_TRUE(r.canceled());
+  ctx.TryCancel();
 }
 
 }  // namespace

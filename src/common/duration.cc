@@ -7,6 +7,7 @@ namespace cairn {
 
 Result<int64_t> ParseGoDurationMs(const std::string& d) {
   if (d.empty()) return Status(Code::kInvalidArgument, "bad duration: empty");
+  if (d == "0") return 0;  // as Go: the one unitless duration
   int64_t total = 0;
   size_t i = 0;
   while (i < d.size()) {

@@ -153,6 +153,9 @@ class EventList {
   size_t count() const { return count_; }
   bool empty() const { return count_ == 0; }
   size_t bytes() const { return bytes_; }
+  // True when it holds events of several blocks (revisions merged into one
+  // response, or a catch-up batch spanning blocks).
+  bool merged() const { return !rest_.empty(); }
 
   // Calls fn(wire bytes) for each contiguous run of the events, skipping
   // the first `skip` and stopping after `take`.

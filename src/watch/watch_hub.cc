@@ -344,17 +344,17 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
     for (size_t i = 0; i < matches_.size();) {
       size_t j = i + 1;
       while (j < matches_.size() && matches_[j].first == matches_[i].first) j++;
-      DeliverLive(rev, block, std::span(matches_).subspan(i, j - i), &ready);
+      StageLive(rev, block, std::span(matches_).subspan(i, j - i));
       i = j;
     }
     matches_.clear();
+    PushStaged(rev, &ready);
   }
   ready.Run();
 }
 
-void WatchHub::DeliverLive(int64_t rev, const std::shared_ptr<const EventBlock>& block,
-                           std::span<const std::pair<Watcher*, uint32_t>> matches,
-                           ReadyList* ready) {
+void WatchHub::StageLive(int64_t rev, const std::shared_ptr<const EventBlock>& block,
+                         std::span<const std::pair<Watcher*, uint32_t>> matches) {
   Watcher* w = matches.front().first;
   EventSelection selected(block, w->prev_kv);
   for (const auto& [unused, i] : matches) {
@@ -363,19 +363,31 @@ void WatchHub::DeliverLive(int64_t rev, const std::shared_ptr<const EventBlock>&
   if (selected.empty()) return;  // all filtered out: etcd sends nothing
   QueuedResponse r = NewResponse(w->watch_id, rev);
   r.events.Append(std::move(selected));
-  PushEventOrDesync(w, std::move(r), rev, ready);
+  WatchStream* s = w->stream;
+  if (s->staged_.empty()) staged_streams_.push_back(s);
+  s->staged_.emplace_back(w, std::move(r));
 }
 
-void WatchHub::PushEventOrDesync(Watcher* w, QueuedResponse response, int64_t rev,
-                                 ReadyList* ready) {
-  bool notify = false;
-  if (w->stream->TryPushEvent(std::move(response), w->fragment, &w->queued_seq, &notify)) {
-    w->events_since_progress = true;
-    if (notify) ready->Add(w->stream);
-    return;
+void WatchHub::PushStaged(int64_t rev, ReadyList* ready) {
+  for (WatchStream* s : staged_streams_) {
+    bool notify = false;
+    {
+      std::lock_guard<std::mutex> lock(s->queue_mu_);
+      for (auto& [w, r] : s->staged_) {
+        if (s->TryPushEventLocked(std::move(r), w->fragment, &w->queued_seq, &notify)) {
+          w->events_since_progress = true;
+        } else {
+          push_failed_.push_back(w);
+        }
+      }
+    }
+    s->staged_.clear();
+    if (notify) ready->Add(s);
   }
-  // Slow consumer: forget this revision and fetch it from storage later.
-  MakeUnsynced(w, rev);
+  staged_streams_.clear();
+  // Slow consumers: forget this revision and fetch it from storage later.
+  for (Watcher* w : push_failed_) MakeUnsynced(w, rev);
+  push_failed_.clear();
 }
 
 // ------------------------------------------------------------ catch-up

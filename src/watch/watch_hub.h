@@ -161,7 +161,15 @@ class WatchStream : public std::enable_shared_from_this<WatchStream> {
   // serialized as an etcdserverpb.WatchResponse, header filled by the hub's
   // header filler and the response's revision. Non-blocking: returns false
   // when nothing is queued.
-  bool NextEncoded(std::string* out);
+  // What NextEncoded tells its writer besides the bytes.
+  struct NextInfo {
+    size_t queued = 0;    // responses still queued behind this one
+    bool merged = false;  // it carries events of several revisions
+  };
+  bool NextEncoded(std::string* out, NextInfo* info = nullptr);
+  // True if the response Next() would return is an event response (not a
+  // created, canceled or progress one).
+  bool FrontIsEvent() const;
   // The same, parsed (for tests and tools; the server sends NextEncoded's
   // bytes as they are).
   bool Next(etcdserverpb::WatchResponse* out);
@@ -205,6 +213,10 @@ class WatchStream : public std::enable_shared_from_this<WatchStream> {
   // (as etcd does for watchers that fell behind) instead of one gRPC write
   // per watcher and revision. *merge_seq is updated either way.
   bool TryPushEvent(QueuedResponse response, bool fragment, uint64_t* merge_seq, bool* notify);
+  // The same; REQUIRES: queue_mu_ held (Publish pushes every response of a
+  // revision for one stream under one lock).
+  bool TryPushEventLocked(QueuedResponse response, bool fragment, uint64_t* merge_seq,
+                          bool* notify);
   void PushControl(QueuedResponse response, bool* notify);
   bool HasRoomForEvents() const;
   // Bytes an event response may take now. *empty tells whether no event
@@ -219,6 +231,9 @@ class WatchStream : public std::enable_shared_from_this<WatchStream> {
 
   // Guarded by the hub's mu_.
   std::map<int64_t, Watcher*> watchers_;
+  // Publish's scratch: this stream's responses of the revision being
+  // published, pushed together (see WatchHub::Publish).
+  std::vector<std::pair<Watcher*, QueuedResponse>> staged_;
   int64_t next_watch_id_ = 0;
   size_t unsynced_count_ = 0;
   bool progress_deferred_ = false;
@@ -321,14 +336,17 @@ class WatchHub {
   void SendCompacted(Watcher* w, int64_t compact_rev, ReadyList* ready);
   void SendStreamProgress(WatchStream* s, ReadyList* ready);
   // `matches`: one watcher's (watcher, event index) matches, in order.
-  void DeliverLive(int64_t rev, const std::shared_ptr<const EventBlock>& block,
-                   std::span<const std::pair<Watcher*, uint32_t>> matches, ReadyList* ready);
+  // Stages its response on its stream (WatchStream::staged_).
+  void StageLive(int64_t rev, const std::shared_ptr<const EventBlock>& block,
+                 std::span<const std::pair<Watcher*, uint32_t>> matches);
+  // Pushes the staged responses of every stream in staged_streams_, one
+  // queue lock per stream; a watcher whose stream is full becomes unsynced.
+  void PushStaged(int64_t rev, ReadyList* ready);
   // Steps 2 and 3 of the sync protocol; REQUIRES: sync_mu_ held, mu_ not held.
   size_t CatchUp(const std::vector<std::shared_ptr<Watcher>>& chosen, int64_t target,
                  size_t max_events, ReadyList* ready);
   size_t DeliverCatchUp(Watcher* w, const std::shared_ptr<const EventBlock>& block,
                         int64_t batch_next, ReadyList* ready);
-  void PushEventOrDesync(Watcher* w, QueuedResponse response, int64_t rev, ReadyList* ready);
   static QueuedResponse NewResponse(int64_t watch_id, int64_t header_rev);
 
   const mvcc::KvStore* const store_;
@@ -346,6 +364,9 @@ class WatchHub {
   uint64_t sync_cursor_ = 0;  // round robin over unsynced_  GUARDED_BY(mu_)
   // Publish's scratch: (watcher, event index) matches of one revision.
   std::vector<std::pair<Watcher*, uint32_t>> matches_;      // GUARDED_BY(mu_)
+  // Publish's scratch: the streams with staged responses, in first-staged order.
+  std::vector<WatchStream*> staged_streams_;                // GUARDED_BY(mu_)
+  std::vector<Watcher*> push_failed_;                       // GUARDED_BY(mu_)
   size_t streams_ = 0;                                      // GUARDED_BY(mu_)
 };
 

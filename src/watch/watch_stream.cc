@@ -67,7 +67,12 @@ bool WatchStream::Next(etcdserverpb::WatchResponse* out) {
   return true;
 }
 
-bool WatchStream::NextEncoded(std::string* out) {
+bool WatchStream::FrontIsEvent() const {
+  std::lock_guard<std::mutex> lock(queue_mu_);
+  return !queue_.empty() && queue_.front().is_event;
+}
+
+bool WatchStream::NextEncoded(std::string* out, NextInfo* info) {
   out->clear();
   // Filled before taking the queue lock: the filler may take locks of its own.
   etcdserverpb::ResponseHeader header;
@@ -107,6 +112,7 @@ bool WatchStream::NextEncoded(std::string* out) {
   wire::AppendBytesField(out, 6, r.cancel_reason);
   wire::AppendVarintField(out, 7, more_fragments ? 1 : 0);
   r.events.ForEachWire(p.next_event, take, [&](std::string_view bytes) { out->append(bytes); });
+  if (info != nullptr) info->merged = r.events.merged();
   p.next_event += take;
   if (!more_fragments) {
     if (p.is_event) {
@@ -118,6 +124,7 @@ bool WatchStream::NextEncoded(std::string* out) {
     queue_.pop_front();
     popped_++;
   }
+  if (info != nullptr) info->queued = queue_.size();
   return true;
 }
 
@@ -141,6 +148,11 @@ size_t WatchStream::FragmentEvents(const Pending& p) const {
 bool WatchStream::TryPushEvent(QueuedResponse response, bool fragment, uint64_t* merge_seq,
                                bool* notify) {
   std::lock_guard<std::mutex> lock(queue_mu_);
+  return TryPushEventLocked(std::move(response), fragment, merge_seq, notify);
+}
+
+bool WatchStream::TryPushEventLocked(QueuedResponse response, bool fragment, uint64_t* merge_seq,
+                                     bool* notify) {
   if (queue_closed_) return true;  // nobody will read it; not a slow consumer
   const WatchHubOptions& o = hub_->options_;
   if (merge_seq != nullptr && *merge_seq != Watcher::kNoSeq && *merge_seq >= popped_ &&
