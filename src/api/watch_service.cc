@@ -249,7 +249,7 @@ void WatchService::StopPacer() {
 }
 
 void WatchService::RunPacer() {
-  SetThreadName("cairn-watch-pace");
+  SetThreadName("watch-pace");
   std::unique_lock<std::mutex> pacer_lock(pacer_mu_);
   while (!pacer_stop_) {
     pacer_cv_.wait_for(pacer_lock, burst_interval_, [this] { return pacer_stop_; });
