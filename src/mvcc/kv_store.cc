@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <boost/crc.hpp>
-#include <limits>
 #include <mutex>
 #include <tuple>
 #include <unordered_set>
@@ -43,9 +42,8 @@ Result<int64_t> ReadMeta(storage::Engine* engine, std::string_view key, int64_t 
   return static_cast<int64_t>(storage::DecodeFixed64BE(v));
 }
 
-// The range scan shared by read and write transactions. `make_iter(lower,
-// upper, one_prefix)` returns an iterator over column kKey bounded to
-// [lower, upper) (one_prefix: see storage::Engine::NewIterator).
+// The range scan shared by read and write transactions. `make_iter` returns
+// an iterator over column kKey bounded to [lower, upper).
 template <typename MakeIter>
 Result<RangeResult> RangeImpl(MakeIter make_iter, std::string_view key, std::string_view end,
                               const RangeOptions& options, int64_t cur_rev, int64_t compact_rev) {
@@ -61,11 +59,9 @@ Result<RangeResult> RangeImpl(MakeIter make_iter, std::string_view key, std::str
 
   std::string lower = single ? KeyPrefix(key) : EscapeKey(key);
   std::string upper = single ? KeyPrefixEnd(key) : (IsFromKey(end) ? "" : EscapeKey(end));
-  // A single key is looked up by its prefix bloom; a one-prefix iterator
-  // must be sought to a version row of the key, here its newest possible.
-  auto it = make_iter(lower, upper, single);
+  auto it = make_iter(lower, upper);
   const uint64_t inverted = ~static_cast<uint64_t>(rev);
-  it->Seek(single ? VersionSeekKey(key, std::numeric_limits<int64_t>::max()) : lower);
+  it->Seek(lower);
   while (it->Valid()) {
     std::string_view encoded = it->key();
     if (encoded.size() < kVersionSuffixBytes + 2) {
@@ -108,10 +104,9 @@ Result<RangeResult> RangeImpl(MakeIter make_iter, std::string_view key, std::str
   return result;
 }
 
-// The newest version of `key` through `it` (bounded to the key's versions;
-// a one-prefix iterator is fine: it is sought to a version row of the key).
-Result<bool> LatestLive(storage::Iterator* it, std::string_view key, mvccpb::KeyValue* kv) {
-  it->Seek(VersionSeekKey(key, std::numeric_limits<int64_t>::max()));
+// The newest version of a key through `it` (bounded to the key's versions).
+Result<bool> LatestLive(storage::Iterator* it, mvccpb::KeyValue* kv) {
+  it->SeekToFirst();
   if (!it->Valid()) {
     Status s = it->status();
     if (!s.ok()) return s;
@@ -152,8 +147,8 @@ Result<bool> ParseVersion(std::string_view encoded_key, std::string_view value,
 
 Result<RangeResult> ReadTxn::Range(std::string_view key, std::string_view end,
                                    const RangeOptions& options) {
-  auto make_iter = [&](std::string_view lower, std::string_view upper, bool one_prefix) {
-    return store_->engine_->NewIterator(Column::kKey, snapshot_.get(), lower, upper, one_prefix);
+  auto make_iter = [&](std::string_view lower, std::string_view upper) {
+    return store_->engine_->NewIterator(Column::kKey, snapshot_.get(), lower, upper);
   };
   return RangeImpl(make_iter, key, end, options, rev_, compact_rev_);
 }
@@ -197,7 +192,7 @@ Result<std::vector<mvccpb::Event>> ReadTxn::Events(int64_t from_rev, int64_t to_
                         ev.kv().create_revision() == ev.kv().mod_revision();
     if (with_prev_kv && !create) {  // etcd: no prev_kv on create events
       auto pit = store_->engine_->NewIterator(Column::kKey, snapshot_.get(), KeyPrefix(key),
-                                              KeyPrefixEnd(key), /*one_prefix=*/true);
+                                              KeyPrefixEnd(key));
       // As etcd: the key as of the previous main revision.
       pit->Seek(VersionSeekKey(key, main - 1));
       if (pit->Valid() && !pit->value().empty() && pit->value()[0] == kLive) {
@@ -225,15 +220,15 @@ int64_t WriteTxn::FirstRev() const { return store_->CompactRevision(); }
 
 Result<RangeResult> WriteTxn::Range(std::string_view key, std::string_view end,
                                     const RangeOptions& options) {
-  auto make_iter = [&](std::string_view lower, std::string_view upper, bool one_prefix) {
-    return batch_->NewIterator(Column::kKey, lower, upper, one_prefix);
+  auto make_iter = [&](std::string_view lower, std::string_view upper) {
+    return batch_->NewIterator(Column::kKey, lower, upper);
   };
   return RangeImpl(make_iter, key, end, options, Rev(), store_->CompactRevision());
 }
 
 Result<bool> WriteTxn::Get(std::string_view key, mvccpb::KeyValue* kv) {
-  auto it = batch_->NewIterator(Column::kKey, KeyPrefix(key), KeyPrefixEnd(key), /*one_prefix=*/true);
-  return LatestLive(it.get(), key, kv);
+  auto it = batch_->NewIterator(Column::kKey, KeyPrefix(key), KeyPrefixEnd(key));
+  return LatestLive(it.get(), kv);
 }
 
 Result<int64_t> WriteTxn::Put(std::string_view key, std::string_view value, int64_t lease) {
@@ -283,8 +278,8 @@ void WriteTxn::SetEventPrevKv(std::string_view key, const mvccpb::KeyValue* late
     return;
   }
   auto before = RangeImpl(
-      [&](std::string_view lower, std::string_view upper, bool one_prefix) {
-        return batch_->NewIterator(Column::kKey, lower, upper, one_prefix);
+      [&](std::string_view lower, std::string_view upper) {
+        return batch_->NewIterator(Column::kKey, lower, upper);
       },
       key, "", RangeOptions{0, begin_rev_, false}, begin_rev_ + 1, -1);
   if (before.ok() && !before->kvs.empty()) *ev->mutable_prev_kv() = std::move(before->kvs[0]);
@@ -418,8 +413,7 @@ Status KvStore::CompactPhysical(int64_t rev) {
     std::unordered_set<std::string> surviving;  // version keys of `rev` that stay
     for (const auto& key : keys) {
       // Keep the newest version <= rev unless it is a tombstone; drop all older.
-      auto it = engine_->NewIterator(Column::kKey, nullptr, KeyPrefix(key), KeyPrefixEnd(key),
-                                     /*one_prefix=*/true);
+      auto it = engine_->NewIterator(Column::kKey, nullptr, KeyPrefix(key), KeyPrefixEnd(key));
       it->Seek(VersionSeekKey(key, rev));
       bool first = true;
       for (; it->Valid(); it->Next()) {

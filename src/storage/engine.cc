@@ -3,7 +3,6 @@
 #include <rocksdb/cache.h>
 #include <rocksdb/db.h>
 #include <rocksdb/filter_policy.h>
-#include <rocksdb/slice_transform.h>
 #include <rocksdb/table.h>
 #include <rocksdb/utilities/checkpoint.h>
 #include <rocksdb/utilities/write_batch_with_index.h>
@@ -32,26 +31,9 @@ struct IteratorBounds {
 };
 
 namespace {
-// The key column holds <escaped key><16-byte version> rows (src/mvcc/
-// key_codec.h): its prefix blooms are over the escaped key, so looking up one
-// key's versions skips every file and memtable without that key.
-class VersionRowPrefix final : public rocksdb::SliceTransform {
- public:
-  static constexpr size_t kSuffix = 16;
-  const char* Name() const override { return "cairn.VersionRowPrefix.1"; }
-  rocksdb::Slice Transform(const rocksdb::Slice& key) const override {
-    return rocksdb::Slice(key.data(), key.size() - kSuffix);
-  }
-  bool InDomain(const rocksdb::Slice& key) const override { return key.size() > kSuffix; }
-};
-
 std::unique_ptr<IteratorBounds> MakeBounds(std::string_view lower, std::string_view upper,
-                                           const rocksdb::Snapshot* snap, bool one_prefix) {
+                                           const rocksdb::Snapshot* snap) {
   auto b = std::make_unique<IteratorBounds>();
-  // Every iterator sees the whole column in key order unless it asked for
-  // one prefix (then RocksDB may skip files by their prefix blooms).
-  b->read_options.total_order_seek = !one_prefix;
-  b->read_options.prefix_same_as_start = one_prefix;
   b->lower = std::string(lower);
   b->upper = std::string(upper);
   b->lower_slice = rocksdb::Slice(b->lower);
@@ -144,9 +126,9 @@ Result<bool> WriteBatch::Get(Column c, std::string_view key, std::string* value)
   return true;
 }
 std::unique_ptr<Iterator> WriteBatch::NewIterator(Column c, std::string_view lower,
-                                                  std::string_view upper, bool one_prefix) const {
+                                                  std::string_view upper) const {
   auto it = std::unique_ptr<Iterator>(new Iterator());
-  it->bounds_ = MakeBounds(lower, upper, nullptr, one_prefix);
+  it->bounds_ = MakeBounds(lower, upper, nullptr);
   rocksdb::Iterator* base = engine_->db()->NewIterator(it->bounds_->read_options, engine_->handle(c));
   it->it_.reset(batch_->NewIteratorWithBase(engine_->handle(c), base, &it->bounds_->read_options));
   return it;
@@ -182,16 +164,10 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options) {
   cf_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   cf_options.compression = rocksdb::kLZ4Compression;
   cf_options.write_buffer_size = 32 << 20;
-  rocksdb::ColumnFamilyOptions key_options = cf_options;
-  key_options.prefix_extractor = std::make_shared<VersionRowPrefix>();
-  key_options.memtable_prefix_bloom_size_ratio = 0.05;
-  auto column_options = [&](int i) {
-    return static_cast<Column>(i) == Column::kKey ? key_options : cf_options;
-  };
 
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
   for (int i = 0; i < static_cast<int>(Column::kCount); i++) {
-    cfs.emplace_back(kColumnNames[i], column_options(i));
+    cfs.emplace_back(kColumnNames[i], cf_options);
   }
   auto engine = std::unique_ptr<Engine>(new Engine());
   engine->path_ = options.path;
@@ -202,9 +178,8 @@ Result<std::unique_ptr<Engine>> Engine::Open(const EngineOptions& options) {
     if (s.IsInvalidArgument() && s.ToString().find("ompression") != std::string::npos) {
       cfs.clear();
       cf_options.compression = rocksdb::kNoCompression;
-      key_options.compression = rocksdb::kNoCompression;
       for (int i = 0; i < static_cast<int>(Column::kCount); i++) {
-        cfs.emplace_back(kColumnNames[i], column_options(i));
+        cfs.emplace_back(kColumnNames[i], cf_options);
       }
       s = rocksdb::DB::Open(db_options, options.path, cfs, &engine->handles_, &db);
     }
@@ -269,10 +244,10 @@ std::shared_ptr<const Snapshot> Engine::GetSnapshot() const {
 }
 
 std::unique_ptr<Iterator> Engine::NewIterator(Column c, const Snapshot* snapshot,
-                                              std::string_view lower, std::string_view upper,
-                                              bool one_prefix) const {
+                                              std::string_view lower,
+                                              std::string_view upper) const {
   auto it = std::unique_ptr<Iterator>(new Iterator());
-  it->bounds_ = MakeBounds(lower, upper, snapshot ? snapshot->raw() : nullptr, one_prefix);
+  it->bounds_ = MakeBounds(lower, upper, snapshot ? snapshot->raw() : nullptr);
   it->it_.reset(db_->NewIterator(it->bounds_->read_options, handle(c)));
   return it;
 }

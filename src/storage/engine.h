@@ -95,10 +95,8 @@ class WriteBatch {
   void Delete(Column c, std::string_view key);
   void DeleteRange(Column c, std::string_view begin, std::string_view end);
   Result<bool> Get(Column c, std::string_view key, std::string* value) const;
-  // See Engine::NewIterator for `one_prefix`.
   std::unique_ptr<Iterator> NewIterator(Column c, std::string_view lower = {},
-                                        std::string_view upper = {},
-                                        bool one_prefix = false) const;
+                                        std::string_view upper = {}) const;
   size_t Count() const;
   size_t ByteSize() const;
   void Clear();
@@ -139,15 +137,9 @@ class Engine {
   Status MultiGet(Column c, const std::vector<std::string>& keys, std::vector<std::string>* values,
                   std::vector<bool>* found, const Snapshot* snapshot = nullptr) const;
   std::shared_ptr<const Snapshot> GetSnapshot() const;
-  // An iterator over [lower, upper) of column c, in key order. With
-  // `one_prefix` (column kKey only: one key's version rows), it only finds
-  // rows of the prefix of the key it is Seek()ed to — the caller must Seek to
-  // a full version row of that key, not SeekToFirst — and skips files and
-  // memtables whose prefix bloom says the key is not there.
   std::unique_ptr<Iterator> NewIterator(Column c, const Snapshot* snapshot = nullptr,
                                         std::string_view lower = {},
-                                        std::string_view upper = {},
-                                        bool one_prefix = false) const;
+                                        std::string_view upper = {}) const;
 
   // Bytes the database occupies (SST files and memtables).
   uint64_t TotalSizeBytes() const;
