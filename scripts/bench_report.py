@@ -343,6 +343,7 @@ def watch_point(results, w, server):
     extra = r.get("extra", {})
     return {"streams": extra.get("streams"), "puts": extra.get("puts_acked"),
             "rate": extra.get("put_rate_achieved"),
+            "rate_target": extra.get("put_rate_target"),
             "p50": lat.get("p50"), "p99": lat.get("p99"), "max": lat.get("max"),
             "events_s": r.get("throughput"),
             "received": extra.get("events_received"), "expected": extra.get("events_expected"),
@@ -474,7 +475,9 @@ def scale_plots(results, img_dir):
             for w in watchers:
                 p = watch_point(results, w, s)
                 if p is not None:
-                    offered = w * p["rate"] if p["rate"] is not None else None
+                    # What the writer was asked for, not what a saturated server let it do.
+                    rate = p["rate_target"] if p.get("rate_target") is not None else p["rate"]
+                    offered = w * rate if rate is not None else None
                     rows.append((w, p["p50"], p["p99"], p["events_s"], offered))
             if rows:
                 dats[s] = os.path.join(results, "scale-watchers.%s.dat" % s)
