@@ -205,8 +205,26 @@ watch_point() {
   local limit=$((30 + DURATION * 2 + DRAIN + 60))
   fresh "$s" "$dir"
   log "$s, $w watchers over $streams streams, $WATCH_RATE puts/s for $DURATION s"
+  # Memory per watcher: the server's RSS before, and its maximum while the
+  # watchers exist (sampled every 0.5 s by a loop that ends with the run).
+  local idle max_file="$WORK/rss-max" sampler
+  idle=$(status_kb "$s" VmRSS)
+  echo "$idle" >"$max_file"
+  (
+    m=$idle
+    while kill -0 "${PID[$s]}" 2>/dev/null; do
+      r=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/${PID[$s]}/status" 2>/dev/null) || break
+      [ -n "$r" ] && [ "$r" -gt "$m" ] && m=$r && echo "$m" >"$max_file"
+      sleep 0.5
+    done
+  ) &
+  sampler=$!
   bench "watch-w$w" "$s" "$limit" --conns 8 --duration "$DURATION" \
     watch --watchers "$w" --streams "$streams" --put-rate "$WATCH_RATE" --drain-timeout "$DRAIN"
+  kill "$sampler" 2>/dev/null || true
+  wait "$sampler" 2>/dev/null || true
+  printf '{"server": "%s", "watchers": %d, "streams": %d, "rss_idle_kb": %d, "rss_max_kb": %d}\n' \
+    "$s" "$w" "$streams" "$idle" "$(cat "$max_file")" >"$OUT/resources-w$w.$s.json"
   stop_server "$s"
   rm -rf "$dir"
 }

@@ -306,8 +306,8 @@ def scale_points(results):
     return sorted(keys), sorted(watchers), ordered
 
 
-def load_resources(results, n, server):
-    path = os.path.join(results, "resources-n%d.%s.json" % (n, server))
+def load_resources(results, n, server, kind="n"):
+    path = os.path.join(results, "resources-%s%d.%s.json" % (kind, n, server))
     try:
         with open(path) as f:
             return json.load(f)
@@ -347,7 +347,15 @@ def watch_point(results, w, server):
             "p50": lat.get("p50"), "p99": lat.get("p99"), "max": lat.get("max"),
             "events_s": r.get("throughput"),
             "received": extra.get("events_received"), "expected": extra.get("events_expected"),
-            "exactly_once": extra.get("exactly_once"), "errors": r.get("errors")}
+            "exactly_once": extra.get("exactly_once"), "errors": r.get("errors"),
+            "rss_per_watcher": rss_per_watcher(load_resources(results, w, server, "w"), w)}
+
+
+def rss_per_watcher(res, w):
+    """Bytes of RSS the watchers added (maximum during the run less before), per watcher."""
+    if not res or not w or res.get("rss_max_kb") is None or res.get("rss_idle_kb") is None:
+        return None
+    return max(0, res["rss_max_kb"] - res["rss_idle_kb"]) * 1024.0 / w
 
 
 def pair(a, b):
@@ -382,17 +390,18 @@ def scale_tables(results):
         out += ["Watchers (one prefix; delivery: put sent -> event received):", "",
                 "| server | watchers | streams | puts | put rate (puts/s) "
                 "| delivery p50 (ms) | delivery p99 (ms) | delivery max (ms) | events/s "
-                "| events received / expected | exactly once |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+                "| events received / expected | exactly once | RSS per watcher (B) |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---:|"]
         for s in servers:
             for w in watchers:
                 p = watch_point(results, w, s)
                 if p is None:
                     continue
-                out.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                out.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                     s, fmt(w), fmt(p["streams"]), fmt(p["puts"]), fmt(p["rate"]),
                     fmt(p["p50"]), fmt(p["p99"]), fmt(p["max"]), fmt(p["events_s"]),
-                    pair(p["received"], p["expected"]), fmt(p["exactly_once"])))
+                    pair(p["received"], p["expected"]), fmt(p["exactly_once"]),
+                    fmt(p["rss_per_watcher"])))
     return "\n".join(out)
 
 

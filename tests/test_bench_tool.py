@@ -337,6 +337,10 @@ def _write_scale_results(results):
                 extra={"streams": 10 if w == 100 else 50, "puts_acked": 10,
                        "put_rate_achieved": 9.9, "events_received": w * 10 - (0 if once else 7),
                        "events_expected": w * 10, "exactly_once": once}))
+            if server == "cairn" and w == 100:  # RSS with the watchers, for one point only
+                (results / ("resources-w%d.%s.json" % (w, server))).write_text(json.dumps(
+                    {"server": server, "watchers": w, "streams": 10, "rss_idle_kb": 40000,
+                     "rss_max_kb": 40100}))
     (results / "machine.txt").write_text("date: now\n")
     # Files of other workloads are not points of a curve.
     put("put-c64.cairn.json", _scale_report("put", 1, 1, 1))
@@ -360,7 +364,7 @@ def test_report_scale_tables_and_plots(tmp_path):
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines
             if line.startswith("| etcd") or line.startswith("| cairn")]
     keys = [r for r in rows if len(r) == 13]
-    watch = [r for r in rows if len(r) == 11]
+    watch = [r for r in rows if len(r) == 12]
     assert [(r[0], r[1]) for r in keys] == [
         ("etcd", "1,000"), ("etcd", "100,000"), ("cairn", "1,000"), ("cairn", "100,000")]
     # server | keys | RSS | peak RSS | disk | load | put | put p50/p99 | range l | p50/p99
@@ -371,12 +375,13 @@ def test_report_scale_tables_and_plots(tmp_path):
     assert keys[3][2] == "400" and keys[3][6] == "16,000"
     assert keys[3][8] == "n/a" and keys[3][9] == "n/a / n/a"  # the missing run
     # server | watchers | streams | puts | rate | p50 | p99 | max | events/s
-    # | received / expected | exactly once
+    # | received / expected | exactly once | RSS per watcher
     assert [(r[0], r[1], r[2]) for r in watch] == [
         ("etcd", "100", "10"), ("etcd", "5,000", "50"),
         ("cairn", "100", "10"), ("cairn", "5,000", "50")]
-    assert watch[0][5:] == ["1.50", "3.00", "4.50", "500", "1,000 / 1,000", "yes"]
-    assert watch[1][9:] == ["49,993 / 50,000", "NO"]
+    assert watch[0][5:] == ["1.50", "3.00", "4.50", "500", "1,000 / 1,000", "yes", "n/a"]
+    assert watch[2][11] == "1,024"  # 100 KiB more over 100 watchers
+    assert watch[1][9:] == ["49,993 / 50,000", "NO", "n/a"]
     assert watch[3][5] == "75.0" and watch[3][8] == "50,000"
     assert "put-c64" not in p.stdout
     for name in ("scale-keys.png", "scale-watchers.png"):
