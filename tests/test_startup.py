@@ -46,6 +46,16 @@ def test_rejects_bad_flags(tmp_path):
     assert p.returncode != 0 and "scheme" in p.stderr
     p = run_cairn("--data-dir", str(tmp_path / "d"), "--auto-compaction-mode", "hourly")
     assert p.returncode != 0 and "auto-compaction-mode" in p.stderr
+    for bad in ("2s", "10", "fast", "-5ms"):
+        p = run_cairn("--data-dir", str(tmp_path / "d"), "--experimental-watch-batch-interval", bad)
+        assert p.returncode != 0, bad
+        assert ("--experimental-watch-batch-interval must be a duration from 0 to 1s (set to '%s')"
+                % bad) in p.stderr, (bad, p.stderr)
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("data-dir: %s\nexperimental-watch-batch-interval: 5s\n" % (tmp_path / "d"))
+    p = run_cairn("--config-file", str(cfg))
+    assert p.returncode != 0 and "(set to '5s')" in p.stderr, p.stderr
+    assert not (tmp_path / "d").exists()
 
 
 def test_config_file(tmp_path):
@@ -149,6 +159,7 @@ def test_threads_are_named_and_jemalloc_is_the_allocator(cairn):
     for tid in os.listdir("/proc/%d/task" % cairn.pid):
         with open("/proc/%d/task/%s/comm" % (cairn.pid, tid)) as f:
             names.add(f.read().strip())
-    assert {"cairn-raft", "cairn-apply", "cairn-read"} <= names, sorted(names)
+    # watch-pace: the watch batch interval is on by default (10ms).
+    assert {"cairn-raft", "cairn-apply", "cairn-read", "watch-pace"} <= names, sorted(names)
     with open("/proc/%d/maps" % cairn.pid) as f:
         assert "libjemalloc" in f.read()

@@ -173,9 +173,6 @@ class WatchStream : public std::enable_shared_from_this<WatchStream> {
   // The same, parsed (for tests and tools; the server sends NextEncoded's
   // bytes as they are).
   bool Next(etcdserverpb::WatchResponse* out);
-  // True if another response is queued behind the one Next() returned: the
-  // writer may let gRPC buffer this one (a later write will flush it).
-  bool HasMore() const;
 
   // False while max_control_responses control responses are queued: the
   // reader should stop taking requests until Next() has drained some. This

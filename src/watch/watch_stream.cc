@@ -54,11 +54,6 @@ bool WatchStream::CanAcceptRequest() const {
   return control_responses_ < hub_->options_.max_control_responses;
 }
 
-bool WatchStream::HasMore() const {
-  std::lock_guard<std::mutex> lock(queue_mu_);
-  return !queue_.empty();
-}
-
 bool WatchStream::Next(etcdserverpb::WatchResponse* out) {
   out->Clear();
   std::string bytes;
