@@ -67,6 +67,8 @@ BENCH_TAG=bench
 # awk does the float arithmetic: duration per run, keys to load.
 DURATION=$(awk -v s="$SCALE" -v d="$SECONDS_PER_RUN" 'BEGIN { v = s * d; if (v < 1) v = 1; printf "%g", v }')
 LOAD_KEYS=$(awk -v s="$SCALE" -v k="$LOAD_KEYS_FULL" 'BEGIN { v = int(s * k); if (v < 1000) v = 1000; print v }')
+# watch-max: puts of the writer that goes as fast as it can (x 1000 watchers = events).
+WATCH_MAX_PUTS=$(awk -v s="$SCALE" 'BEGIN { v = int(s * 20000); if (v < 200) v = 200; print v }')
 
 # ------------------------------------------------------- temp dir, build
 command -v "$ETCD" >/dev/null || die "etcd not found ($ETCD); run scripts/setup.sh"
@@ -203,6 +205,8 @@ single_member_runs() {
   both txn-put-c64 $D --clients 64 --conns 8 txn-put --val-size 256
   both lease-keepalive-c64 $D --clients 64 --conns 8 lease-keepalive
   both watch $D --conns 8 watch --watchers 1000 --streams 100 --put-rate 1000 --drain-timeout 120
+  both watch-max --total "$WATCH_MAX_PUTS" --conns 8 watch --watchers 1000 --streams 100 \
+    --put-rate 0 --max-puts-in-flight 1024 --drain-timeout 120
   stop_server etcd
   stop_server cairn
 

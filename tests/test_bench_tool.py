@@ -169,6 +169,29 @@ def test_watch_exactly_once(cairn):
     check_latency(r["kinds"]["put"], 150)
 
 
+def test_watch_with_the_writer_unbounded(cairn):
+    # --put-rate 0: the writer goes as fast as its in-flight bound allows.
+    r = run_bench(cairn, "--conns", 2, "--total", 400, "watch", "--watchers", 10,
+                  "--streams", 2, "--put-rate", 0, "--max-puts-in-flight", 16)
+    extra = r["extra"]
+    assert r["errors"] == 0, r["error_messages"]
+    assert extra["exactly_once"] is True and r["passed"] is True
+    assert extra["puts_acked"] == 400 and extra["writer_stalls"] == 0
+    assert extra["events_expected"] == extra["events_received"] == 400 * 10
+    assert r["ok"] == 400 * 10
+
+
+def test_unbounded_writer_needs_a_total(cairn):
+    cmd = [bench_binary(), "--endpoints", cairn.endpoint, "--duration", "2", "watch",
+           "--put-rate", "0"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "give --total puts, not --duration" in p.stderr
+    cmd = [bench_binary(), "--endpoints", cairn.endpoint, "--total", "5", "watch",
+           "--put-rate", "-1"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert p.returncode == 2 and "--put-rate: must be >= 0" in p.stderr
+
+
 def test_errors_are_counted_not_hidden(cairn):
     # A value over the request size limit (1.5 MiB by default in etcd and
     # cairn): every put fails, the report says so, the exit status is 1.

@@ -37,7 +37,7 @@ std::string MixedOptions::Validate() const {
 std::string WatchOptions::Validate() const {
   if (watchers < 1 || watchers > 1000000) return "--watchers: must be in [1, 1000000]";
   if (streams < 1 || streams > watchers) return "--streams: must be in [1, watchers]";
-  if (put_rate <= 0) return "--put-rate: must be > 0";
+  if (put_rate < 0) return "--put-rate: must be >= 0 (0: as fast as it can)";
   if (max_puts_in_flight < 1 || max_puts_in_flight > 100000) {
     return "--max-puts-in-flight: must be in [1, 100000]";
   }

@@ -92,7 +92,8 @@ struct WatchOptions {
   int watchers = 100;
   // Watch streams the watchers are spread over. Default: 10.
   int streams = 10;
-  // The writer's fixed rate in puts per second (open loop). Default: 100.
+  // The writer's fixed rate in puts per second (open loop). 0: as fast as it
+  // can, max_puts_in_flight outstanding (needs --total). Default: 100.
   double put_rate = 100;
   // Most puts the writer keeps in flight; past it, the writer falls behind
   // schedule (reported as writer_stalls). Default: 1024.

@@ -215,7 +215,8 @@ void AddStreamCommands(CLI::App* app, Flags* f) {
   watch->add_option("--watchers", f->watch.watchers, "Watchers")->capture_default_str();
   watch->add_option("--streams", f->watch.streams, "Watch streams (over --conns)")
       ->capture_default_str();
-  watch->add_option("--put-rate", f->watch.put_rate, "Writer puts per second")
+  watch->add_option("--put-rate", f->watch.put_rate,
+                    "Writer puts per second (0: as fast as it can, with --total)")
       ->capture_default_str();
   watch->add_option("--max-puts-in-flight", f->watch.max_puts_in_flight,
                     "Writer's bound on outstanding puts")
@@ -258,6 +259,9 @@ std::string Finish(Flags* f) {
   f->mixed.preload = !f->mixed_no_preload;
   for (const std::string& error : {f->range.Validate(), f->mixed.Validate(), f->watch.Validate()}) {
     if (!error.empty()) return error;
+  }
+  if (f->watch_command->parsed() && f->watch.put_rate == 0 && common.duration_seconds > 0) {
+    return "--put-rate 0 (as fast as it can): give --total puts, not --duration";
   }
   return "";
 }

@@ -172,21 +172,23 @@ class Writer {
   // 0 = not sent, 1 = acknowledged, 2 = failed (may or may not have applied).
   enum Ack : uint8_t { kNotSent = 0, kAcked = 1, kFailed = 2 };
 
+  // rate 0: as fast as max_in_flight allows.
   void Run(int64_t puts, double rate, ProgressBar* progress) {
     acks_.assign(static_cast<size_t>(puts), kNotSent);
     const auto start = Clock::now();
     for (int64_t seq = 0; seq < puts; ++seq) {
-      const auto due = start + std::chrono::duration_cast<Clock::duration>(
-                                   std::chrono::duration<double>(seq / rate));
       {
         std::unique_lock<std::mutex> lock(mu_);
         if (in_flight_ >= max_in_flight_) {
-          ++stalls_;
+          if (rate > 0) ++stalls_;
           cv_.wait(lock, [&] { return in_flight_ < max_in_flight_; });
         }
         ++in_flight_;
       }
-      std::this_thread::sleep_until(due);
+      if (rate > 0) {
+        std::this_thread::sleep_until(start + std::chrono::duration_cast<Clock::duration>(
+                                                  std::chrono::duration<double>(seq / rate)));
+      }
       Send(seq);
       if (progress != nullptr) progress->Update(seq + 1);
     }

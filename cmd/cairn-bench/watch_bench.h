@@ -1,5 +1,6 @@
 // The watch workload: W watchers on one prefix, spread over S Watch streams,
-// while one writer puts to that prefix at a fixed rate (open loop).
+// while one writer puts to that prefix at a fixed rate (open loop) or, with
+// put_rate 0, as fast as max_puts_in_flight outstanding puts allow.
 //
 // Measured: delivery latency of every event (from just before its Put was
 // sent to its arrival at a watcher; the send time travels in the value), and
