@@ -168,7 +168,12 @@ class WatchReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc
       burst_left_ = std::min(burst_left_ - 1, info.queued);
       burst_merged_ = burst_merged_ || info.merged;
     }
-    grpc::Slice slice(encoded_.data(), encoded_.size());
+    // The slice takes the encoded bytes over rather than copying them (a
+    // merged response carries tens of kilobytes); gRPC frees them once sent.
+    auto* bytes = new std::string(std::move(encoded_));
+    encoded_.clear();
+    grpc::Slice slice(bytes->data(), bytes->size(),
+                      [](void* p) { delete static_cast<std::string*>(p); }, bytes);
     response_ = grpc::ByteBuffer(&slice, 1);
     writing_ = true;
     // With more responses of this burst queued, let gRPC coalesce them into
@@ -192,7 +197,7 @@ class WatchReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc
   grpc::ByteBuffer request_;  // owned by the read in flight
 
   std::mutex mu_;
-  std::string encoded_;            // GUARDED_BY(mu_); reused: keeps its capacity
+  std::string encoded_;            // GUARDED_BY(mu_); handed to the write's slice
   grpc::ByteBuffer response_;      // GUARDED_BY(mu_); owned by the write in flight
   bool writing_ = false;       // GUARDED_BY(mu_)
   bool read_paused_ = false;   // GUARDED_BY(mu_)
