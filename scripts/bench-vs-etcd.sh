@@ -69,6 +69,11 @@ DURATION=$(awk -v s="$SCALE" -v d="$SECONDS_PER_RUN" 'BEGIN { v = s * d; if (v <
 LOAD_KEYS=$(awk -v s="$SCALE" -v k="$LOAD_KEYS_FULL" 'BEGIN { v = int(s * k); if (v < 1000) v = 1000; print v }')
 # watch-max: puts of the writer that goes as fast as it can (x 1000 watchers = events).
 WATCH_MAX_PUTS=$(awk -v s="$SCALE" 'BEGIN { v = int(s * 20000); if (v < 200) v = 200; print v }')
+# Memory per watcher: 100,000 watchers at scale 1 on one stream per 100 (at most 1,000),
+# held for at least 5 s while a writer puts 1/s.
+WATCH_MEM_WATCHERS=$(awk -v s="$SCALE" 'BEGIN { v = int(s * 100000); if (v < 1000) v = 1000; print v }')
+WATCH_MEM_STREAMS=$((WATCH_MEM_WATCHERS / 100 > 1000 ? 1000 : WATCH_MEM_WATCHERS / 100))
+WATCH_MEM_SECONDS=$(awk -v d="$DURATION" 'BEGIN { v = d; if (v < 5) v = 5; printf "%g", v }')
 
 # ------------------------------------------------------- temp dir, build
 command -v "$ETCD" >/dev/null || die "etcd not found ($ETCD); run scripts/setup.sh"
@@ -250,6 +255,55 @@ single_member_runs() {
     printf '{"keys": %d, "rss_kb": %d, "hwm_kb": %d, "disk_kb": %d, "restart_seconds": %s, "restart_rss_kb": %d}\n' \
       "$LOAD_KEYS" "$rss" "$hwm" "$disk_kb" "$restart" "$restart_rss" >"$OUT/resources.$s.json"
     log "  $s: RSS $((rss / 1024)) MiB, disk $((disk_kb / 1024)) MiB, restart ${restart} s"
+    rm -rf "$dir"
+  done
+
+  # ------------- phase 3: memory per watcher, one member each, fresh data dir
+  # RSS before the watchers (idle), held with every watcher in place (3 s
+  # after cairn-bench's --created-file appears: the creates' transient
+  # allocations returned), and the maximum during the run (sampled every
+  # 0.5 s), each less idle and divided by the watchers.
+  for s in etcd cairn; do
+    dir="$WORK/$s-watchers"
+    log "$s: $WATCH_MEM_WATCHERS watchers on $WATCH_MEM_STREAMS streams for RSS per watcher"
+    start_server "$s" "$dir"
+    wait_ready "$s"
+    "$BENCH" --endpoints "$(endpoint "$s")" --clients 1 --conns 1 --total 10 --json \
+      put --key-prefix w/ --key-space 10 --sequential-keys >/dev/null || die "put on $s failed"
+    sleep 1
+    local idle created="$WORK/watchers-created" samples="$WORK/rss-samples" sampler
+    idle=$(awk '/^VmRSS/ {print $2}' "/proc/${PID[$s]}/status")
+    rm -f "$created"
+    echo "max $idle" >"$samples"
+    (
+      m=$idle held="" since=""
+      while kill -0 "${PID[$s]}" 2>/dev/null; do
+        r=$(awk '/^VmRSS/ {print $2}' "/proc/${PID[$s]}/status" 2>/dev/null) || break
+        [ -n "$r" ] || break
+        [ "$r" -gt "$m" ] && m=$r
+        if [ -z "$held" ] && [ -e "$created" ]; then
+          now=$(date +%s%N)
+          [ -n "$since" ] || since=$now
+          [ $((now - since)) -ge 3000000000 ] && held=$r
+        fi
+        printf 'max %s\nheld %s\n' "$m" "$held" >"$samples"
+        sleep 0.5
+      done
+    ) &
+    sampler=$!
+    bench watch-memory "$s" --conns 8 --duration "$WATCH_MEM_SECONDS" watch --key-prefix w/ \
+      --watchers "$WATCH_MEM_WATCHERS" --streams "$WATCH_MEM_STREAMS" --put-rate 1 \
+      --drain-timeout 30 --created-file "$created"
+    kill "$sampler" 2>/dev/null || true
+    wait "$sampler" 2>/dev/null || true
+    local max held
+    max=$(awk '$1 == "max" {print $2}' "$samples")
+    held=$(awk '$1 == "held" {print $2}' "$samples")
+    printf '{"watchers": %d, "streams": %d, "rss_idle_kb": %d, "rss_held_kb": %s, "rss_max_kb": %d}\n' \
+      "$WATCH_MEM_WATCHERS" "$WATCH_MEM_STREAMS" "$idle" "${held:-null}" "$max" \
+      >"$OUT/resources-watchers.$s.json"
+    log "  $s: idle RSS $((idle / 1024)) MiB, with the watchers ${held:-?} KiB held, $max KiB at most"
+    stop_server "$s"
     rm -rf "$dir"
   done
 }

@@ -12,7 +12,8 @@
 
 RESULTS_DIR holds <run>.<server>.json (cairn-bench --json output, server is
 "etcd", "cairn" or "ceiling", cmd/cairn-ceiling: Put and Range from memory) and resources.<server>.json (written by the shell script:
-rss_kb, disk_kb, restart_seconds, ...). For `scale` the runs are load-nN,
+rss_kb, disk_kb, restart_seconds, ...) and resources-watchers.<server>.json (watchers, streams,
+rss_idle_kb, rss_held_kb, rss_max_kb: RSS per watcher). For `scale` the runs are load-nN,
 put-nN, range-l-nN, range-s-nN (N keys) and watch-wW (W watchers), and
 resources-nN.<server>.json has rss_kb, hwm_kb, disk_kb, ... after the load of
 N keys. Only the standard library is used (and gnuplot for the PNGs).
@@ -148,6 +149,22 @@ def resource_figures(res):
             ("RSS after restart (MiB)", kib_to_mib(res.get("restart_rss_kb")))]
 
 
+def watcher_memory_figures(res):
+    """RSS per watcher (bytes): held with every watcher in place, and at most
+    during the run, each less the idle RSS; from resources-watchers.*.json."""
+    if res is None:
+        return []
+    w, idle = res.get("watchers"), res.get("rss_idle_kb")
+
+    def per_watcher(kb):
+        if kb is None or idle is None or not w:
+            return None
+        return max(0, kb - idle) * 1024.0 / w
+    return [("idle RSS (MiB)", kib_to_mib(idle)),
+            ("RSS per watcher, held (B)", per_watcher(res.get("rss_held_kb"))),
+            ("RSS per watcher, peak (B)", per_watcher(res.get("rss_max_kb")))]
+
+
 def kib_to_mib(v):
     return None if v is None else v / 1024.0
 
@@ -181,6 +198,21 @@ def table(results):
         for figure, _ in resource_figures(res.get("etcd") or res.get("cairn")):
             if figure == "keys loaded":
                 continue
+            rows.append((label, figure, per_server["etcd"].get(figure),
+                         per_server["cairn"].get(figure)))
+
+    wres = {}
+    for s in SERVERS:
+        path = os.path.join(results, "resources-watchers.%s.json" % s)
+        if os.path.exists(path):
+            with open(path) as f:
+                wres[s] = json.load(f)
+    if wres:
+        any_res = wres.get("etcd") or wres.get("cairn")
+        label = "%s watchers on %s streams" % (fmt(any_res.get("watchers")),
+                                                fmt(any_res.get("streams")))
+        per_server = {s: dict(watcher_memory_figures(wres.get(s))) for s in SERVERS}
+        for figure, _ in watcher_memory_figures(any_res):
             rows.append((label, figure, per_server["etcd"].get(figure),
                          per_server["cairn"].get(figure)))
 

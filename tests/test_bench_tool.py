@@ -181,6 +181,20 @@ def test_watch_with_the_writer_unbounded(cairn):
     assert r["ok"] == 400 * 10
 
 
+def test_watch_created_file_is_written_once_every_watcher_exists(cairn, tmp_path):
+    # --created-file: written before the writer starts, with every watch created,
+    # so a script can measure the server holding them (make bench's RSS per watcher).
+    created = tmp_path / "created"
+    r = run_bench(cairn, "--conns", 2, "--total", 20, "watch", "--watchers", 30,
+                  "--streams", 3, "--put-rate", 100, "--created-file", str(created))
+    assert r["errors"] == 0 and r["passed"] is True, r["error_messages"]
+    assert created.exists() and created.read_text() == ""
+    r = run_bench(cairn, "--conns", 1, "--total", 5, "watch", "--watchers", 2, "--streams", 1,
+                  "--created-file", str(tmp_path / "no-such-dir" / "created"), expect_exit=1)
+    assert r["passed"] is False and r["errors"] == 1
+    assert any("cannot write --created-file" in m for m in r["error_messages"]), r
+
+
 def test_unbounded_writer_needs_a_total(cairn):
     cmd = [bench_binary(), "--endpoints", cairn.endpoint, "--duration", "2", "watch",
            "--put-rate", "0"]
@@ -412,6 +426,31 @@ def test_report_scale_tables_and_plots(tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10000, name
     assert (results / "scale-keys.cairn.dat").exists()
     assert (results / "scale-watchers.etcd.dat").exists()
+
+
+def test_report_table_has_rss_per_watcher(tmp_path):
+    """bench_report.py table: the rows of make bench's memory-per-watcher run
+    (resources-watchers.<server>.json), per watcher less the idle RSS."""
+    import sys
+    results = tmp_path / "results"
+    results.mkdir()
+    for server, idle, held, peak in (("etcd", 20480, 200000, 220000),
+                                     ("cairn", 30720, 80000, 130000)):
+        (results / ("resources-watchers.%s.json" % server)).write_text(json.dumps(
+            {"watchers": 100000, "streams": 1000, "rss_idle_kb": idle, "rss_held_kb": held,
+             "rss_max_kb": peak}))
+    report = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts",
+                          "bench_report.py")
+    p = subprocess.run([sys.executable, report, "table", str(results)],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in p.stdout.splitlines()
+            if line.startswith("|") and "---" not in line]
+    assert rows[1] == ["100,000 watchers on 1,000 streams", "idle RSS (MiB)", "20.0", "30.0",
+                       "1.50", "etcd"]
+    # (200000 - 20480) KiB * 1024 / 100000 = 1,838 B; (80000 - 30720) -> 505 B
+    assert rows[2] == ["", "RSS per watcher, held (B)", "1,838", "505", "0.27", "cairn"]
+    assert rows[3] == ["", "RSS per watcher, peak (B)", "2,043", "1,017", "0.50", "cairn"]
 
 
 def test_report_scale_without_results_fails(tmp_path):

@@ -100,6 +100,10 @@ struct WatchOptions {
   int max_puts_in_flight = 1024;
   // After the last put, how long to wait for every event. Default: 10 s.
   double drain_timeout_seconds = 10;
+  // Written (empty) once every watcher is created, before the writer starts:
+  // tells a script when to measure the server with the watchers in place.
+  // Default: none.
+  std::string created_file;
 
   std::string Validate() const;
 };

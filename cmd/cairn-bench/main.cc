@@ -224,6 +224,8 @@ void AddStreamCommands(CLI::App* app, Flags* f) {
   watch->add_option("--drain-timeout", f->watch.drain_timeout_seconds,
                     "Seconds to wait for the last events")
       ->capture_default_str();
+  watch->add_option("--created-file", f->watch.created_file,
+                    "File written once every watcher is created, before the writer starts");
 
   f->lease_command =
       app->add_subcommand("lease-keepalive", "One lease per client, kept alive on a stream");

@@ -4,6 +4,7 @@
 #include <charconv>
 #include <chrono>
 #include <condition_variable>
+#include <fstream>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
@@ -404,6 +405,11 @@ Report RunWatch(const CommonOptions& common, const KeySpec& keys, const WatchOpt
   Writer writer(pool, keys, common.request_timeout_seconds, options.max_puts_in_flight);
   const auto start = Clock::now();
   uint64_t expected_events = 0;
+  bool created_file_failed = false;
+  if (all_created && !options.created_file.empty()) {
+    std::ofstream created(options.created_file, std::ios::trunc);
+    created_file_failed = !created;
+  }
   if (all_created) {
     ProgressBar progress("watch", puts, 0);
     writer.Run(puts, options.put_rate, &progress);
@@ -415,6 +421,11 @@ Report RunWatch(const CommonOptions& common, const KeySpec& keys, const WatchOpt
                                      all_created ? options.drain_timeout_seconds : 0, &streams);
   report.elapsed_seconds = std::chrono::duration<double>(drained - start).count();
   Summarize(streams, writer, shared, all_created, options, puts, &report);
+  if (created_file_failed) {
+    ++report.error_messages["cannot write --created-file " + options.created_file];
+    report.errors++;
+    report.passed = false;
+  }
   return report;
 }
 
