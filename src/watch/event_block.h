@@ -91,6 +91,11 @@ class EventSelection {
   // Wire bytes of the selected events.
   size_t bytes() const { return bytes_; }
   const EventBlock* block() const { return block_.get(); }
+  const std::shared_ptr<const EventBlock>& block_ref() const { return block_; }
+  // Whether the selected events are one run of consecutive events.
+  bool single_run() const { return more_.empty(); }
+  // Gives the block reference away (the selection is then to be dropped).
+  std::shared_ptr<const EventBlock> release_block() { return std::move(block_); }
   bool prev_kv() const { return prev_kv_; }
 
   // Calls fn(begin, end) for each run of events [begin, end) of the block,
@@ -128,25 +133,36 @@ class EventSelection {
   size_t bytes_ = 0;
 };
 
-// The events one queued response carries: one selection per block, in
-// order. A response usually holds one; a watcher whose stream is backed up
-// gets later revisions appended to its queued response (see
-// WatchStream::TryPushEvent) and then holds several.
+// The events one queued response carries: runs of consecutive events of
+// blocks, in order. A response usually holds one run (a revision, or a
+// watcher's share of a catch-up batch), which lives inline; a watcher whose
+// stream is backed up gets later revisions appended to its queued response
+// (see WatchStream::TryPushEvent) and then holds one run per revision. A run
+// is 32 bytes: under load the apply thread appends one per watcher and
+// revision, so its size is memory traffic.
 class EventList {
  public:
-  void Append(EventSelection part) {
+  void Append(const EventSelection& part) {
     if (part.empty()) return;
-    count_ += part.count();
-    bytes_ += part.bytes();
-    if (first_.empty()) {
-      first_ = std::move(part);
-    } else {
-      rest_.push_back(std::move(part));
+    part.ForEachRun(0, part.count(), [&](uint32_t begin, uint32_t end) {
+      AddRun(Run{part.block_ref(), begin, end, part.prev_kv()});
+    });
+  }
+  void Append(EventSelection&& part) {
+    if (part.empty()) return;
+    if (!part.single_run()) {
+      Append(static_cast<const EventSelection&>(part));
+      return;
     }
+    uint32_t begin = 0, end = 0;
+    part.ForEachRun(0, part.count(), [&](uint32_t b, uint32_t e) { begin = b, end = e; });
+    const bool prev_kv = part.prev_kv();
+    AddRun(Run{part.release_block(), begin, end, prev_kv});
   }
   void Append(EventList&& other) {
-    Append(std::move(other.first_));
-    for (EventSelection& part : other.rest_) Append(std::move(part));
+    if (other.empty()) return;
+    AddRun(std::move(other.first_));
+    for (Run& r : other.rest_) AddRun(std::move(r));
     other = EventList();
   }
 
@@ -155,14 +171,14 @@ class EventList {
   size_t bytes() const { return bytes_; }
   // True when it holds events of several blocks (revisions merged into one
   // response, or a catch-up batch spanning blocks).
-  bool merged() const { return !rest_.empty(); }
+  bool merged() const { return merged_; }
 
   // Calls fn(wire bytes) for each contiguous run of the events, skipping
   // the first `skip` and stopping after `take`.
   template <typename Fn>
   void ForEachWire(size_t skip, size_t take, Fn&& fn) const {
-    ForEachRun(skip, take, [&](const EventSelection& part, uint32_t begin, uint32_t end) {
-      fn(part.block()->wire(begin, end, part.prev_kv()));
+    ForEachRun(skip, take, [&](const Run& r, uint32_t begin, uint32_t end) {
+      fn(r.block->wire(begin, end, r.prev_kv));
       return true;
     });
   }
@@ -171,43 +187,65 @@ class EventList {
   // returns true.
   template <typename Fn>
   void ForEachSize(size_t skip, Fn&& fn) const {
-    ForEachRun(skip, count_, [&](const EventSelection& part, uint32_t begin, uint32_t end) {
+    ForEachRun(skip, count_, [&](const Run& r, uint32_t begin, uint32_t end) {
       for (uint32_t i = begin; i < end; i++) {
-        if (!fn(part.block()->wire_size(i, part.prev_kv()))) return false;
+        if (!fn(r.block->wire_size(i, r.prev_kv))) return false;
       }
       return true;
     });
   }
 
  private:
-  // Calls fn(part, begin, end) for the runs of events [skip, skip + take)
-  // across the parts, until fn returns false.
-  template <typename Fn>
-  void ForEachRun(size_t skip, size_t take, Fn&& fn) const {
-    bool go = true;
-    auto visit = [&](const EventSelection& part) {
-      const size_t n = part.count();
-      if (!go || take == 0) return;
-      if (skip >= n) {
-        skip -= n;
-        return;
-      }
-      const size_t here = std::min(take, n - skip);
-      part.ForEachRun(skip, here, [&](uint32_t begin, uint32_t end) {
-        if (go) go = fn(part, begin, end);
-      });
-      skip = 0;
-      take -= here;
-    };
-    if (first_.empty()) return;
-    visit(first_);
-    for (const EventSelection& part : rest_) visit(part);
+  struct Run {
+    std::shared_ptr<const EventBlock> block;
+    uint32_t begin = 0;
+    uint32_t end = 0;
+    bool prev_kv = false;
+  };
+
+  void AddRun(Run r) {
+    const size_t n = r.end - r.begin;
+    if (n == 0) return;
+    bytes_ += r.block->wire(r.begin, r.end, r.prev_kv).size();
+    if (count_ == 0) {
+      count_ = n;
+      first_ = std::move(r);
+      return;
+    }
+    count_ += n;
+    merged_ = merged_ || r.block != first_.block;
+    rest_.push_back(std::move(r));
   }
 
-  EventSelection first_;
-  std::vector<EventSelection> rest_;
+  // Calls fn(run, begin, end) for the events [skip, skip + take) across the
+  // runs, until fn returns false.
+  template <typename Fn>
+  void ForEachRun(size_t skip, size_t take, Fn&& fn) const {
+    if (count_ == 0) return;
+    auto visit = [&](const Run& r) {
+      if (take == 0) return false;
+      const size_t n = r.end - r.begin;
+      if (skip >= n) {
+        skip -= n;
+        return true;
+      }
+      const uint32_t begin = r.begin + static_cast<uint32_t>(skip);
+      const size_t here = std::min(take, n - skip);
+      skip = 0;
+      take -= here;
+      return fn(r, begin, begin + static_cast<uint32_t>(here));
+    };
+    if (!visit(first_)) return;
+    for (const Run& r : rest_) {
+      if (!visit(r)) return;
+    }
+  }
+
+  Run first_;
+  std::vector<Run> rest_;
   size_t count_ = 0;
   size_t bytes_ = 0;
+  bool merged_ = false;
 };
 
 }  // namespace cairn::watch

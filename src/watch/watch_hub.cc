@@ -344,7 +344,7 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
     for (size_t i = 0; i < matches_.size();) {
       size_t j = i + 1;
       while (j < matches_.size() && matches_[j].first == matches_[i].first) j++;
-      StageLive(rev, block, std::span(matches_).subspan(i, j - i));
+      StageLive(block, std::span(matches_).subspan(i, j - i));
       i = j;
     }
     matches_.clear();
@@ -353,7 +353,7 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
   ready.Run();
 }
 
-void WatchHub::StageLive(int64_t rev, const std::shared_ptr<const EventBlock>& block,
+void WatchHub::StageLive(const std::shared_ptr<const EventBlock>& block,
                          std::span<const std::pair<Watcher*, uint32_t>> matches) {
   Watcher* w = matches.front().first;
   EventSelection selected(block, w->prev_kv);
@@ -361,11 +361,9 @@ void WatchHub::StageLive(int64_t rev, const std::shared_ptr<const EventBlock>& b
     if (w->Accepts(block->is_put(i))) selected.Add(i);
   }
   if (selected.empty()) return;  // all filtered out: etcd sends nothing
-  QueuedResponse r = NewResponse(w->watch_id, rev);
-  r.events.Append(std::move(selected));
   WatchStream* s = w->stream;
   if (s->staged_.empty()) staged_streams_.push_back(s);
-  s->staged_.emplace_back(w, std::move(r));
+  s->staged_.emplace_back(w, std::move(selected));
 }
 
 void WatchHub::PushStaged(int64_t rev, ReadyList* ready) {
@@ -373,8 +371,8 @@ void WatchHub::PushStaged(int64_t rev, ReadyList* ready) {
     bool notify = false;
     {
       std::lock_guard<std::mutex> lock(s->queue_mu_);
-      for (auto& [w, r] : s->staged_) {
-        if (s->TryPushEventLocked(std::move(r), w->fragment, &w->queued_seq, &notify)) {
+      for (auto& [w, selected] : s->staged_) {
+        if (s->TryPushLiveLocked(w, rev, std::move(selected), &notify)) {
           w->events_since_progress = true;
         } else {
           push_failed_.push_back(w);

@@ -214,6 +214,15 @@ class WatchStream : public std::enable_shared_from_this<WatchStream> {
   // revision for one stream under one lock).
   bool TryPushEventLocked(QueuedResponse response, bool fragment, uint64_t* merge_seq,
                           bool* notify);
+  // Publish's path: the events `selected` of revision `revision` for `w`,
+  // as TryPushEventLocked(response of them, w->fragment, &w->queued_seq),
+  // without building a response when they are merged into a queued one.
+  bool TryPushLiveLocked(Watcher* w, int64_t revision, EventSelection&& selected, bool* notify);
+  // The queued response of `watch_id` that `add` more bytes of events may be
+  // merged into (see TryPushEvent), or null. REQUIRES: queue_mu_ held.
+  Pending* MergeTargetLocked(const uint64_t* merge_seq, int64_t watch_id, size_t add);
+  template <typename Events>
+  bool MergeLocked(Pending* prev, Events&& events, int64_t revision, size_t add);
   void PushControl(QueuedResponse response, bool* notify);
   bool HasRoomForEvents() const;
   // Bytes an event response may take now. *empty tells whether no event
@@ -230,7 +239,7 @@ class WatchStream : public std::enable_shared_from_this<WatchStream> {
   std::map<int64_t, Watcher*> watchers_;
   // Publish's scratch: this stream's responses of the revision being
   // published, pushed together (see WatchHub::Publish).
-  std::vector<std::pair<Watcher*, QueuedResponse>> staged_;
+  std::vector<std::pair<Watcher*, EventSelection>> staged_;
   int64_t next_watch_id_ = 0;
   size_t unsynced_count_ = 0;
   bool progress_deferred_ = false;
@@ -333,8 +342,8 @@ class WatchHub {
   void SendCompacted(Watcher* w, int64_t compact_rev, ReadyList* ready);
   void SendStreamProgress(WatchStream* s, ReadyList* ready);
   // `matches`: one watcher's (watcher, event index) matches, in order.
-  // Stages its response on its stream (WatchStream::staged_).
-  void StageLive(int64_t rev, const std::shared_ptr<const EventBlock>& block,
+  // Stages its events on its stream (WatchStream::staged_).
+  void StageLive(const std::shared_ptr<const EventBlock>& block,
                  std::span<const std::pair<Watcher*, uint32_t>> matches);
   // Pushes the staged responses of every stream in staged_streams_, one
   // queue lock per stream; a watcher whose stream is full becomes unsynced.

@@ -146,22 +146,39 @@ bool WatchStream::TryPushEvent(QueuedResponse response, bool fragment, uint64_t*
   return TryPushEventLocked(std::move(response), fragment, merge_seq, notify);
 }
 
+WatchStream::Pending* WatchStream::MergeTargetLocked(const uint64_t* merge_seq, int64_t watch_id,
+                                                     size_t add) {
+  if (merge_seq == nullptr || *merge_seq == Watcher::kNoSeq || *merge_seq < popped_ ||
+      *merge_seq < merge_floor_) {
+    return nullptr;
+  }
+  Pending& prev = queue_[*merge_seq - popped_];
+  if (prev.is_event && prev.next_event == 0 && prev.response.watch_id == watch_id &&
+      !prev.response.events.empty() &&
+      prev.bytes + add <= hub_->options_.max_merged_response_bytes) {
+    return &prev;
+  }
+  return nullptr;
+}
+
+template <typename Events>
+bool WatchStream::MergeLocked(Pending* prev, Events&& events, int64_t revision, size_t add) {
+  if (event_bytes_ + add > hub_->options_.max_pending_bytes) return false;
+  prev->response.events.Append(std::forward<Events>(events));
+  prev->response.revision = revision;
+  prev->bytes += add;
+  event_bytes_ += add;
+  return true;  // the reader was already told about `prev`
+}
+
 bool WatchStream::TryPushEventLocked(QueuedResponse response, bool fragment, uint64_t* merge_seq,
                                      bool* notify) {
   if (queue_closed_) return true;  // nobody will read it; not a slow consumer
   const WatchHubOptions& o = hub_->options_;
-  if (merge_seq != nullptr && *merge_seq != Watcher::kNoSeq && *merge_seq >= popped_ &&
-      *merge_seq >= merge_floor_ && !response.events.empty()) {
-    Pending& prev = queue_[*merge_seq - popped_];
+  if (!response.events.empty()) {
     const size_t add = response.events.bytes();
-    if (prev.is_event && prev.next_event == 0 && prev.response.watch_id == response.watch_id &&
-        !prev.response.events.empty() && prev.bytes + add <= o.max_merged_response_bytes) {
-      if (event_bytes_ + add > o.max_pending_bytes) return false;
-      prev.response.events.Append(std::move(response.events));
-      prev.response.revision = response.revision;
-      prev.bytes += add;
-      event_bytes_ += add;
-      return true;  // the reader was already told about `prev`
+    if (Pending* prev = MergeTargetLocked(merge_seq, response.watch_id, add)) {
+      return MergeLocked(prev, std::move(response.events), response.revision, add);
     }
   }
   const size_t bytes = kResponseBytes + response.events.bytes();
@@ -183,6 +200,21 @@ bool WatchStream::TryPushEventLocked(QueuedResponse response, bool fragment, uin
   *notify = *notify || want_notify_;
   want_notify_ = false;
   return true;
+}
+
+bool WatchStream::TryPushLiveLocked(Watcher* w, int64_t revision, EventSelection&& selected,
+                                    bool* notify) {
+  if (queue_closed_) return true;
+  // The merge (the common case under load) builds no response.
+  const size_t add = selected.bytes();
+  if (Pending* prev = MergeTargetLocked(&w->queued_seq, w->watch_id, add)) {
+    return MergeLocked(prev, std::move(selected), revision, add);
+  }
+  QueuedResponse r;
+  r.watch_id = w->watch_id;
+  r.revision = revision;
+  r.events.Append(std::move(selected));
+  return TryPushEventLocked(std::move(r), w->fragment, &w->queued_seq, notify);
 }
 
 void WatchStream::PushControl(QueuedResponse response, bool* notify) {
