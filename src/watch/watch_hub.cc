@@ -366,6 +366,10 @@ void WatchHub::StageLive(const std::shared_ptr<const EventBlock>& block,
   s->staged_.emplace_back(w, std::move(selected));
 }
 
+namespace {
+constexpr size_t kKeptStagedCapacity = 16;
+}  // namespace
+
 void WatchHub::PushStaged(int64_t rev, ReadyList* ready) {
   for (WatchStream* s : staged_streams_) {
     bool notify = false;
@@ -379,7 +383,13 @@ void WatchHub::PushStaged(int64_t rev, ReadyList* ready) {
         }
       }
     }
-    s->staged_.clear();
+    // A stream of many watchers would keep room for all of them between
+    // revisions (80 bytes each); a small one keeps its room.
+    if (s->staged_.capacity() > kKeptStagedCapacity) {
+      std::vector<std::pair<Watcher*, EventSelection>>().swap(s->staged_);
+    } else {
+      s->staged_.clear();
+    }
     if (notify) ready->Add(s);
   }
   staged_streams_.clear();
