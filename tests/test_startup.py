@@ -159,7 +159,7 @@ def test_threads_are_named_and_jemalloc_is_the_allocator(cairn):
     for tid in os.listdir("/proc/%d/task" % cairn.pid):
         with open("/proc/%d/task/%s/comm" % (cairn.pid, tid)) as f:
             names.add(f.read().strip())
-    # watch-pace: the watch batch interval is on by default (10ms).
+    # watch-pace: the watch batch interval is on by default (40ms).
     assert {"cairn-raft", "cairn-apply", "cairn-read", "watch-pace"} <= names, sorted(names)
     with open("/proc/%d/maps" % cairn.pid) as f:
         assert "libjemalloc" in f.read()

@@ -48,7 +48,7 @@ struct ServerConfig {
   // cairn's own: a watch stream busy with events writes each watcher at most
   // one response per interval, carrying every revision since the last (Go
   // duration; "0" writes every response at once). See WatchService.
-  std::string watch_batch_interval = "10ms";
+  std::string watch_batch_interval = "40ms";
   int64_t heartbeat_interval_ms = 100;
   int64_t election_timeout_ms = 1000;
   // 0 means etcd's default of 2 GiB.
