@@ -169,6 +169,25 @@ def kib_to_mib(v):
     return None if v is None else v / 1024.0
 
 
+def load_per_server(results, pattern):
+    """{server: JSON of results/<pattern % server>} for the files that exist."""
+    out = {}
+    for s in SERVERS:
+        path = os.path.join(results, pattern % s)
+        if os.path.exists(path):
+            with open(path) as f:
+                out[s] = json.load(f)
+    return out
+
+
+def resource_rows(label, res, figures_of, skip=()):
+    """Table rows (label, figure, etcd, cairn) of figures_of(each server's JSON)."""
+    per_server = {s: dict(figures_of(res.get(s))) for s in SERVERS}
+    return [(label, figure, per_server["etcd"].get(figure), per_server["cairn"].get(figure))
+            for figure, _ in figures_of(res.get("etcd") or res.get("cairn"))
+            if figure not in skip]
+
+
 def table(results):
     rows = []
     for name, label in RUNS:
@@ -185,36 +204,17 @@ def table(results):
         for figure in figures:
             rows.append((label, figure, per_server["etcd"].get(figure),
                          per_server["cairn"].get(figure)))
-    res = {}
-    for s in SERVERS:
-        path = os.path.join(results, "resources.%s.json" % s)
-        if os.path.exists(path):
-            with open(path) as f:
-                res[s] = json.load(f)
+    res = load_per_server(results, "resources.%s.json")
     if res:
-        per_server = {s: dict(resource_figures(res.get(s))) for s in SERVERS}
         keys = res.get("etcd", res.get("cairn", {})).get("keys")
         label = "%s keys of 256 B" % fmt(keys) if keys else "data set"
-        for figure, _ in resource_figures(res.get("etcd") or res.get("cairn")):
-            if figure == "keys loaded":
-                continue
-            rows.append((label, figure, per_server["etcd"].get(figure),
-                         per_server["cairn"].get(figure)))
-
-    wres = {}
-    for s in SERVERS:
-        path = os.path.join(results, "resources-watchers.%s.json" % s)
-        if os.path.exists(path):
-            with open(path) as f:
-                wres[s] = json.load(f)
+        rows += resource_rows(label, res, resource_figures, skip=("keys loaded",))
+    wres = load_per_server(results, "resources-watchers.%s.json")
     if wres:
         any_res = wres.get("etcd") or wres.get("cairn")
         label = "%s watchers on %s streams" % (fmt(any_res.get("watchers")),
                                                 fmt(any_res.get("streams")))
-        per_server = {s: dict(watcher_memory_figures(wres.get(s))) for s in SERVERS}
-        for figure, _ in watcher_memory_figures(any_res):
-            rows.append((label, figure, per_server["etcd"].get(figure),
-                         per_server["cairn"].get(figure)))
+        rows += resource_rows(label, wres, watcher_memory_figures)
 
     out = ["| workload | figure | etcd | cairn | cairn/etcd | better |",
            "|---|---|---:|---:|---:|:---:|"]

@@ -109,27 +109,27 @@ class WatchStream : public grpc::ClientBidiReactor<etcdserverpb::WatchRequest, g
         return;
       }
     }
-    const etcdserverpb::WatchResponse& response_ = *response;
-    if (response_.created()) {
-      watch_index_[response_.watch_id()] = created_++;
+    const etcdserverpb::WatchResponse& r = *response;
+    if (r.created()) {
+      watch_index_[r.watch_id()] = created_++;
       std::lock_guard<std::mutex> lock(shared_->mu);
       ++shared_->created;
       shared_->cv.notify_all();
     }
-    if (response_.canceled()) {
+    if (r.canceled()) {
       ++cancels_;
       if (cancel_reasons_.size() < kMaxCancelReasons) {
-        cancel_reasons_.push_back("watch canceled: " + response_.cancel_reason());
+        cancel_reasons_.push_back("watch canceled: " + r.cancel_reason());
       }
     }
-    auto found = watch_index_.find(response_.watch_id());
-    if (response_.events_size() > 0) {
+    auto found = watch_index_.find(r.watch_id());
+    if (r.events_size() > 0) {
       if (found == watch_index_.end()) {
         ++unknown_watch_events_;
       } else {
-        Deliver(response_, &watchers_[found->second], now_ns);
+        Deliver(r, &watchers_[found->second], now_ns);
       }
-      shared_->events.fetch_add(response_.events_size(), std::memory_order_relaxed);
+      shared_->events.fetch_add(r.events_size(), std::memory_order_relaxed);
       shared_->event_responses.fetch_add(1, std::memory_order_relaxed);
     }
     StartRead(&raw_);
