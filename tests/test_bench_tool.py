@@ -277,11 +277,13 @@ def test_put_and_range_as_a_user_with_auth_on(cairn):
     assert out == ""
 
 
-def test_ceiling_server_answers_put_and_range(tmp_path):
+@pytest.mark.parametrize("put_answer", ["inline", "thread", "cq"])
+def test_ceiling_server_answers_put_and_range(tmp_path, put_answer):
     """cmd/cairn-ceiling (make bench's do-nothing server) serves what the
     bench runs against it: Put and Range, answered by etcdctl and cairn-bench
     as a store would answer them (versions and revisions count up, a range
-    sees what was put), and stops on SIGTERM."""
+    sees what was put), and stops on SIGTERM; whichever thread answers a Put
+    (--put-answer)."""
     import shutil
     import signal
     import socket
@@ -293,7 +295,7 @@ def test_ceiling_server_answers_put_and_range(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     endpoint = "127.0.0.1:%d" % port
-    proc = subprocess.Popen([path, "--listen", endpoint], stdin=subprocess.DEVNULL,
+    proc = subprocess.Popen([path, "--listen", endpoint, "--put-answer", put_answer], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         ready = [bench_binary(), "--endpoints", endpoint, "--json", "ready", "--wait", "30"]
