@@ -12,6 +12,7 @@
 #include "api/election_service.h"
 #include "api/health_service.h"
 #include "api/http/client_listener.h"
+#include "api/async_puts.h"
 #include "api/kv_service.h"
 #include "api/lease_service.h"
 #include "api/lock_service.h"
@@ -190,6 +191,10 @@ Status EtcdServer::Start() {
     if (auto* hub = hub_ptr_.load()) hub->Publish(rev, events);
     key_events_.Publish(rev, events);
   };
+  // The apply thread answers the puts; it also collects their finished calls.
+  hooks.after_apply_batch = [this] {
+    if (auto* puts = async_puts_ptr_.load()) puts->Collect();
+  };
   hooks.on_log_sync = [this](double sec) { metrics_->disk().wal_fsync_duration_seconds->Observe(sec); };
   hooks.on_apply_commit = [this](double sec, size_t entries) {
     metrics_->disk().backend_commit_duration_seconds->Observe(sec);
@@ -323,7 +328,9 @@ Status EtcdServer::Start() {
   node_->AddPeriodic("watch-progress", 10 * 60 * 1000, [this] { hub_->NotifyProgress(); });
   StartAutoCompaction();
 
-  services_.push_back(std::make_unique<KvService>(&ctx_));
+  auto kv_service = std::make_unique<KvService>(&ctx_);
+  KvService* kv = kv_service.get();
+  services_.push_back(std::move(kv_service));
   auto watch_service = std::make_unique<WatchService>(
       hub_.get(), std::chrono::milliseconds(config_.WatchBatchIntervalMs()));
   watch_service_ = watch_service.get();
@@ -374,8 +381,12 @@ Status EtcdServer::Start() {
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(std::make_unique<MetricsInterceptorFactory>(metrics_.get(), &calls_in_flight_));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  auto put_arrivals = builder.AddCompletionQueue();
   grpc_server_ = builder.BuildAndStart();
   if (!grpc_server_) return Status(Code::kInternal, "cannot start the gRPC server");
+  async_puts_ = std::make_unique<AsyncPuts>(kv, std::move(put_arrivals));
+  async_puts_->Start();
+  async_puts_ptr_ = async_puts_.get();
   {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(INT32_MAX);
@@ -673,13 +684,16 @@ void EtcdServer::Stop() {
   if (peer_stream_receiver_) peer_stream_receiver_->Stop();
   if (peer_server_) peer_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
   if (node_) node_->Stop();
+  async_puts_ptr_ = nullptr;  // the apply thread is gone
   if (grpc_server_) grpc_server_->Shutdown(std::chrono::system_clock::now());
   if (transport_) transport_->Stop();
   hub_ptr_ = nullptr;
   if (grpc_server_) grpc_server_->Wait();
+  if (async_puts_) async_puts_->Stop();
   listeners_.clear();
   gateway_.reset();
   grpc_server_.reset();
+  async_puts_.reset();
   peer_listeners_.clear();
   peer_stream_receiver_.reset();
   peer_server_.reset();

@@ -8,7 +8,7 @@ namespace cairn::api {
 KvService::KvService(const ApiContext* ctx)
     : ParsesRequests("etcdserverpb.KV", RequestRecursionLimit(ctx->limits.max_txn_ops)), ctx_(ctx) {
   ParseRequest("Range", &KvService::Range);
-  ParseRequest("Put", &KvService::Put);
+  ServeAsync("Put");
   ParseRequest("DeleteRange", &KvService::DeleteRange);
   // A txn too deep to parse is too deep for etcd's own check, which would
   // refuse it, unless the limit was capped below what --max-txn-ops allows.
@@ -78,16 +78,43 @@ Status CheckReadTxn(const apply::AuthStore& auth, const apply::AuthInfo& who, co
 }
 }  // namespace
 
-grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* context,
-                                         const etcdserverpb::PutRequest* request,
-                                         etcdserverpb::PutResponse* response) {
+void PutCall::Finish(const grpc::Status& s) {
+  if (s.ok()) {
+    writer.Finish(response, s, this);
+  } else {
+    writer.FinishWithError(s, this);
+  }
+}
+
+void KvService::RequestPutCall(PutCall* call, grpc::CompletionQueue* answers,
+                               grpc::ServerCompletionQueue* arrivals) {
+  RequestAsyncUnary(MethodIndex("Put"), &call->context, &call->request, &call->writer, answers, arrivals, call);
+}
+
+void KvService::ServePut(PutCall* call) {
+  // What ParsesRequests does for a callback method, then Put's own checks.
+  if (MissingRequiredLeader(&call->context)) {
+    return call->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcdserver: no leader"));
+  }
+  ParseError error;
+  const auto* request = call->request.Parse<etcdserverpb::PutRequest>(recursion_limit(), &error);
+  if (request == nullptr) return call->Finish(UnmarshalError(error.reason));
+  if (RefusedForLearner(*request)) return call->Finish(NotSupportedForLearner());
   ctx_->metrics->mvcc().put_total->Increment();
-  Status s = apply::CheckPutRequest(*request);
-  if (!s.ok()) return FinishNow(context, s);
+  if (Status s = apply::CheckPutRequest(*request); !s.ok()) return call->Finish(ToGrpc(s));
+  auto who = ctx_->AuthInfoOf(call->context);
+  if (!who.ok()) return call->Finish(ToGrpc(who.status()));
   cairnpb::InternalRequest req;
   *req.mutable_put() = *request;
-  return ProposeUnary(ctx_, context, std::move(req), true, response,
-                      [](const cairnpb::InternalResponse& r) { return r.put(); });
+  req.set_auth_user(who->user);
+  req.set_auth_revision(who->revision);
+  ProposeChecked(*ctx_, std::move(req), true,
+                 [ctx = ctx_, call](const Status& status, const cairnpb::InternalResponse& applied) {
+                   if (!status.ok()) return call->Finish(ToGrpc(status));
+                   call->response = applied.put();
+                   ctx->FillHeader(call->response.mutable_header());
+                   call->Finish(grpc::Status::OK);
+                 });
 }
 
 grpc::ServerUnaryReactor* KvService::DeleteRange(grpc::CallbackServerContext* context,

@@ -191,7 +191,7 @@ class ParsesRequests : public Base {
   // answered "etcdserver: no leader" while `leader_known` says there is none
   // (clientv3.WithRequireLeader). Set in the derived constructor.
   void SetLeaderCheck(std::function<bool()> leader_known) { leader_known_ = std::move(leader_known); }
-  bool MissingRequiredLeader(grpc::CallbackServerContext* context) const {
+  bool MissingRequiredLeader(const grpc::ServerContextBase* context) const {
     if (!leader_known_ || leader_known_()) return false;
     auto range = context->client_metadata().equal_range("hasleader");
     for (auto it = range.first; it != range.second; ++it) {
@@ -214,6 +214,12 @@ class ParsesRequests : public Base {
   bool RefusedForLearner(const google::protobuf::Message& request) const {
     return IsLearner() && !(learner_allowed_ && learner_allowed_(request));
   }
+
+  // Leaves the unary method `name` to gRPC's async API (the generated
+  // WithAsyncMethod_ base marked it so): ParseRemainingRequests skips it, and
+  // whoever serves it parses its ParsedRequest with recursion_limit().
+  void ServeAsync(const char* name) { registered_.push_back(FindUnary(name)); }
+  int recursion_limit() const { return recursion_limit_; }
 
   // The index of method `name`, for registering client streams by hand.
   int MethodIndex(const char* name) const {
