@@ -8,14 +8,14 @@ namespace cairn::api {
 KvService::KvService(const ApiContext* ctx)
     : ParsesRequests("etcdserverpb.KV", RequestRecursionLimit(ctx->limits.max_txn_ops)), ctx_(ctx) {
   ParseRequest("Range", &KvService::Range);
-  ServeAsync("Put");
-  ParseRequest("DeleteRange", &KvService::DeleteRange);
+  put_ = ServeAsync("Put");
+  delete_range_ = ServeAsync("DeleteRange");
   // A txn too deep to parse is too deep for etcd's own check, which would
   // refuse it, unless the limit was capped below what --max-txn-ops allows.
   const int limit = RequestRecursionLimit(ctx->limits.max_txn_ops);
   const bool capped = limit < 2 * ctx->limits.max_txn_ops + 8;
-  ParseRequest("Txn", &KvService::Txn,
-               capped ? std::nullopt : std::optional<grpc::Status>(ToGrpc(errors::TooManyOps())));
+  if (!capped) txn_too_deep_ = ToGrpc(errors::TooManyOps());
+  txn_ = ServeAsync("Txn");
   ParseRequest("Compact", &KvService::Compact);
   SetLeaderCheck([ctx] { return ctx->node->leader_id() != 0; });
   SetLearnerCheck([ctx] { return ctx->IsLearner(); }, [](const google::protobuf::Message& m) {
@@ -23,6 +23,31 @@ KvService::KvService(const ApiContext* ctx)
     return range != nullptr && range->serializable();
   });
   ParseRemainingRequests();
+}
+
+std::vector<std::unique_ptr<AsyncCall>> KvService::AsyncMethods() {
+  std::vector<std::unique_ptr<AsyncCall>> methods;
+  methods.push_back(std::make_unique<Call<etcdserverpb::PutResponse>>(this, put_, &KvService::ServePut));
+  methods.push_back(
+      std::make_unique<Call<etcdserverpb::DeleteRangeResponse>>(this, delete_range_, &KvService::ServeDeleteRange));
+  methods.push_back(std::make_unique<Call<etcdserverpb::TxnResponse>>(this, txn_, &KvService::ServeTxn));
+  return methods;
+}
+
+template <class Response, class Take>
+void KvService::ProposeAndAnswer(Call<Response>* call, cairnpb::InternalRequest req, bool needs_space, Take take) {
+  // Who asks goes with the entry: the apply checks the permissions.
+  auto who = ctx_->AuthInfoOf(call->context);
+  if (!who.ok()) return call->Finish(ToGrpc(who.status()));
+  req.set_auth_user(who->user);
+  req.set_auth_revision(who->revision);
+  ProposeChecked(*ctx_, std::move(req), needs_space,
+                 [ctx = ctx_, call, take](const Status& status, const cairnpb::InternalResponse& applied) {
+                   if (!status.ok()) return call->Finish(ToGrpc(status));
+                   call->response = take(applied);
+                   ctx->FillHeader(call->response.mutable_header());
+                   call->Finish(grpc::Status::OK);
+                 });
 }
 
 grpc::ServerUnaryReactor* KvService::Range(grpc::CallbackServerContext* context,
@@ -78,80 +103,54 @@ Status CheckReadTxn(const apply::AuthStore& auth, const apply::AuthInfo& who, co
 }
 }  // namespace
 
-void PutCall::Finish(const grpc::Status& s) {
-  if (s.ok()) {
-    writer.Finish(response, s, this);
-  } else {
-    writer.FinishWithError(s, this);
-  }
-}
-
-void KvService::RequestPutCall(PutCall* call, grpc::CompletionQueue* answers,
-                               grpc::ServerCompletionQueue* arrivals) {
-  RequestAsyncUnary(MethodIndex("Put"), &call->context, &call->request, &call->writer, answers, arrivals, call);
-}
-
-void KvService::ServePut(PutCall* call) {
-  // What ParsesRequests does for a callback method, then Put's own checks.
-  if (MissingRequiredLeader(&call->context)) {
-    return call->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcdserver: no leader"));
-  }
-  ParseError error;
-  const auto* request = call->request.Parse<etcdserverpb::PutRequest>(recursion_limit(), &error);
-  if (request == nullptr) return call->Finish(UnmarshalError(error.reason));
-  if (RefusedForLearner(*request)) return call->Finish(NotSupportedForLearner());
+void KvService::ServePut(Call<etcdserverpb::PutResponse>* call) {
+  const auto* request = ParseAsync<etcdserverpb::PutRequest>(call);
+  if (request == nullptr) return;
   ctx_->metrics->mvcc().put_total->Increment();
   if (Status s = apply::CheckPutRequest(*request); !s.ok()) return call->Finish(ToGrpc(s));
-  auto who = ctx_->AuthInfoOf(call->context);
-  if (!who.ok()) return call->Finish(ToGrpc(who.status()));
   cairnpb::InternalRequest req;
   *req.mutable_put() = *request;
-  req.set_auth_user(who->user);
-  req.set_auth_revision(who->revision);
-  ProposeChecked(*ctx_, std::move(req), true,
-                 [ctx = ctx_, call](const Status& status, const cairnpb::InternalResponse& applied) {
-                   if (!status.ok()) return call->Finish(ToGrpc(status));
-                   call->response = applied.put();
-                   ctx->FillHeader(call->response.mutable_header());
-                   call->Finish(grpc::Status::OK);
-                 });
+  ProposeAndAnswer(call, std::move(req), true, [](const cairnpb::InternalResponse& r) { return r.put(); });
 }
 
-grpc::ServerUnaryReactor* KvService::DeleteRange(grpc::CallbackServerContext* context,
-                                                 const etcdserverpb::DeleteRangeRequest* request,
-                                                 etcdserverpb::DeleteRangeResponse* response) {
+void KvService::ServeDeleteRange(Call<etcdserverpb::DeleteRangeResponse>* call) {
+  const auto* request = ParseAsync<etcdserverpb::DeleteRangeRequest>(call);
+  if (request == nullptr) return;
   ctx_->metrics->mvcc().delete_total->Increment();
-  Status s = apply::CheckDeleteRequest(*request);
-  if (!s.ok()) return FinishNow(context, s);
+  if (Status s = apply::CheckDeleteRequest(*request); !s.ok()) return call->Finish(ToGrpc(s));
   cairnpb::InternalRequest req;
   *req.mutable_delete_range() = *request;
-  return ProposeUnary(ctx_, context, std::move(req), false, response,
-                      [](const cairnpb::InternalResponse& r) { return r.delete_range(); });
+  ProposeAndAnswer(call, std::move(req), false,
+                   [](const cairnpb::InternalResponse& r) { return r.delete_range(); });
 }
 
-grpc::ServerUnaryReactor* KvService::Txn(grpc::CallbackServerContext* context,
-                                         const etcdserverpb::TxnRequest* request,
-                                         etcdserverpb::TxnResponse* response) {
+void KvService::ServeTxn(Call<etcdserverpb::TxnResponse>* call) {
+  const auto* request = ParseAsync<etcdserverpb::TxnRequest>(call, txn_too_deep_);
+  if (request == nullptr) return;
   ctx_->metrics->mvcc().txn_total->Increment();
-  Status s = apply::CheckTxnRequest(*request, ctx_->limits.max_txn_ops);
-  if (!s.ok()) return FinishNow(context, s);
+  if (Status s = apply::CheckTxnRequest(*request, ctx_->limits.max_txn_ops); !s.ok()) return call->Finish(ToGrpc(s));
   if (apply::IsTxnReadOnly(*request)) {
-    auto who = ctx_->AuthInfoOf(*context);
-    if (!who.ok()) return FinishNow(context, who.status());
-    return ReadAndFinish(ctx_, context, !TxnSerializable(*request), [this, request, response, who = *who] {
+    auto who = ctx_->AuthInfoOf(call->context);
+    if (!who.ok()) return call->Finish(ToGrpc(who.status()));
+    auto read = [this, request, call, who = *who]() -> Status {
       if (Status denied = CheckReadTxn(*ctx_->auth(), who, *request); !denied.ok()) return denied;
       auto view = ctx_->node->kv()->Read();
       auto r = apply::Txn(*view, nullptr, *ctx_->node->lessor(), *request);
       if (!r.ok()) return r.status();
-      *response = std::move(*r);
-      ctx_->FillHeader(response->mutable_header());
+      call->response = std::move(*r);
+      ctx_->FillHeader(call->response.mutable_header());
       return Status::Ok();
-    });
+    };
+    // As ReadAndFinish: a linearizable read waits for this member to
+    // reflect every write acknowledged before it.
+    if (TxnSerializable(*request)) return call->Finish(ToGrpc(read()));
+    ctx_->node->LinearizableRead(
+        [call, read = std::move(read)](const Status& s) mutable { call->Finish(ToGrpc(s.ok() ? read() : s)); });
+    return;
   }
   cairnpb::InternalRequest req;
   *req.mutable_txn() = *request;
-  return ProposeUnary(ctx_, context, std::move(req), true, response,
-                      [](const cairnpb::InternalResponse& r) { return r.txn(); });
+  ProposeAndAnswer(call, std::move(req), true, [](const cairnpb::InternalResponse& r) { return r.txn(); });
 }
 
 grpc::ServerUnaryReactor* KvService::Compact(grpc::CallbackServerContext* context,

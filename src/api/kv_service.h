@@ -5,55 +5,51 @@
 #pragma once
 
 #include "api/api_context.h"
+#include "api/async_unary.h"
 #include "api/parsed_request.h"
 #include "etcdserverpb/rpc.grpc.pb.h"
 
 namespace cairn::api {
 
-// One KV.Put call on gRPC's async API (Put is served so, not on the callback
-// API: see AsyncPuts). Answered once, by Finish, from whatever thread has the
-// answer; gRPC returns it as the tag of its answer's completion.
-struct PutCall {
-  grpc::ServerContext context;
-  ParsedRequest request;
-  etcdserverpb::PutResponse response;
-  grpc::ServerAsyncResponseWriter<etcdserverpb::PutResponse> writer{&context};
-
-  // Answers `response` if `s` is OK, else `s`.
-  void Finish(const grpc::Status& s);
-};
-
-// Every method on the callback API but Put (the constructor registers them;
-// the generated base marks Put async and leaves the rest to be registered).
-using KvServiceBase = etcdserverpb::KV::WithAsyncMethod_Put<etcdserverpb::KV::Service>;
+// Put, DeleteRange and Txn on gRPC's async API (AsyncUnary), the rest on
+// the callback API (the constructor registers them).
+using KvServiceBase = etcdserverpb::KV::WithAsyncMethod_Put<etcdserverpb::KV::WithAsyncMethod_DeleteRange<
+    etcdserverpb::KV::WithAsyncMethod_Txn<etcdserverpb::KV::Service>>>;
 
 class KvService final : public ParsesRequests<KvServiceBase> {
  public:
+  template <class Response>
+  using Call = UnaryCall<KvService, Response>;
+
   explicit KvService(const ApiContext* ctx);
 
-  // Asks gRPC for the next Put: it arrives as tag `call` on `arrivals`, and
-  // its answer's completion comes to `answers`.
-  void RequestPutCall(PutCall* call, grpc::CompletionQueue* answers, grpc::ServerCompletionQueue* arrivals);
-  // Serves a Put that arrived: parses and checks it as the callback methods
-  // are (ParsesRequests), proposes it, and finishes it once applied (from the
-  // apply thread) or refused.
-  void ServePut(PutCall* call);
+  // One call of each async method, for AsyncUnary to ask for more.
+  std::vector<std::unique_ptr<AsyncCall>> AsyncMethods();
+
+  // The async methods: each parses and checks its call as the callback
+  // methods are (ParsesRequests), then answers it once, from whatever thread
+  // has the answer (a write: the apply thread, once applied).
+  void ServePut(Call<etcdserverpb::PutResponse>* call);
+  void ServeDeleteRange(Call<etcdserverpb::DeleteRangeResponse>* call);
+  void ServeTxn(Call<etcdserverpb::TxnResponse>* call);
 
   grpc::ServerUnaryReactor* Range(grpc::CallbackServerContext* context,
                                   const etcdserverpb::RangeRequest* request,
                                   etcdserverpb::RangeResponse* response);
-  grpc::ServerUnaryReactor* DeleteRange(grpc::CallbackServerContext* context,
-                                        const etcdserverpb::DeleteRangeRequest* request,
-                                        etcdserverpb::DeleteRangeResponse* response);
-  grpc::ServerUnaryReactor* Txn(grpc::CallbackServerContext* context,
-                                const etcdserverpb::TxnRequest* request,
-                                etcdserverpb::TxnResponse* response);
   grpc::ServerUnaryReactor* Compact(grpc::CallbackServerContext* context,
                                     const etcdserverpb::CompactionRequest* request,
                                     etcdserverpb::CompactionResponse* response);
 
  private:
+  // Proposes `req` for `call` (with the caller's auth) and answers it with
+  // `take(applied)` and the header once applied, or with the refusal.
+  template <class Response, class Take>
+  void ProposeAndAnswer(Call<Response>* call, cairnpb::InternalRequest req, bool needs_space, Take take);
+
   const ApiContext* ctx_;
+  int put_ = 0, delete_range_ = 0, txn_ = 0;  // the async methods' indexes
+  // What a txn nested too deep to parse is answered (see the constructor).
+  std::optional<grpc::Status> txn_too_deep_;
 };
 
 }  // namespace cairn::api

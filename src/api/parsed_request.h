@@ -217,9 +217,44 @@ class ParsesRequests : public Base {
 
   // Leaves the unary method `name` to gRPC's async API (the generated
   // WithAsyncMethod_ base marked it so): ParseRemainingRequests skips it, and
-  // whoever serves it parses its ParsedRequest with recursion_limit().
-  void ServeAsync(const char* name) { registered_.push_back(FindUnary(name)); }
-  int recursion_limit() const { return recursion_limit_; }
+  // its calls are served with ParseAsync. Returns its index.
+  int ServeAsync(const char* name) {
+    const google::protobuf::MethodDescriptor* m = FindUnary(name);
+    registered_.push_back(m);
+    return m->index();
+  }
+  // For a call of an async method that arrived: what ParseRequest's handler
+  // does before the typed method. Returns the parsed request, or nullptr
+  // after answering the call (`Call` has context, request and Finish).
+  template <class Request, class Call>
+  const Request* ParseAsync(Call* call, std::optional<grpc::Status> too_deep = std::nullopt) const {
+    if (MissingRequiredLeader(&call->context)) {
+      call->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcdserver: no leader"));
+      return nullptr;
+    }
+    ParseError error;
+    const Request* request = call->request.template Parse<Request>(recursion_limit_, &error);
+    if (request == nullptr) {
+      call->Finish(error.too_deep && too_deep ? *too_deep : UnmarshalError(error.reason));
+      return nullptr;
+    }
+    if (RefusedForLearner(*request)) {
+      call->Finish(NotSupportedForLearner());
+      return nullptr;
+    }
+    return request;
+  }
+
+ public:
+  // Asks gRPC for a call of the async unary method `index` (see ServeAsync).
+  template <class Response>
+  void RequestAsyncCall(int index, grpc::ServerContext* context, ParsedRequest* request,
+                        grpc::ServerAsyncResponseWriter<Response>* writer, grpc::CompletionQueue* answers,
+                        grpc::ServerCompletionQueue* arrivals, void* tag) {
+    this->RequestAsyncUnary(index, context, request, writer, answers, arrivals, tag);
+  }
+
+ protected:
 
   // The index of method `name`, for registering client streams by hand.
   int MethodIndex(const char* name) const {
