@@ -12,7 +12,9 @@
 // bytes, and the handler that ParsesRequests registers parses them with the
 // service's recursion limit, answers etcd's error when they do not parse, and
 // otherwise calls the service's typed method as the generated code would. The
-// typed methods (KvService::Put, ...) stay as they are.
+// typed methods (KvService::Range, ...) stay as they are. A method served on
+// gRPC's async API instead (KV's writes, api/async_unary.h) receives the same
+// ParsedRequest and its server calls ParseAsync, which makes the same checks.
 //
 // Every unary method and server stream is registered so, implemented or not,
 // which lets the metrics interceptor know that the received message of a call
