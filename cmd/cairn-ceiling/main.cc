@@ -190,9 +190,9 @@ struct AsyncPut {
 
 // Wraps the callback service so that the generated async Put is the one
 // registered when --put-answer cq, the callback Put otherwise.
-class CallbackPut final : public etcdserverpb::KV::CallbackService {
+class CallbackKv final : public etcdserverpb::KV::CallbackService {
  public:
-  explicit CallbackPut(Kv* kv) : kv_(kv) {}
+  explicit CallbackKv(Kv* kv) : kv_(kv) {}
   grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* ctx, const etcdserverpb::PutRequest* req,
                                 etcdserverpb::PutResponse* resp) override {
     return kv_->Put(ctx, req, resp);
@@ -229,7 +229,7 @@ int Main(int argc, char** argv) {
   Store store;
   WorkQueue work;
   Kv kv(&store, answer, &work);
-  CallbackPut callback_kv(&kv);
+  CallbackKv callback_kv(&kv);
   grpc::ServerBuilder builder;
   if (answer == PutAnswer::kCq) {
     builder.RegisterService(&kv);

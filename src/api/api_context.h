@@ -90,21 +90,24 @@ inline grpc::ServerUnaryReactor* FinishNow(grpc::CallbackServerContext* context,
   return reactor;
 }
 
-// Runs `read` (returns a Status; fills the response) and finishes the call.
-// A linearizable read waits until this member reflects every write
-// acknowledged before it (Node::LinearizableRead); a serializable one reads
-// this member's state at once.
+// Runs `read` (returns a Status; fills the response) and gives its status to
+// `answer`, once. A linearizable read waits until this member reflects every
+// write acknowledged before it (Node::LinearizableRead); a serializable one
+// reads this member's state at once.
+template <typename Read, typename Answer>
+void ReadThenAnswer(const ApiContext* ctx, bool linearizable, Read read, Answer answer) {
+  if (!linearizable) return answer(ToGrpc(read()));
+  ctx->node->LinearizableRead([read = std::move(read), answer](const Status& s) mutable {
+    answer(ToGrpc(s.ok() ? read() : s));
+  });
+}
+
+// ReadThenAnswer for a callback call: finishes its reactor.
 template <typename Read>
 grpc::ServerUnaryReactor* ReadAndFinish(const ApiContext* ctx, grpc::CallbackServerContext* context,
                                         bool linearizable, Read read) {
   auto* reactor = context->DefaultReactor();
-  if (!linearizable) {
-    reactor->Finish(ToGrpc(read()));
-    return reactor;
-  }
-  ctx->node->LinearizableRead([reactor, read = std::move(read)](const Status& s) mutable {
-    reactor->Finish(ToGrpc(s.ok() ? read() : s));
-  });
+  ReadThenAnswer(ctx, linearizable, std::move(read), [reactor](const grpc::Status& s) { reactor->Finish(s); });
   return reactor;
 }
 
@@ -119,25 +122,35 @@ void ProposeAndFinish(const ApiContext& ctx, cairnpb::InternalRequest req, bool 
                       grpc::ServerUnaryReactor* reactor,
                       std::function<Status(const cairnpb::InternalResponse&)> on_applied);
 
-// The unary write RPCs' common shape: propose `req` and, once applied, copy
-// the response `take(applied)` returns into `response`, fill its header and
-// finish. Returns the reactor for the handler to return.
+// The unary write RPCs' common shape: propose `req` with the caller's auth
+// (the apply checks the permissions) and, once applied, copy the response
+// `take(applied)` returns into `response` and fill its header; `answer` gets
+// the call's status once (the refusal, or OK).
+template <typename Response, typename Take, typename Answer>
+void ProposeAndAnswer(const ApiContext* ctx, const grpc::ServerContextBase& context, cairnpb::InternalRequest req,
+                      bool needs_space, Response* response, Take take, Answer answer) {
+  auto who = ctx->AuthInfoOf(context);
+  if (!who.ok()) return answer(ToGrpc(who.status()));
+  req.set_auth_user(who->user);
+  req.set_auth_revision(who->revision);
+  ProposeChecked(*ctx, std::move(req), needs_space,
+                 [ctx, response, take, answer](const Status& status, const cairnpb::InternalResponse& applied) {
+                   if (!status.ok()) return answer(ToGrpc(status));
+                   *response = take(applied);
+                   ctx->FillHeader(response->mutable_header());
+                   answer(grpc::Status::OK);
+                 });
+}
+
+// ProposeAndAnswer for a callback call: finishes its reactor, which it
+// returns for the handler to return.
 template <typename Response, typename Take>
 grpc::ServerUnaryReactor* ProposeUnary(const ApiContext* ctx, grpc::CallbackServerContext* context,
                                        cairnpb::InternalRequest req, bool needs_space,
                                        Response* response, Take take) {
-  // Who asks goes with the entry: the apply checks the permissions.
-  auto who = ctx->AuthInfoOf(*context);
-  if (!who.ok()) return FinishNow(context, who.status());
-  req.set_auth_user(who->user);
-  req.set_auth_revision(who->revision);
   auto* reactor = context->DefaultReactor();
-  ProposeAndFinish(*ctx, std::move(req), needs_space, reactor,
-                   [ctx, response, take](const cairnpb::InternalResponse& applied) {
-                     *response = take(applied);
-                     ctx->FillHeader(response->mutable_header());
-                     return Status::Ok();
-                   });
+  ProposeAndAnswer(ctx, *context, std::move(req), needs_space, response, take,
+                   [reactor](const grpc::Status& s) { reactor->Finish(s); });
   return reactor;
 }
 

@@ -34,21 +34,13 @@ std::vector<std::unique_ptr<AsyncCall>> KvService::AsyncMethods() {
   return methods;
 }
 
-template <class Response, class Take>
-void KvService::ProposeAndAnswer(Call<Response>* call, cairnpb::InternalRequest req, bool needs_space, Take take) {
-  // Who asks goes with the entry: the apply checks the permissions.
-  auto who = ctx_->AuthInfoOf(call->context);
-  if (!who.ok()) return call->Finish(ToGrpc(who.status()));
-  req.set_auth_user(who->user);
-  req.set_auth_revision(who->revision);
-  ProposeChecked(*ctx_, std::move(req), needs_space,
-                 [ctx = ctx_, call, take](const Status& status, const cairnpb::InternalResponse& applied) {
-                   if (!status.ok()) return call->Finish(ToGrpc(status));
-                   call->response = take(applied);
-                   ctx->FillHeader(call->response.mutable_header());
-                   call->Finish(grpc::Status::OK);
-                 });
+namespace {
+// The answer of an async call: its Finish.
+template <class Call>
+auto FinishOf(Call* call) {
+  return [call](const grpc::Status& s) { call->Finish(s); };
 }
+}  // namespace
 
 grpc::ServerUnaryReactor* KvService::Range(grpc::CallbackServerContext* context,
                                            const etcdserverpb::RangeRequest* request,
@@ -110,7 +102,8 @@ void KvService::ServePut(Call<etcdserverpb::PutResponse>* call) {
   if (Status s = apply::CheckPutRequest(*request); !s.ok()) return call->Finish(ToGrpc(s));
   cairnpb::InternalRequest req;
   *req.mutable_put() = *request;
-  ProposeAndAnswer(call, std::move(req), true, [](const cairnpb::InternalResponse& r) { return r.put(); });
+  ProposeAndAnswer(ctx_, call->context, std::move(req), true, &call->response,
+                   [](const cairnpb::InternalResponse& r) { return r.put(); }, FinishOf(call));
 }
 
 void KvService::ServeDeleteRange(Call<etcdserverpb::DeleteRangeResponse>* call) {
@@ -120,8 +113,8 @@ void KvService::ServeDeleteRange(Call<etcdserverpb::DeleteRangeResponse>* call) 
   if (Status s = apply::CheckDeleteRequest(*request); !s.ok()) return call->Finish(ToGrpc(s));
   cairnpb::InternalRequest req;
   *req.mutable_delete_range() = *request;
-  ProposeAndAnswer(call, std::move(req), false,
-                   [](const cairnpb::InternalResponse& r) { return r.delete_range(); });
+  ProposeAndAnswer(ctx_, call->context, std::move(req), false, &call->response,
+                   [](const cairnpb::InternalResponse& r) { return r.delete_range(); }, FinishOf(call));
 }
 
 void KvService::ServeTxn(Call<etcdserverpb::TxnResponse>* call) {
@@ -141,16 +134,12 @@ void KvService::ServeTxn(Call<etcdserverpb::TxnResponse>* call) {
       ctx_->FillHeader(call->response.mutable_header());
       return Status::Ok();
     };
-    // As ReadAndFinish: a linearizable read waits for this member to
-    // reflect every write acknowledged before it.
-    if (TxnSerializable(*request)) return call->Finish(ToGrpc(read()));
-    ctx_->node->LinearizableRead(
-        [call, read = std::move(read)](const Status& s) mutable { call->Finish(ToGrpc(s.ok() ? read() : s)); });
-    return;
+    return ReadThenAnswer(ctx_, !TxnSerializable(*request), std::move(read), FinishOf(call));
   }
   cairnpb::InternalRequest req;
   *req.mutable_txn() = *request;
-  ProposeAndAnswer(call, std::move(req), true, [](const cairnpb::InternalResponse& r) { return r.txn(); });
+  ProposeAndAnswer(ctx_, call->context, std::move(req), true, &call->response,
+                   [](const cairnpb::InternalResponse& r) { return r.txn(); }, FinishOf(call));
 }
 
 grpc::ServerUnaryReactor* KvService::Compact(grpc::CallbackServerContext* context,

@@ -41,11 +41,6 @@ class KvService final : public ParsesRequests<KvServiceBase> {
                                     etcdserverpb::CompactionResponse* response);
 
  private:
-  // Proposes `req` for `call` (with the caller's auth) and answers it with
-  // `take(applied)` and the header once applied, or with the refusal.
-  template <class Response, class Take>
-  void ProposeAndAnswer(Call<Response>* call, cairnpb::InternalRequest req, bool needs_space, Take take);
-
   const ApiContext* ctx_;
   int put_ = 0, delete_range_ = 0, txn_ = 0;  // the async methods' indexes
   // What a txn nested too deep to parse is answered (see the constructor).

@@ -131,27 +131,16 @@ class ParsesRequests : public Base {
     CHECK(m->input_type() == Request::descriptor()) << m->full_name() << " takes another request";
     CHECK(m->output_type() == Response::descriptor()) << m->full_name() << " gives another response";
     Self* self = static_cast<Self*>(this);
-    const int limit = recursion_limit_;
     this->MarkMethodCallback(
         m->index(), new grpc::internal::CallbackUnaryHandler<ParsedRequest, Response>(
-                        [self, method, limit, too_deep](grpc::CallbackServerContext* context,
-                                                        const ParsedRequest* in, Response* response) {
-                          if (self->MissingRequiredLeader(context)) {
-                            auto* reactor = context->DefaultReactor();
-                            reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcdserver: no leader"));
-                            return reactor;
-                          }
-                          ParseError error;
-                          const Request* request = in->Parse<Request>(limit, &error);
+                        [self, method, too_deep](grpc::CallbackServerContext* context, const ParsedRequest* in,
+                                                 Response* response) {
+                          grpc::Status refusal;
+                          const Request* request = self->template CheckAndParse<Request>(*context, *in, too_deep,
+                                                                                         &refusal);
                           if (request == nullptr) {
                             auto* reactor = context->DefaultReactor();
-                            reactor->Finish(error.too_deep && too_deep ? *too_deep
-                                                                       : UnmarshalError(error.reason));
-                            return reactor;
-                          }
-                          if (self->RefusedForLearner(*request)) {
-                            auto* reactor = context->DefaultReactor();
-                            reactor->Finish(NotSupportedForLearner());
+                            reactor->Finish(refusal);
                             return reactor;
                           }
                           return (self->*method)(context, request, response);
@@ -225,23 +214,36 @@ class ParsesRequests : public Base {
     registered_.push_back(m);
     return m->index();
   }
-  // For a call of an async method that arrived: what ParseRequest's handler
-  // does before the typed method. Returns the parsed request, or nullptr
-  // after answering the call (`Call` has context, request and Finish).
+  // For a call of an async method that arrived: CheckAndParse, answering
+  // the call when it refuses. Returns the request, or nullptr once answered
+  // (`Call` has context, request and Finish).
   template <class Request, class Call>
-  const Request* ParseAsync(Call* call, std::optional<grpc::Status> too_deep = std::nullopt) const {
-    if (MissingRequiredLeader(&call->context)) {
-      call->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcdserver: no leader"));
+  const Request* ParseAsync(Call* call, const std::optional<grpc::Status>& too_deep = std::nullopt) const {
+    grpc::Status refusal;
+    const Request* request = CheckAndParse<Request>(call->context, call->request, too_deep, &refusal);
+    if (request == nullptr) call->Finish(refusal);
+    return request;
+  }
+
+  // What every unary call is checked for before its typed method: etcd's
+  // "no leader" for a call that requires one, the unmarshal error (or
+  // `too_deep`, see ParseRequest), the learner rule. Returns the parsed
+  // request, or nullptr with the answer in *refusal.
+  template <class Request>
+  const Request* CheckAndParse(const grpc::ServerContextBase& context, const ParsedRequest& in,
+                               const std::optional<grpc::Status>& too_deep, grpc::Status* refusal) const {
+    if (MissingRequiredLeader(&context)) {
+      *refusal = grpc::Status(grpc::StatusCode::UNAVAILABLE, "etcdserver: no leader");
       return nullptr;
     }
     ParseError error;
-    const Request* request = call->request.template Parse<Request>(recursion_limit_, &error);
+    const Request* request = in.template Parse<Request>(recursion_limit_, &error);
     if (request == nullptr) {
-      call->Finish(error.too_deep && too_deep ? *too_deep : UnmarshalError(error.reason));
+      *refusal = error.too_deep && too_deep ? *too_deep : UnmarshalError(error.reason);
       return nullptr;
     }
     if (RefusedForLearner(*request)) {
-      call->Finish(NotSupportedForLearner());
+      *refusal = NotSupportedForLearner();
       return nullptr;
     }
     return request;
@@ -257,7 +259,6 @@ class ParsesRequests : public Base {
   }
 
  protected:
-
   // The index of method `name`, for registering client streams by hand.
   int MethodIndex(const char* name) const {
     const google::protobuf::MethodDescriptor* m = service_->FindMethodByName(name);
