@@ -69,7 +69,7 @@ WatchHub::WatchHub(const mvcc::KvStore* store, WatchHubOptions options,
 WatchHub::~WatchHub() {
   std::lock_guard<std::mutex> lock(mu_);
   CHECK(streams_ == 0) << streams_ << " watch streams outlive their hub";
-  CHECK(watchers_.empty()) << watchers_.size() << " watchers outlive their hub";
+  CHECK(watchers_ == 0) << watchers_ << " watchers outlive their hub";
 }
 
 std::shared_ptr<WatchStream> WatchHub::NewStream(std::function<void()> on_ready) {
@@ -86,7 +86,7 @@ int64_t WatchHub::published_revision() const {
 
 size_t WatchHub::WatcherCount() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return watchers_.size();
+  return watchers_;
 }
 
 size_t WatchHub::SlowWatcherCount() const {
@@ -163,8 +163,8 @@ void WatchHub::AddWatcher(std::shared_ptr<Watcher> w, int64_t start, ReadyList* 
   if (start == 0) start = published_rev_ + 1;
   if (start < 0) start = 1;
   w->next_rev = start;
-  watchers_[w->hub_id] = w;
-  w->stream->watchers_[w->watch_id] = w.get();
+  watchers_++;
+  w->stream->watchers_[w->watch_id] = w;
   if (w->progress_notify) progress_watchers_[w->hub_id] = w.get();
   if (start > published_rev_) {
     w->state = Watcher::State::kSynced;
@@ -186,7 +186,7 @@ bool WatchHub::CancelWatch(WatchStream* s, int64_t watch_id) {
     if (s->closed_) return false;
     auto it = s->watchers_.find(watch_id);
     if (it == s->watchers_.end()) return false;
-    RemoveWatcher(it->second, &ready);
+    RemoveWatcher(it->second.get(), &ready);
     QueuedResponse canceled = NewResponse(watch_id, published_rev_);
     canceled.canceled = true;
     bool notify = false;
@@ -215,7 +215,7 @@ void WatchHub::CloseStream(WatchStream* s) {
   std::lock_guard<std::mutex> lock(mu_);
   if (s->closed_) return;
   s->closed_ = true;
-  while (!s->watchers_.empty()) RemoveWatcher(s->watchers_.begin()->second, nullptr);
+  while (!s->watchers_.empty()) RemoveWatcher(s->watchers_.begin()->second.get(), nullptr);
   CHECK(s->unsynced_count_ == 0) << "closed stream still counts unsynced watchers";
   CHECK(streams_ > 0) << "stream count underflow";
   streams_--;
@@ -256,14 +256,18 @@ void WatchHub::RemoveWatcher(Watcher* w, ReadyList* ready) {
   }
   w->state = Watcher::State::kRemoved;
   progress_watchers_.erase(w->hub_id);
-  CHECK(s->watchers_.erase(w->watch_id) == 1) << "watch " << w->watch_id << " not in its stream";
   if (was_unsynced) {
     CHECK(s->unsynced_count_ > 0) << "unsynced count underflow";
     if (--s->unsynced_count_ == 0 && s->progress_deferred_ && ready != nullptr) {
       SendStreamProgress(s, ready);
     }
   }
-  watchers_.erase(w->hub_id);  // may destroy *w unless SyncUnsynced holds it
+  CHECK(watchers_ > 0) << "watcher count underflow";
+  watchers_--;
+  // Last: may destroy *w unless SyncUnsynced holds it (hence the copy of
+  // its id: erase must not read a key it has destroyed).
+  const int64_t watch_id = w->watch_id;
+  CHECK(s->watchers_.erase(watch_id) == 1) << "watch " << watch_id << " not in its stream";
 }
 
 void WatchHub::SendCompacted(Watcher* w, int64_t compact_rev, ReadyList* ready) {
@@ -292,9 +296,7 @@ void WatchHub::Restored(int64_t rev) {
   std::lock_guard<std::mutex> lock(mu_);
   if (rev <= published_rev_) return;
   std::vector<Watcher*> synced;
-  for (auto& [id, w] : watchers_) {
-    if (w->state == Watcher::State::kSynced) synced.push_back(w.get());
-  }
+  synced_.ForEach([&](Watcher* w) { synced.push_back(w); });
   for (Watcher* w : synced) MakeUnsynced(w, std::max(w->next_rev, published_rev_ + 1));
   published_rev_ = rev;
 }
@@ -312,9 +314,7 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
       CAIRN_LOG(kWarn) << "watch: revisions " << published_rev_ + 1 << ".." << rev - 1
                        << " were not published; synced watchers catch up from storage";
       std::vector<Watcher*> synced;
-      for (auto& [id, w] : watchers_) {
-        if (w->state == Watcher::State::kSynced) synced.push_back(w.get());
-      }
+      synced_.ForEach([&](Watcher* w) { synced.push_back(w); });
       for (Watcher* w : synced) MakeUnsynced(w, std::max(w->next_rev, published_rev_ + 1));
     }
     published_rev_ = rev;
@@ -431,7 +431,7 @@ size_t WatchHub::SyncUnsynced(size_t max_events) {
         MakeSynced(w, &ready);  // nothing of the history left to read
         work++;
       } else if (w->stream->HasRoomForEvents()) {
-        chosen.push_back(watchers_.at(w->hub_id));
+        chosen.push_back(w->stream->watchers_.at(w->watch_id));
       }
       // else: its consumer is stalled; reading for it now would be wasted.
     }

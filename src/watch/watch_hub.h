@@ -60,6 +60,7 @@
 #include <span>
 #include <vector>
 
+#include "absl/container/btree_map.h"
 #include "common/status.h"
 #include "etcdserverpb/rpc.pb.h"
 #include "mvcc/kv_store.h"
@@ -235,8 +236,9 @@ class WatchStream : public std::enable_shared_from_this<WatchStream> {
 
   WatchHub* const hub_;
 
-  // Guarded by the hub's mu_.
-  std::map<int64_t, Watcher*> watchers_;
+  // Guarded by the hub's mu_. The stream owns its watchers (shared so that
+  // SyncUnsynced may keep one alive while it reads storage unlocked).
+  absl::btree_map<int64_t, std::shared_ptr<Watcher>> watchers_;
   // Publish's scratch: this stream's responses of the revision being
   // published, pushed together (see WatchHub::Publish).
   std::vector<std::pair<Watcher*, EventSelection>> staged_;
@@ -363,10 +365,10 @@ class WatchHub {
   mutable std::mutex mu_;
   int64_t published_rev_;                                   // GUARDED_BY(mu_)
   uint64_t next_hub_id_ = 1;                                // GUARDED_BY(mu_)
-  std::map<uint64_t, std::shared_ptr<Watcher>> watchers_;   // GUARDED_BY(mu_)
+  size_t watchers_ = 0;  // owned by their streams              GUARDED_BY(mu_)
   WatcherIndex synced_;                                     // GUARDED_BY(mu_)
-  std::map<uint64_t, Watcher*> unsynced_;                   // GUARDED_BY(mu_)
-  std::map<uint64_t, Watcher*> progress_watchers_;          // GUARDED_BY(mu_)
+  absl::btree_map<uint64_t, Watcher*> unsynced_;            // GUARDED_BY(mu_)
+  absl::btree_map<uint64_t, Watcher*> progress_watchers_;   // GUARDED_BY(mu_)
   uint64_t sync_cursor_ = 0;  // round robin over unsynced_  GUARDED_BY(mu_)
   // Publish's scratch: (watcher, event index) matches of one revision.
   std::vector<std::pair<Watcher*, uint32_t>> matches_;      // GUARDED_BY(mu_)
