@@ -30,8 +30,8 @@ void AppendMessage(const google::protobuf::MessageLite& m, size_t size, std::str
 }
 }  // namespace
 
-std::shared_ptr<const EventBlock> EventBlock::Encode(const std::vector<mvccpb::Event>& events) {
-  auto block = std::make_shared<EventBlock>();
+EventBlockRef EventBlock::Encode(const std::vector<mvccpb::Event>& events) {
+  boost::intrusive_ptr<EventBlock> block(new EventBlock());
   EventBlock& b = *block;
   b.meta_.reserve(events.size());
   b.offsets_.reserve(events.size() + 1);

@@ -23,15 +23,23 @@
 #include <string_view>
 #include <vector>
 
+#include <boost/smart_ptr/intrusive_ptr.hpp>
+#include <boost/smart_ptr/intrusive_ref_counter.hpp>
+
 #include "mvccpb/kv.pb.h"
 
 namespace cairn::watch {
 
-class EventBlock {
+class EventBlock;
+// A reference to a shared block: one pointer (a shared_ptr is two), since
+// every queued response holds one.
+using EventBlockRef = boost::intrusive_ptr<const EventBlock>;
+
+class EventBlock : public boost::intrusive_ref_counter<EventBlock, boost::thread_safe_counter> {
  public:
   // Encodes `events` (in revision order). The prev_kv form is kept only when
   // some event has a prev_kv; otherwise both forms are the same bytes.
-  static std::shared_ptr<const EventBlock> Encode(const std::vector<mvccpb::Event>& events);
+  static EventBlockRef Encode(const std::vector<mvccpb::Event>& events);
 
   size_t size() const { return meta_.size(); }
   int64_t revision(size_t i) const { return meta_[i].revision; }
@@ -78,7 +86,7 @@ class EventBlock {
 class EventSelection {
  public:
   EventSelection() = default;
-  EventSelection(std::shared_ptr<const EventBlock> block, bool prev_kv)
+  EventSelection(EventBlockRef block, bool prev_kv)
       : block_(std::move(block)), prev_kv_(prev_kv) {}
 
   // Appends event i of the block; i must be greater than the last one added.
@@ -91,11 +99,11 @@ class EventSelection {
   // Wire bytes of the selected events.
   size_t bytes() const { return bytes_; }
   const EventBlock* block() const { return block_.get(); }
-  const std::shared_ptr<const EventBlock>& block_ref() const { return block_; }
+  const EventBlockRef& block_ref() const { return block_; }
   // Whether the selected events are one run of consecutive events.
   bool single_run() const { return more_.empty(); }
   // Gives the block reference away (the selection is then to be dropped).
-  std::shared_ptr<const EventBlock> release_block() { return std::move(block_); }
+  EventBlockRef release_block() { return std::move(block_); }
   bool prev_kv() const { return prev_kv_; }
 
   // Calls fn(begin, end) for each run of events [begin, end) of the block,
@@ -125,7 +133,7 @@ class EventSelection {
     uint32_t begin = 0;
     uint32_t end = 0;
   };
-  std::shared_ptr<const EventBlock> block_;
+  EventBlockRef block_;
   bool prev_kv_ = false;
   Run first_;
   std::vector<Run> more_;
@@ -138,14 +146,16 @@ class EventSelection {
 // watcher's share of a catch-up batch), which lives inline; a watcher whose
 // stream is backed up gets later revisions appended to its queued response
 // (see WatchStream::TryPushEvent) and then holds one run per revision. A run
-// is 32 bytes: under load the apply thread appends one per watcher and
-// revision, so its size is memory traffic.
+// is 16 bytes: under load the apply thread appends one per watcher and
+// revision, so its size is memory traffic; and every queued response holds
+// an EventList (40 bytes), so its size is memory per watcher. Every part of
+// one list has the same prev_kv (they are one watcher's).
 class EventList {
  public:
   void Append(const EventSelection& part) {
     if (part.empty()) return;
     part.ForEachRun(0, part.count(), [&](uint32_t begin, uint32_t end) {
-      AddRun(Run{part.block_ref(), begin, end, part.prev_kv()});
+      AddRun(Run{part.block_ref(), begin, end}, part.prev_kv());
     });
   }
   void Append(EventSelection&& part) {
@@ -157,12 +167,14 @@ class EventList {
     uint32_t begin = 0, end = 0;
     part.ForEachRun(0, part.count(), [&](uint32_t b, uint32_t e) { begin = b, end = e; });
     const bool prev_kv = part.prev_kv();
-    AddRun(Run{part.release_block(), begin, end, prev_kv});
+    AddRun(Run{part.release_block(), begin, end}, prev_kv);
   }
   void Append(EventList&& other) {
     if (other.empty()) return;
-    AddRun(std::move(other.first_));
-    for (Run& r : other.rest_) AddRun(std::move(r));
+    AddRun(std::move(other.first_), other.prev_kv_);
+    if (other.rest_ != nullptr) {
+      for (Run& r : *other.rest_) AddRun(std::move(r), other.prev_kv_);
+    }
     other = EventList();
   }
 
@@ -178,7 +190,7 @@ class EventList {
   template <typename Fn>
   void ForEachWire(size_t skip, size_t take, Fn&& fn) const {
     ForEachRun(skip, take, [&](const Run& r, uint32_t begin, uint32_t end) {
-      fn(r.block->wire(begin, end, r.prev_kv));
+      fn(r.block->wire(begin, end, prev_kv_));
       return true;
     });
   }
@@ -189,7 +201,7 @@ class EventList {
   void ForEachSize(size_t skip, Fn&& fn) const {
     ForEachRun(skip, count_, [&](const Run& r, uint32_t begin, uint32_t end) {
       for (uint32_t i = begin; i < end; i++) {
-        if (!fn(r.block->wire_size(i, r.prev_kv))) return false;
+        if (!fn(r.block->wire_size(i, prev_kv_))) return false;
       }
       return true;
     });
@@ -197,24 +209,25 @@ class EventList {
 
  private:
   struct Run {
-    std::shared_ptr<const EventBlock> block;
+    EventBlockRef block;
     uint32_t begin = 0;
     uint32_t end = 0;
-    bool prev_kv = false;
   };
 
-  void AddRun(Run r) {
+  void AddRun(Run r, bool prev_kv) {
     const size_t n = r.end - r.begin;
     if (n == 0) return;
-    bytes_ += r.block->wire(r.begin, r.end, r.prev_kv).size();
+    bytes_ += r.block->wire(r.begin, r.end, prev_kv).size();
     if (count_ == 0) {
-      count_ = n;
+      count_ = static_cast<uint32_t>(n);
+      prev_kv_ = prev_kv;
       first_ = std::move(r);
       return;
     }
-    count_ += n;
+    count_ += static_cast<uint32_t>(n);
     merged_ = merged_ || r.block != first_.block;
-    rest_.push_back(std::move(r));
+    if (rest_ == nullptr) rest_ = std::make_unique<std::vector<Run>>();
+    rest_->push_back(std::move(r));
   }
 
   // Calls fn(run, begin, end) for the events [skip, skip + take) across the
@@ -236,15 +249,18 @@ class EventList {
       return fn(r, begin, begin + static_cast<uint32_t>(here));
     };
     if (!visit(first_)) return;
-    for (const Run& r : rest_) {
+    if (rest_ == nullptr) return;
+    for (const Run& r : *rest_) {
       if (!visit(r)) return;
     }
   }
 
   Run first_;
-  std::vector<Run> rest_;
-  size_t count_ = 0;
+  std::unique_ptr<std::vector<Run>> rest_;  // allocated for a second run only
   size_t bytes_ = 0;
+  // Events of one response: at most one revision's, or a byte budget's.
+  uint32_t count_ = 0;
+  bool prev_kv_ = false;
   bool merged_ = false;
 };
 

@@ -141,7 +141,7 @@ int64_t WatchHub::CreateWatch(WatchStream* s, const etcdserverpb::WatchCreateReq
     created.created = true;
     if (error != nullptr) {
       created.canceled = true;
-      created.cancel_reason = error;
+      created.set_cancel_reason(error);
       created.watch_id = kInvalidWatchId;
     }
     bool notify = false;
@@ -274,7 +274,7 @@ void WatchHub::SendCompacted(Watcher* w, int64_t compact_rev, ReadyList* ready) 
   // etcd sends this response with header revision 0 (the mvcc response
   // carries no revision) and canceled = compact_revision != 0.
   QueuedResponse r = NewResponse(w->watch_id, 0);
-  r.compact_revision = compact_rev;
+  r.set_compact_revision(compact_rev);
   r.canceled = true;
   bool notify = false;
   WatchStream* s = w->stream;
@@ -333,7 +333,7 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
     }
     if (matches_.empty()) return;
     // Encoded once for every watcher (the point of EventBlock).
-    const std::shared_ptr<const EventBlock> block = EventBlock::Encode(events);
+    const EventBlockRef block = EventBlock::Encode(events);
     if (events.size() > 1) {
       // Group per watcher, in hub id order so that delivery is
       // deterministic, keeping each watcher's events in order.
@@ -353,7 +353,7 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
   ready.Run();
 }
 
-void WatchHub::StageLive(const std::shared_ptr<const EventBlock>& block,
+void WatchHub::StageLive(const EventBlockRef& block,
                          std::span<const std::pair<Watcher*, uint32_t>> matches) {
   Watcher* w = matches.front().first;
   EventSelection selected(block, w->prev_kv);
@@ -456,7 +456,7 @@ size_t WatchHub::CatchUp(const std::vector<std::shared_ptr<Watcher>>& chosen, in
     from = std::min(from, w->next_rev);
     with_prev_kv = with_prev_kv || w->prev_kv;
   }
-  std::shared_ptr<const EventBlock> block;
+  EventBlockRef block;
   int64_t batch_next = from;  // first revision not covered by `block`
   if (from <= target) {
     auto read = txn->Events(from, target, max_events, with_prev_kv, &batch_next);
@@ -494,7 +494,7 @@ size_t WatchHub::CatchUp(const std::vector<std::shared_ptr<Watcher>>& chosen, in
 // response, as many whole revisions as its stream's byte budget allows, and
 // advances next_rev past them. Returns events queued, or 1 when it only
 // advanced.
-size_t WatchHub::DeliverCatchUp(Watcher* w, const std::shared_ptr<const EventBlock>& block,
+size_t WatchHub::DeliverCatchUp(Watcher* w, const EventBlockRef& block,
                                 int64_t batch_next, ReadyList* ready) {
   bool always_one = false;
   const size_t budget = w->stream->EventBytesAvailable(&always_one);

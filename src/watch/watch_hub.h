@@ -106,15 +106,38 @@ struct WatchHubOptions {
 class WatchHub;
 
 // A response waiting in a stream's queue. The header's other fields are
-// filled when it is sent; events are references into a shared EventBlock.
+// filled when it is sent; events are references into shared EventBlocks.
+// 72 bytes (seven to a std::deque block): a stream of many watchers queues
+// one per watcher and revision while its client reads.
 struct QueuedResponse {
   int64_t watch_id = 0;
   int64_t revision = 0;  // the header's revision
+  EventList events;
+
+  int64_t compact_revision() const { return rare ? rare->compact_revision : 0; }
+  const std::string& cancel_reason() const;
+  void set_compact_revision(int64_t rev) { Rare()->compact_revision = rev; }
+  void set_cancel_reason(std::string reason) { Rare()->cancel_reason = std::move(reason); }
+
+  // The fields only a compacted or refused watch's response carries.
+  struct RareFields {
+    int64_t compact_revision = 0;
+    std::string cancel_reason;
+  };
+  std::unique_ptr<RareFields> rare;
+
+  // The stream's own, set when queued.
+  uint32_t next_event = 0;  // fragmentation cursor
   bool created = false;
   bool canceled = false;
-  int64_t compact_revision = 0;
-  std::string cancel_reason;
-  EventList events;
+  bool is_event = false;    // counts against the event budget (else control)
+  bool fragment = false;    // may be split by Next()
+
+ private:
+  RareFields* Rare() {
+    if (rare == nullptr) rare = std::make_unique<RareFields>();
+    return rare.get();
+  }
 };
 
 // The watches of one client stream and their ordered output queue.
@@ -189,13 +212,7 @@ class WatchStream : public std::enable_shared_from_this<WatchStream> {
  private:
   friend class WatchHub;
 
-  struct Pending {
-    QueuedResponse response;
-    size_t bytes = 0;
-    bool is_event = false;   // counts against the event budget (else control)
-    bool fragment = false;   // may be split by Next()
-    size_t next_event = 0;   // fragmentation cursor
-  };
+  using Pending = QueuedResponse;
 
   WatchStream(WatchHub* hub, std::function<void()> on_ready);
 
@@ -345,7 +362,7 @@ class WatchHub {
   void SendStreamProgress(WatchStream* s, ReadyList* ready);
   // `matches`: one watcher's (watcher, event index) matches, in order.
   // Stages its events on its stream (WatchStream::staged_).
-  void StageLive(const std::shared_ptr<const EventBlock>& block,
+  void StageLive(const EventBlockRef& block,
                  std::span<const std::pair<Watcher*, uint32_t>> matches);
   // Pushes the staged responses of every stream in staged_streams_, one
   // queue lock per stream; a watcher whose stream is full becomes unsynced.
@@ -353,7 +370,7 @@ class WatchHub {
   // Steps 2 and 3 of the sync protocol; REQUIRES: sync_mu_ held, mu_ not held.
   size_t CatchUp(const std::vector<std::shared_ptr<Watcher>>& chosen, int64_t target,
                  size_t max_events, ReadyList* ready);
-  size_t DeliverCatchUp(Watcher* w, const std::shared_ptr<const EventBlock>& block,
+  size_t DeliverCatchUp(Watcher* w, const EventBlockRef& block,
                         int64_t batch_next, ReadyList* ready);
   static QueuedResponse NewResponse(int64_t watch_id, int64_t header_rev);
 

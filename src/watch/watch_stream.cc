@@ -18,6 +18,16 @@ constexpr size_t kMaxHeaderBytes = 48;
 constexpr size_t kResponseBytes = 64;
 }  // namespace
 
+const std::string& QueuedResponse::cancel_reason() const {
+  static const std::string kNone;
+  return rare ? rare->cancel_reason : kNone;
+}
+
+namespace {
+// Bytes of an event response against the stream's budget.
+size_t BudgetBytes(const QueuedResponse& r) { return kResponseBytes + r.events.bytes(); }
+}  // namespace
+
 WatchStream::WatchStream(WatchHub* hub, std::function<void()> on_ready)
     : hub_(hub), on_ready_(std::move(on_ready)) {}
 
@@ -79,11 +89,11 @@ bool WatchStream::NextEncoded(std::string* out, NextInfo* info) {
     return false;
   }
   Pending& p = queue_.front();
-  const QueuedResponse& r = p.response;
+  const QueuedResponse& r = p;
   const size_t total = r.events.count();
   const bool needs_fragments =
       p.next_event > 0 || (p.fragment && total >= 2 &&
-                           p.bytes + kMaxHeaderBytes >= hub_->options_.max_request_bytes);
+                           BudgetBytes(p) + kMaxHeaderBytes >= hub_->options_.max_request_bytes);
   size_t take = total - p.next_event;
   if (needs_fragments) take = FragmentEvents(p);
   const bool more_fragments = p.next_event + take < total;
@@ -95,7 +105,7 @@ bool WatchStream::NextEncoded(std::string* out, NextInfo* info) {
   wire::AppendVarintField(&h, 2, header.member_id());
   wire::AppendVarintField(&h, 3, static_cast<uint64_t>(r.revision));
   wire::AppendVarintField(&h, 4, header.raft_term());
-  out->reserve(h.size() + 48 + r.cancel_reason.size() +
+  out->reserve(h.size() + 48 + r.cancel_reason().size() +
                (take == total ? r.events.bytes() : 0));
   out->push_back(static_cast<char>((1 << 3) | 2));
   wire::AppendVarint(out, h.size());
@@ -103,16 +113,16 @@ bool WatchStream::NextEncoded(std::string* out, NextInfo* info) {
   wire::AppendVarintField(out, 2, static_cast<uint64_t>(r.watch_id));
   wire::AppendVarintField(out, 3, r.created ? 1 : 0);
   wire::AppendVarintField(out, 4, r.canceled ? 1 : 0);
-  wire::AppendVarintField(out, 5, static_cast<uint64_t>(r.compact_revision));
-  wire::AppendBytesField(out, 6, r.cancel_reason);
+  wire::AppendVarintField(out, 5, static_cast<uint64_t>(r.compact_revision()));
+  wire::AppendBytesField(out, 6, r.cancel_reason());
   wire::AppendVarintField(out, 7, more_fragments ? 1 : 0);
   r.events.ForEachWire(p.next_event, take, [&](std::string_view bytes) { out->append(bytes); });
   if (info != nullptr) info->merged = r.events.merged();
-  p.next_event += take;
+  p.next_event += static_cast<uint32_t>(take);
   if (!more_fragments) {
     if (p.is_event) {
       event_responses_--;
-      event_bytes_ -= p.bytes;
+      event_bytes_ -= BudgetBytes(p);
     } else {
       control_responses_--;
     }
@@ -128,8 +138,8 @@ bool WatchStream::NextEncoded(std::string* out, NextInfo* info) {
 // each fragment carries at least one event.
 size_t WatchStream::FragmentEvents(const Pending& p) const {
   const size_t limit = hub_->options_.max_request_bytes;
-  const QueuedResponse& r = p.response;
-  size_t size = kMaxHeaderBytes + 48 + r.cancel_reason.size();
+  const QueuedResponse& r = p;
+  size_t size = kMaxHeaderBytes + 48 + r.cancel_reason().size();
   size_t take = 0;
   r.events.ForEachSize(p.next_event, [&](size_t add) {
     if (take >= 1 && size + add >= limit) return false;
@@ -153,9 +163,8 @@ WatchStream::Pending* WatchStream::MergeTargetLocked(const uint64_t* merge_seq, 
     return nullptr;
   }
   Pending& prev = queue_[*merge_seq - popped_];
-  if (prev.is_event && prev.next_event == 0 && prev.response.watch_id == watch_id &&
-      !prev.response.events.empty() &&
-      prev.bytes + add <= hub_->options_.max_merged_response_bytes) {
+  if (prev.is_event && prev.next_event == 0 && prev.watch_id == watch_id && !prev.events.empty() &&
+      BudgetBytes(prev) + add <= hub_->options_.max_merged_response_bytes) {
     return &prev;
   }
   return nullptr;
@@ -164,9 +173,8 @@ WatchStream::Pending* WatchStream::MergeTargetLocked(const uint64_t* merge_seq, 
 template <typename Events>
 bool WatchStream::MergeLocked(Pending* prev, Events&& events, int64_t revision, size_t add) {
   if (event_bytes_ + add > hub_->options_.max_pending_bytes) return false;
-  prev->response.events.Append(std::forward<Events>(events));
-  prev->response.revision = revision;
-  prev->bytes += add;
+  prev->events.Append(std::forward<Events>(events));
+  prev->revision = revision;
   event_bytes_ += add;
   return true;  // the reader was already told about `prev`
 }
@@ -186,14 +194,11 @@ bool WatchStream::TryPushEventLocked(QueuedResponse response, bool fragment, uin
       (event_responses_ >= o.max_pending_responses || event_bytes_ + bytes > o.max_pending_bytes)) {
     return false;
   }
-  Pending p;
-  p.response = std::move(response);
-  p.bytes = bytes;
-  p.is_event = true;
-  p.fragment = fragment;
-  if (p.response.events.empty()) merge_floor_ = pushed_ + 1;  // a progress response
+  if (response.events.empty()) merge_floor_ = pushed_ + 1;  // a progress response
   if (merge_seq != nullptr) *merge_seq = pushed_;
-  queue_.push_back(std::move(p));
+  queue_.push_back(std::move(response));
+  queue_.back().is_event = true;
+  queue_.back().fragment = fragment;
   pushed_++;
   event_responses_++;
   event_bytes_ += bytes;
@@ -220,10 +225,7 @@ bool WatchStream::TryPushLiveLocked(Watcher* w, int64_t revision, EventSelection
 void WatchStream::PushControl(QueuedResponse response, bool* notify) {
   std::lock_guard<std::mutex> lock(queue_mu_);
   if (queue_closed_) return;
-  Pending p;
-  p.bytes = kResponseBytes + response.cancel_reason.size();
-  p.response = std::move(response);
-  queue_.push_back(std::move(p));
+  queue_.push_back(std::move(response));
   pushed_++;
   merge_floor_ = pushed_;
   control_responses_++;
