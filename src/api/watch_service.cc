@@ -179,8 +179,17 @@ class WatchReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc
     // With more responses of this burst queued, let gRPC coalesce them into
     // fewer frames and syscalls; the last write of a burst goes without the
     // hint and flushes.
+    //
+    // At most kMaxBufferedWrites go buffered in a row: gRPC keeps the slices
+    // of buffered messages in an array per HTTP/2 stream that grows to the
+    // longest run and never shrinks, and a stream of 100 watchers would
+    // otherwise keep room for 100 responses' slices (~10 KiB) forever.
     grpc::WriteOptions options;
-    if (burst_left_ > 0) options.set_buffer_hint();
+    if (burst_left_ > 0 && ++buffered_ < kMaxBufferedWrites) {
+      options.set_buffer_hint();
+    } else {
+      buffered_ = 0;
+    }
     StartWrite(&response_, options);
   }
 
@@ -208,6 +217,8 @@ class WatchReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc
   bool burst_merged_ = false;  // GUARDED_BY(mu_): a response of the last burst merged revisions
   std::chrono::steady_clock::time_point next_burst_;  // GUARDED_BY(mu_)
   bool tick_ = false;          // GUARDED_BY(mu_): in OnTick
+  static constexpr size_t kMaxBufferedWrites = 16;
+  size_t buffered_ = 0;        // GUARDED_BY(mu_): buffered writes since the last flush
   std::atomic<bool> paced_{false};  // a burst waits for the next tick
   grpc::Status finish_status_ = WatchCanceled();  // GUARDED_BY(mu_)
 };
