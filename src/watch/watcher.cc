@@ -19,42 +19,42 @@ Watcher::Watcher(uint64_t hub_id, int64_t watch_id, WatchStream* stream, std::st
     : hub_id(hub_id),
       watch_id(watch_id),
       stream(stream),
-      key(std::move(key)),
-      end(std::move(end)),
+      key_end_(key + end),
+      key_size_(static_cast<uint32_t>(key.size())),
       from_key(from_key),
       no_put(HasFilter(request, etcdserverpb::WatchCreateRequest::NOPUT)),
       no_delete(HasFilter(request, etcdserverpb::WatchCreateRequest::NODELETE)),
       prev_kv(request.prev_kv()),
       progress_notify(request.progress_notify()),
       fragment(request.fragment()) {
-  CHECK(!(from_key && !this->end.empty())) << "from-key watcher with range end";
+  CHECK(!(from_key && !end.empty())) << "from-key watcher with range end";
 }
 
 bool Watcher::Contains(std::string_view k) const {
-  if (from_key) return k >= key;
-  if (end.empty()) return k == key;
-  return k >= key && k < end;
+  if (from_key) return k >= key();
+  if (end().empty()) return k == key();
+  return k >= key() && k < end();
 }
 
 void WatcherIndex::Add(Watcher* w) {
   bool inserted = false;
-  if (!w->from_key && w->end.empty()) {
-    inserted = keys_[w->key].insert(w).second;
+  if (!w->from_key && w->end().empty()) {
+    inserted = keys_[std::string(w->key())].insert(w).second;
   } else {
-    inserted = ranges_[{w->key, w->end}].insert(w).second;
+    inserted = ranges_[{std::string(w->key()), std::string(w->end())}].insert(w).second;
   }
   CHECK(inserted) << "watcher " << w->hub_id << " added twice";
   size_++;
 }
 
 void WatcherIndex::Remove(Watcher* w) {
-  if (!w->from_key && w->end.empty()) {
-    auto it = keys_.find(w->key);
+  if (!w->from_key && w->end().empty()) {
+    auto it = keys_.find(std::string(w->key()));
     CHECK(it != keys_.end()) << "watcher " << w->hub_id << " not indexed";
     CHECK(it->second.erase(w) == 1) << "watcher " << w->hub_id << " not indexed";
     if (it->second.empty()) keys_.erase(it);
   } else {
-    auto it = ranges_.find({w->key, w->end});
+    auto it = ranges_.find({std::string(w->key()), std::string(w->end())});
     CHECK(it != ranges_.end()) << "watcher " << w->hub_id << " not indexed";
     CHECK(it->second.erase(w) == 1) << "watcher " << w->hub_id << " not indexed";
     if (it->second.empty()) ranges_.erase(it);
