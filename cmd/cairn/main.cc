@@ -29,10 +29,17 @@
 // not leave its memory with the server, and an idle server gives back what a
 // busy period used (measured 2026-12-06: 300,000 puts left 193 MiB resident
 // as with glibc's malloc; jemalloc's default 10 s decay left 224 MiB).
+// One arena per CPU rather than jemalloc's four per CPU, and a 250 ms decay:
+// watch fan-out frees and reallocates one response per watcher and revision,
+// and with eight arenas on two cores their pages stayed resident (100,000
+// watchers on 1,000 streams, 1 put/s, 2026-12-07: RSS held per watcher 606 B
+// with the old setting, 515 B with this one; puts with 64 clients and watch
+// CPU per event unchanged within the noise of 3 rounds each).
 // MALLOC_CONF in the environment still overrides it.
 extern "C" {
 // NOLINTNEXTLINE: the name is jemalloc's.
-const char* malloc_conf = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0";
+const char* malloc_conf =
+    "background_thread:true,percpu_arena:percpu,dirty_decay_ms:250,muzzy_decay_ms:0";
 }
 
 namespace {
