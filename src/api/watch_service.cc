@@ -217,7 +217,7 @@ class WatchReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc
   bool burst_merged_ = false;  // GUARDED_BY(mu_): a response of the last burst merged revisions
   std::chrono::steady_clock::time_point next_burst_;  // GUARDED_BY(mu_)
   bool tick_ = false;          // GUARDED_BY(mu_): in OnTick
-  static constexpr size_t kMaxBufferedWrites = 16;
+  static constexpr size_t kMaxBufferedWrites = 8;
   size_t buffered_ = 0;        // GUARDED_BY(mu_): buffered writes since the last flush
   std::atomic<bool> paced_{false};  // a burst waits for the next tick
   grpc::Status finish_status_ = WatchCanceled();  // GUARDED_BY(mu_)
