@@ -123,6 +123,16 @@ class WatchHubTest : public ::testing::Test {
   std::vector<std::shared_ptr<WatchStream>> streams_;
 };
 
+// 100,000 watchers are 100,000 watchers and, while their clients read, as
+// many queued responses: their sizes are the memory per watcher that make
+// bench measures (docs/benchmarks.md, "RSS per watcher"). With libstdc++ on
+// x86-64; a growth past these needs a measurement, not a new number here.
+TEST(WatchMemoryTest, WatcherAndQueuedResponseStayCompact) {
+  EXPECT_LE(sizeof(Watcher), 80u);  // 96 with make_shared's control block
+  EXPECT_LE(sizeof(QueuedResponse), 72u);  // seven to a 512-byte deque block
+  EXPECT_LE(sizeof(EventList), 40u);
+}
+
 TEST_F(WatchHubTest, LiveDeliveryOfOneKey) {
   WatchStream* s = NewStream();
   const int64_t before = store_->CurrentRevision();
