@@ -126,13 +126,13 @@ int64_t WatchHub::CreateWatch(WatchStream* s, const etcdserverpb::WatchCreateReq
     } else if (!end.empty() && key >= end) {
       error = kErrEmptyWatcherRange;
     } else if (request.watch_id() != 0) {  // 0 is clientv3.AutoWatchID
-      if (s->watchers_.count(request.watch_id()) != 0) {
+      if (s->watchers_.Contains(request.watch_id())) {
         error = kErrWatcherDuplicateId;
       } else {
         id = request.watch_id();
       }
     } else {
-      while (s->watchers_.count(s->next_watch_id_) != 0) s->next_watch_id_++;
+      while (s->watchers_.Contains(s->next_watch_id_)) s->next_watch_id_++;
       id = s->next_watch_id_++;
     }
     // The created response goes first, whatever follows for the watch. Its
@@ -148,8 +148,8 @@ int64_t WatchHub::CreateWatch(WatchStream* s, const etcdserverpb::WatchCreateReq
     s->PushControl(std::move(created), &notify);
     if (notify) ready.Add(s);
     if (error == nullptr) {
-      AddWatcher(std::make_shared<Watcher>(next_hub_id_++, id, s, std::move(key), std::move(end),
-                                           from_key, request),
+      AddWatcher(WatcherRef(new Watcher(next_hub_id_++, id, s, std::move(key), std::move(end),
+                                        from_key, request)),
                  request.start_revision(), &ready);
     }
   }
@@ -157,14 +157,14 @@ int64_t WatchHub::CreateWatch(WatchStream* s, const etcdserverpb::WatchCreateReq
   return id;
 }
 
-void WatchHub::AddWatcher(std::shared_ptr<Watcher> w, int64_t start, ReadyList* ready) {
+void WatchHub::AddWatcher(WatcherRef w, int64_t start, ReadyList* ready) {
   // v3rpc turns 0 into "the revision after the current one"; a negative
   // start means "from the beginning of the history".
   if (start == 0) start = published_rev_ + 1;
   if (start < 0) start = 1;
   w->next_rev = start;
   watchers_++;
-  w->stream->watchers_[w->watch_id] = w;
+  w->stream->watchers_.Insert(w);
   if (w->progress_notify) progress_watchers_[w->hub_id] = w.get();
   if (start > published_rev_) {
     w->state = Watcher::State::kSynced;
@@ -184,9 +184,9 @@ bool WatchHub::CancelWatch(WatchStream* s, int64_t watch_id) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (s->closed_) return false;
-    auto it = s->watchers_.find(watch_id);
-    if (it == s->watchers_.end()) return false;
-    RemoveWatcher(it->second.get(), &ready);
+    Watcher* w = s->watchers_.Find(watch_id);
+    if (w == nullptr) return false;
+    RemoveWatcher(w, &ready);
     QueuedResponse canceled = NewResponse(watch_id, published_rev_);
     canceled.canceled = true;
     bool notify = false;
@@ -215,7 +215,7 @@ void WatchHub::CloseStream(WatchStream* s) {
   std::lock_guard<std::mutex> lock(mu_);
   if (s->closed_) return;
   s->closed_ = true;
-  while (!s->watchers_.empty()) RemoveWatcher(s->watchers_.begin()->second.get(), nullptr);
+  while (!s->watchers_.empty()) RemoveWatcher(s->watchers_.back(), nullptr);
   CHECK(s->unsynced_count_ == 0) << "closed stream still counts unsynced watchers";
   CHECK(streams_ > 0) << "stream count underflow";
   streams_--;
@@ -267,7 +267,7 @@ void WatchHub::RemoveWatcher(Watcher* w, ReadyList* ready) {
   // Last: may destroy *w unless SyncUnsynced holds it (hence the copy of
   // its id: erase must not read a key it has destroyed).
   const int64_t watch_id = w->watch_id;
-  CHECK(s->watchers_.erase(watch_id) == 1) << "watch " << watch_id << " not in its stream";
+  CHECK(s->watchers_.Erase(watch_id) != nullptr) << "watch " << watch_id << " not in its stream";
 }
 
 void WatchHub::SendCompacted(Watcher* w, int64_t compact_rev, ReadyList* ready) {
@@ -405,7 +405,7 @@ size_t WatchHub::SyncUnsynced(size_t max_events) {
   std::lock_guard<std::mutex> sync_lock(sync_mu_);
   ReadyList ready;
   size_t work = 0;
-  std::vector<std::shared_ptr<Watcher>> chosen;
+  std::vector<WatcherRef> chosen;
   int64_t target = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -431,7 +431,7 @@ size_t WatchHub::SyncUnsynced(size_t max_events) {
         MakeSynced(w, &ready);  // nothing of the history left to read
         work++;
       } else if (w->stream->HasRoomForEvents()) {
-        chosen.push_back(w->stream->watchers_.at(w->watch_id));
+        chosen.push_back(w->stream->watchers_.Ref(w));
       }
       // else: its consumer is stalled; reading for it now would be wasted.
     }
@@ -441,7 +441,7 @@ size_t WatchHub::SyncUnsynced(size_t max_events) {
   return work;
 }
 
-size_t WatchHub::CatchUp(const std::vector<std::shared_ptr<Watcher>>& chosen, int64_t target,
+size_t WatchHub::CatchUp(const std::vector<WatcherRef>& chosen, int64_t target,
                          size_t max_events, ReadyList* ready) {
   // Step 2 of the sync protocol: no hub lock held. The watchers' next_rev
   // cannot change meanwhile: only SyncUnsynced moves unsynced watchers and

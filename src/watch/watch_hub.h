@@ -255,7 +255,7 @@ class WatchStream : public std::enable_shared_from_this<WatchStream> {
 
   // Guarded by the hub's mu_. The stream owns its watchers (shared so that
   // SyncUnsynced may keep one alive while it reads storage unlocked).
-  absl::btree_map<int64_t, std::shared_ptr<Watcher>> watchers_;
+  WatcherList watchers_;
   // Publish's scratch: this stream's responses of the revision being
   // published, pushed together (see WatchHub::Publish).
   std::vector<std::pair<Watcher*, EventSelection>> staged_;
@@ -354,7 +354,7 @@ class WatchHub {
   void CloseStream(WatchStream* s);
 
   // REQUIRES: mu_ held.
-  void AddWatcher(std::shared_ptr<Watcher> w, int64_t start, ReadyList* ready);
+  void AddWatcher(WatcherRef w, int64_t start, ReadyList* ready);
   void MakeUnsynced(Watcher* w, int64_t next_rev);
   void MakeSynced(Watcher* w, ReadyList* ready);
   void RemoveWatcher(Watcher* w, ReadyList* ready);
@@ -368,7 +368,7 @@ class WatchHub {
   // queue lock per stream; a watcher whose stream is full becomes unsynced.
   void PushStaged(int64_t rev, ReadyList* ready);
   // Steps 2 and 3 of the sync protocol; REQUIRES: sync_mu_ held, mu_ not held.
-  size_t CatchUp(const std::vector<std::shared_ptr<Watcher>>& chosen, int64_t target,
+  size_t CatchUp(const std::vector<WatcherRef>& chosen, int64_t target,
                  size_t max_events, ReadyList* ready);
   size_t DeliverCatchUp(Watcher* w, const EventBlockRef& block,
                         int64_t batch_next, ReadyList* ready);
