@@ -212,8 +212,6 @@ class WatchStream : public std::enable_shared_from_this<WatchStream> {
  private:
   friend class WatchHub;
 
-  using Pending = QueuedResponse;
-
   WatchStream(WatchHub* hub, std::function<void()> on_ready);
 
   // Queue side; REQUIRES: hub mu_ held (lock order: hub mu_, then queue_mu_).
@@ -238,9 +236,9 @@ class WatchStream : public std::enable_shared_from_this<WatchStream> {
   bool TryPushLiveLocked(Watcher* w, int64_t revision, EventSelection&& selected, bool* notify);
   // The queued response of `watch_id` that `add` more bytes of events may be
   // merged into (see TryPushEvent), or null. REQUIRES: queue_mu_ held.
-  Pending* MergeTargetLocked(const uint64_t* merge_seq, int64_t watch_id, size_t add);
+  QueuedResponse* MergeTargetLocked(const uint64_t* merge_seq, int64_t watch_id, size_t add);
   template <typename Events>
-  bool MergeLocked(Pending* prev, Events&& events, int64_t revision, size_t add);
+  bool MergeLocked(QueuedResponse* prev, Events&& events, int64_t revision, size_t add);
   void PushControl(QueuedResponse response, bool* notify);
   bool HasRoomForEvents() const;
   // Bytes an event response may take now. *empty tells whether no event
@@ -249,11 +247,11 @@ class WatchStream : public std::enable_shared_from_this<WatchStream> {
   void CloseQueue();
   void NotifyReady();
   // The events of `p` the next fragment carries (from p->next_event on).
-  size_t FragmentEvents(const Pending& p) const;
+  size_t FragmentEvents(const QueuedResponse& p) const;
 
   WatchHub* const hub_;
 
-  // Guarded by the hub's mu_. The stream owns its watchers (shared so that
+  // Guarded by the hub's mu_. The stream owns its watchers (counted so that
   // SyncUnsynced may keep one alive while it reads storage unlocked).
   WatcherList watchers_;
   // Publish's scratch: this stream's responses of the revision being
@@ -265,7 +263,7 @@ class WatchStream : public std::enable_shared_from_this<WatchStream> {
   bool closed_ = false;
 
   mutable std::mutex queue_mu_;
-  std::deque<Pending> queue_;         // GUARDED_BY(queue_mu_)
+  std::deque<QueuedResponse> queue_;         // GUARDED_BY(queue_mu_)
   // Sequence numbers: queue_[i] was pushed as number popped_ + i.
   uint64_t pushed_ = 0;               // GUARDED_BY(queue_mu_)
   uint64_t popped_ = 0;               // GUARDED_BY(queue_mu_)

@@ -88,9 +88,8 @@ bool WatchStream::NextEncoded(std::string* out, NextInfo* info) {
     want_notify_ = !queue_closed_;
     return false;
   }
-  Pending& p = queue_.front();
-  const QueuedResponse& r = p;
-  const size_t total = r.events.count();
+  QueuedResponse& p = queue_.front();
+  const size_t total = p.events.count();
   const bool needs_fragments =
       p.next_event > 0 || (p.fragment && total >= 2 &&
                            BudgetBytes(p) + kMaxHeaderBytes >= hub_->options_.max_request_bytes);
@@ -103,21 +102,21 @@ bool WatchStream::NextEncoded(std::string* out, NextInfo* info) {
   std::string h;
   wire::AppendVarintField(&h, 1, header.cluster_id());
   wire::AppendVarintField(&h, 2, header.member_id());
-  wire::AppendVarintField(&h, 3, static_cast<uint64_t>(r.revision));
+  wire::AppendVarintField(&h, 3, static_cast<uint64_t>(p.revision));
   wire::AppendVarintField(&h, 4, header.raft_term());
-  out->reserve(h.size() + 48 + r.cancel_reason().size() +
-               (take == total ? r.events.bytes() : 0));
+  out->reserve(h.size() + 48 + p.cancel_reason().size() +
+               (take == total ? p.events.bytes() : 0));
   out->push_back(static_cast<char>((1 << 3) | 2));
   wire::AppendVarint(out, h.size());
   out->append(h);
-  wire::AppendVarintField(out, 2, static_cast<uint64_t>(r.watch_id));
-  wire::AppendVarintField(out, 3, r.created ? 1 : 0);
-  wire::AppendVarintField(out, 4, r.canceled ? 1 : 0);
-  wire::AppendVarintField(out, 5, static_cast<uint64_t>(r.compact_revision()));
-  wire::AppendBytesField(out, 6, r.cancel_reason());
+  wire::AppendVarintField(out, 2, static_cast<uint64_t>(p.watch_id));
+  wire::AppendVarintField(out, 3, p.created ? 1 : 0);
+  wire::AppendVarintField(out, 4, p.canceled ? 1 : 0);
+  wire::AppendVarintField(out, 5, static_cast<uint64_t>(p.compact_revision()));
+  wire::AppendBytesField(out, 6, p.cancel_reason());
   wire::AppendVarintField(out, 7, more_fragments ? 1 : 0);
-  r.events.ForEachWire(p.next_event, take, [&](std::string_view bytes) { out->append(bytes); });
-  if (info != nullptr) info->merged = r.events.merged();
+  p.events.ForEachWire(p.next_event, take, [&](std::string_view bytes) { out->append(bytes); });
+  if (info != nullptr) info->merged = p.events.merged();
   p.next_event += static_cast<uint32_t>(take);
   if (!more_fragments) {
     if (p.is_event) {
@@ -136,12 +135,11 @@ bool WatchStream::NextEncoded(std::string* out, NextInfo* info) {
 // As etcd's sendFragments: every fragment but the last has fragment=true;
 // events are added while the fragment stays below max_request_bytes, but
 // each fragment carries at least one event.
-size_t WatchStream::FragmentEvents(const Pending& p) const {
+size_t WatchStream::FragmentEvents(const QueuedResponse& p) const {
   const size_t limit = hub_->options_.max_request_bytes;
-  const QueuedResponse& r = p;
-  size_t size = kMaxHeaderBytes + 48 + r.cancel_reason().size();
+  size_t size = kMaxHeaderBytes + 48 + p.cancel_reason().size();
   size_t take = 0;
-  r.events.ForEachSize(p.next_event, [&](size_t add) {
+  p.events.ForEachSize(p.next_event, [&](size_t add) {
     if (take >= 1 && size + add >= limit) return false;
     size += add;
     take++;
@@ -156,13 +154,13 @@ bool WatchStream::TryPushEvent(QueuedResponse response, bool fragment, uint64_t*
   return TryPushEventLocked(std::move(response), fragment, merge_seq, notify);
 }
 
-WatchStream::Pending* WatchStream::MergeTargetLocked(const uint64_t* merge_seq, int64_t watch_id,
+QueuedResponse* WatchStream::MergeTargetLocked(const uint64_t* merge_seq, int64_t watch_id,
                                                      size_t add) {
   if (merge_seq == nullptr || *merge_seq == Watcher::kNoSeq || *merge_seq < popped_ ||
       *merge_seq < merge_floor_) {
     return nullptr;
   }
-  Pending& prev = queue_[*merge_seq - popped_];
+  QueuedResponse& prev = queue_[*merge_seq - popped_];
   if (prev.is_event && prev.next_event == 0 && prev.watch_id == watch_id && !prev.events.empty() &&
       BudgetBytes(prev) + add <= hub_->options_.max_merged_response_bytes) {
     return &prev;
@@ -171,7 +169,7 @@ WatchStream::Pending* WatchStream::MergeTargetLocked(const uint64_t* merge_seq, 
 }
 
 template <typename Events>
-bool WatchStream::MergeLocked(Pending* prev, Events&& events, int64_t revision, size_t add) {
+bool WatchStream::MergeLocked(QueuedResponse* prev, Events&& events, int64_t revision, size_t add) {
   if (event_bytes_ + add > hub_->options_.max_pending_bytes) return false;
   prev->events.Append(std::forward<Events>(events));
   prev->revision = revision;
@@ -185,7 +183,7 @@ bool WatchStream::TryPushEventLocked(QueuedResponse response, bool fragment, uin
   const WatchHubOptions& o = hub_->options_;
   if (!response.events.empty()) {
     const size_t add = response.events.bytes();
-    if (Pending* prev = MergeTargetLocked(merge_seq, response.watch_id, add)) {
+    if (QueuedResponse* prev = MergeTargetLocked(merge_seq, response.watch_id, add)) {
       return MergeLocked(prev, std::move(response.events), response.revision, add);
     }
   }
@@ -212,7 +210,7 @@ bool WatchStream::TryPushLiveLocked(Watcher* w, int64_t revision, EventSelection
   if (queue_closed_) return true;
   // The merge (the common case under load) builds no response.
   const size_t add = selected.bytes();
-  if (Pending* prev = MergeTargetLocked(&w->queued_seq, w->watch_id, add)) {
+  if (QueuedResponse* prev = MergeTargetLocked(&w->queued_seq, w->watch_id, add)) {
     return MergeLocked(prev, std::move(selected), revision, add);
   }
   QueuedResponse r;

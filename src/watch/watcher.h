@@ -5,13 +5,12 @@
 // WatchHub::mu_; the hub is the only user.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
-
-#include <algorithm>
 #include <vector>
 
 #include <boost/smart_ptr/intrusive_ptr.hpp>
