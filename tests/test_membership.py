@@ -319,7 +319,12 @@ def test_remove_the_leader(tmp_path):
     """The leader removed through itself: it answers, stops (exit 0), and
     the other two elect a leader and take writes; as on etcd."""
     want = _remove_leader("etcd", tmp_path / "etcd")
-    assert want[0] == "Member <leader> removed"
+    # (etcd's leader stops once it has applied its own removal, racing the
+    # answer: configure() in etcdserver selects between the applied change and
+    # s.stopping, so etcdctl sometimes prints ErrStopped instead.  cairn always
+    # answers before it stops.)
+    assert want[0] in ("Member <leader> removed", "rc=1 Error: etcdserver: server stopped"), want
+    want[0] = "Member <leader> removed"
     assert _remove_leader("cairn", tmp_path / "cairn") == want
 
 
