@@ -12,7 +12,6 @@
 #include "api/election_service.h"
 #include "api/health_service.h"
 #include "api/http/client_listener.h"
-#include "api/async_unary.h"
 #include "api/kv_service.h"
 #include "api/lease_service.h"
 #include "api/lock_service.h"
@@ -190,10 +189,6 @@ Status EtcdServer::Start() {
   hooks.on_events = [this](int64_t rev, const std::vector<mvccpb::Event>& events) {
     if (auto* hub = hub_ptr_.load()) hub->Publish(rev, events);
     key_events_.Publish(rev, events);
-  };
-  // The apply thread answers the writes; it also collects their finished calls.
-  hooks.after_apply_batch = [this] {
-    if (auto* calls = async_kv_ptr_.load()) calls->Collect();
   };
   hooks.on_log_sync = [this](double sec) { metrics_->disk().wal_fsync_duration_seconds->Observe(sec); };
   hooks.on_apply_commit = [this](double sec, size_t entries) {
@@ -381,12 +376,8 @@ Status EtcdServer::Start() {
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(std::make_unique<MetricsInterceptorFactory>(metrics_.get(), &calls_in_flight_));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
-  auto kv_arrivals = builder.AddCompletionQueue();
   grpc_server_ = builder.BuildAndStart();
   if (!grpc_server_) return Status(Code::kInternal, "cannot start the gRPC server");
-  async_kv_ = std::make_unique<AsyncUnary>(kv->AsyncMethods(), std::move(kv_arrivals));
-  async_kv_->Start();
-  async_kv_ptr_ = async_kv_.get();
   {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(INT32_MAX);
@@ -684,16 +675,13 @@ void EtcdServer::Stop() {
   if (peer_stream_receiver_) peer_stream_receiver_->Stop();
   if (peer_server_) peer_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
   if (node_) node_->Stop();
-  async_kv_ptr_ = nullptr;  // the apply thread is gone
   if (grpc_server_) grpc_server_->Shutdown(std::chrono::system_clock::now());
   if (transport_) transport_->Stop();
   hub_ptr_ = nullptr;
   if (grpc_server_) grpc_server_->Wait();
-  if (async_kv_) async_kv_->Stop();
   listeners_.clear();
   gateway_.reset();
   grpc_server_.reset();
-  async_kv_.reset();
   peer_listeners_.clear();
   peer_stream_receiver_.reset();
   peer_server_.reset();

@@ -96,8 +96,6 @@ class EtcdServer {
   class HealthService* health_service_ = nullptr;  // owned by services_
   std::atomic<int64_t> calls_in_flight_{0};  // gRPC calls begun and not done
   std::unique_ptr<grpc::Server> grpc_server_;
-  std::unique_ptr<class AsyncUnary> async_kv_;  // KV's writes on grpc_server_'s async API
-  std::atomic<AsyncUnary*> async_kv_ptr_{nullptr};  // for the apply thread, while it runs
   std::unique_ptr<JsonGateway> gateway_;  // a client of grpc_server_, on the client URLs
   std::mutex listeners_mu_;  // listeners_ grows while calls may look at it
   std::vector<std::unique_ptr<http::ClientListener>> listeners_;  // GUARDED_BY(listeners_mu_) for writes

@@ -8,14 +8,14 @@ namespace cairn::api {
 KvService::KvService(const ApiContext* ctx)
     : ParsesRequests("etcdserverpb.KV", RequestRecursionLimit(ctx->limits.max_txn_ops)), ctx_(ctx) {
   ParseRequest("Range", &KvService::Range);
-  put_ = ServeAsync("Put");
-  delete_range_ = ServeAsync("DeleteRange");
+  ParseRequest("Put", &KvService::Put);
+  ParseRequest("DeleteRange", &KvService::DeleteRange);
   // A txn too deep to parse is too deep for etcd's own check, which would
   // refuse it, unless the limit was capped below what --max-txn-ops allows.
   const int limit = RequestRecursionLimit(ctx->limits.max_txn_ops);
   const bool capped = limit < 2 * ctx->limits.max_txn_ops + 8;
-  if (!capped) txn_too_deep_ = ToGrpc(errors::TooManyOps());
-  txn_ = ServeAsync("Txn");
+  ParseRequest("Txn", &KvService::Txn,
+               capped ? std::nullopt : std::optional<grpc::Status>(ToGrpc(errors::TooManyOps())));
   ParseRequest("Compact", &KvService::Compact);
   SetLeaderCheck([ctx] { return ctx->node->leader_id() != 0; });
   SetLearnerCheck([ctx] { return ctx->IsLearner(); }, [](const google::protobuf::Message& m) {
@@ -24,23 +24,6 @@ KvService::KvService(const ApiContext* ctx)
   });
   ParseRemainingRequests();
 }
-
-std::vector<std::unique_ptr<AsyncCall>> KvService::AsyncMethods() {
-  std::vector<std::unique_ptr<AsyncCall>> methods;
-  methods.push_back(std::make_unique<Call<etcdserverpb::PutResponse>>(this, put_, &KvService::ServePut));
-  methods.push_back(
-      std::make_unique<Call<etcdserverpb::DeleteRangeResponse>>(this, delete_range_, &KvService::ServeDeleteRange));
-  methods.push_back(std::make_unique<Call<etcdserverpb::TxnResponse>>(this, txn_, &KvService::ServeTxn));
-  return methods;
-}
-
-namespace {
-// The answer of an async call: its Finish.
-template <class Call>
-auto FinishOf(Call* call) {
-  return [call](const grpc::Status& s) { call->Finish(s); };
-}
-}  // namespace
 
 grpc::ServerUnaryReactor* KvService::Range(grpc::CallbackServerContext* context,
                                            const etcdserverpb::RangeRequest* request,
@@ -95,51 +78,50 @@ Status CheckReadTxn(const apply::AuthStore& auth, const apply::AuthInfo& who, co
 }
 }  // namespace
 
-void KvService::ServePut(Call<etcdserverpb::PutResponse>* call) {
-  const auto* request = ParseAsync<etcdserverpb::PutRequest>(call);
-  if (request == nullptr) return;
+grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* context,
+                                         const etcdserverpb::PutRequest* request,
+                                         etcdserverpb::PutResponse* response) {
   ctx_->metrics->mvcc().put_total->Increment();
-  if (Status s = apply::CheckPutRequest(*request); !s.ok()) return call->Finish(ToGrpc(s));
+  if (Status s = apply::CheckPutRequest(*request); !s.ok()) return FinishNow(context, s);
   cairnpb::InternalRequest req;
   *req.mutable_put() = *request;
-  ProposeAndAnswer(ctx_, call->context, std::move(req), true, &call->response,
-                   [](const cairnpb::InternalResponse& r) { return r.put(); }, FinishOf(call));
+  return ProposeUnary(ctx_, context, std::move(req), true, response,
+                      [](const cairnpb::InternalResponse& r) { return r.put(); });
 }
 
-void KvService::ServeDeleteRange(Call<etcdserverpb::DeleteRangeResponse>* call) {
-  const auto* request = ParseAsync<etcdserverpb::DeleteRangeRequest>(call);
-  if (request == nullptr) return;
+grpc::ServerUnaryReactor* KvService::DeleteRange(grpc::CallbackServerContext* context,
+                                                 const etcdserverpb::DeleteRangeRequest* request,
+                                                 etcdserverpb::DeleteRangeResponse* response) {
   ctx_->metrics->mvcc().delete_total->Increment();
-  if (Status s = apply::CheckDeleteRequest(*request); !s.ok()) return call->Finish(ToGrpc(s));
+  if (Status s = apply::CheckDeleteRequest(*request); !s.ok()) return FinishNow(context, s);
   cairnpb::InternalRequest req;
   *req.mutable_delete_range() = *request;
-  ProposeAndAnswer(ctx_, call->context, std::move(req), false, &call->response,
-                   [](const cairnpb::InternalResponse& r) { return r.delete_range(); }, FinishOf(call));
+  return ProposeUnary(ctx_, context, std::move(req), false, response,
+                      [](const cairnpb::InternalResponse& r) { return r.delete_range(); });
 }
 
-void KvService::ServeTxn(Call<etcdserverpb::TxnResponse>* call) {
-  const auto* request = ParseAsync<etcdserverpb::TxnRequest>(call, txn_too_deep_);
-  if (request == nullptr) return;
+grpc::ServerUnaryReactor* KvService::Txn(grpc::CallbackServerContext* context,
+                                         const etcdserverpb::TxnRequest* request,
+                                         etcdserverpb::TxnResponse* response) {
   ctx_->metrics->mvcc().txn_total->Increment();
-  if (Status s = apply::CheckTxnRequest(*request, ctx_->limits.max_txn_ops); !s.ok()) return call->Finish(ToGrpc(s));
+  if (Status s = apply::CheckTxnRequest(*request, ctx_->limits.max_txn_ops); !s.ok()) return FinishNow(context, s);
   if (apply::IsTxnReadOnly(*request)) {
-    auto who = ctx_->AuthInfoOf(call->context);
-    if (!who.ok()) return call->Finish(ToGrpc(who.status()));
-    auto read = [this, request, call, who = *who]() -> Status {
+    auto who = ctx_->AuthInfoOf(*context);
+    if (!who.ok()) return FinishNow(context, who.status());
+    return ReadAndFinish(ctx_, context, !TxnSerializable(*request), [this, request, response, who = *who] {
       if (Status denied = CheckReadTxn(*ctx_->auth(), who, *request); !denied.ok()) return denied;
       auto view = ctx_->node->kv()->Read();
       auto r = apply::Txn(*view, nullptr, *ctx_->node->lessor(), *request);
       if (!r.ok()) return r.status();
-      call->response = std::move(*r);
-      ctx_->FillHeader(call->response.mutable_header());
+      *response = std::move(*r);
+      ctx_->FillHeader(response->mutable_header());
       return Status::Ok();
-    };
-    return ReadThenAnswer(ctx_, !TxnSerializable(*request), std::move(read), FinishOf(call));
+    });
   }
   cairnpb::InternalRequest req;
   *req.mutable_txn() = *request;
-  ProposeAndAnswer(ctx_, call->context, std::move(req), true, &call->response,
-                   [](const cairnpb::InternalResponse& r) { return r.txn(); }, FinishOf(call));
+  return ProposeUnary(ctx_, context, std::move(req), true, response,
+                      [](const cairnpb::InternalResponse& r) { return r.txn(); });
 }
 
 grpc::ServerUnaryReactor* KvService::Compact(grpc::CallbackServerContext* context,

@@ -5,46 +5,36 @@
 #pragma once
 
 #include "api/api_context.h"
-#include "api/async_unary.h"
 #include "api/parsed_request.h"
 #include "etcdserverpb/rpc.grpc.pb.h"
 
 namespace cairn::api {
 
-// Put, DeleteRange and Txn on gRPC's async API (AsyncUnary), the rest on
-// the callback API (the constructor registers them).
-using KvServiceBase = etcdserverpb::KV::WithAsyncMethod_Put<etcdserverpb::KV::WithAsyncMethod_DeleteRange<
-    etcdserverpb::KV::WithAsyncMethod_Txn<etcdserverpb::KV::Service>>>;
-
-class KvService final : public ParsesRequests<KvServiceBase> {
+// Every method on gRPC's callback API. (Put, DeleteRange and Txn were on the
+// async API for a while, answered through a queue the apply thread drained:
+// its accept thread, blocked on a server completion queue, became one of
+// gRPC's pollers and took ranges 20-28% of their throughput; see
+// docs/benchmarks.md, "Writes back on the callback API".)
+class KvService final : public ParsesRequests<etcdserverpb::KV::Service> {
  public:
-  template <class Response>
-  using Call = UnaryCall<KvService, Response>;
-
   explicit KvService(const ApiContext* ctx);
-
-  // One call of each async method, for AsyncUnary to ask for more.
-  std::vector<std::unique_ptr<AsyncCall>> AsyncMethods();
-
-  // The async methods: each parses and checks its call as the callback
-  // methods are (ParsesRequests), then answers it once, from whatever thread
-  // has the answer (a write: the apply thread, once applied).
-  void ServePut(Call<etcdserverpb::PutResponse>* call);
-  void ServeDeleteRange(Call<etcdserverpb::DeleteRangeResponse>* call);
-  void ServeTxn(Call<etcdserverpb::TxnResponse>* call);
 
   grpc::ServerUnaryReactor* Range(grpc::CallbackServerContext* context,
                                   const etcdserverpb::RangeRequest* request,
                                   etcdserverpb::RangeResponse* response);
+  grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* context, const etcdserverpb::PutRequest* request,
+                                etcdserverpb::PutResponse* response);
+  grpc::ServerUnaryReactor* DeleteRange(grpc::CallbackServerContext* context,
+                                        const etcdserverpb::DeleteRangeRequest* request,
+                                        etcdserverpb::DeleteRangeResponse* response);
+  grpc::ServerUnaryReactor* Txn(grpc::CallbackServerContext* context, const etcdserverpb::TxnRequest* request,
+                                etcdserverpb::TxnResponse* response);
   grpc::ServerUnaryReactor* Compact(grpc::CallbackServerContext* context,
                                     const etcdserverpb::CompactionRequest* request,
                                     etcdserverpb::CompactionResponse* response);
 
  private:
   const ApiContext* ctx_;
-  int put_ = 0, delete_range_ = 0, txn_ = 0;  // the async methods' indexes
-  // What a txn nested too deep to parse is answered (see the constructor).
-  std::optional<grpc::Status> txn_too_deep_;
 };
 
 }  // namespace cairn::api

@@ -138,7 +138,6 @@ void ApplyWorker::Loop() {
       applied_batches_ += n;
       b += n;
     }
-    if (hooks_.after_batch) hooks_.after_batch();
   }
 }
 
