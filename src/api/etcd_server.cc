@@ -6,12 +6,16 @@
 #include <cstdio>
 #include <deque>
 #include <future>
+#include <set>
+#include <string>
+#include <string_view>
 #include <thread>
 
 #include "api/auth_service.h"
 #include "api/election_service.h"
 #include "api/health_service.h"
 #include "api/http/client_listener.h"
+#include "api/async_unary.h"
 #include "api/kv_service.h"
 #include "api/lease_service.h"
 #include "api/lock_service.h"
@@ -190,6 +194,10 @@ Status EtcdServer::Start() {
     if (auto* hub = hub_ptr_.load()) hub->Publish(rev, events);
     key_events_.Publish(rev, events);
   };
+  // The apply thread answers the writes; it also collects their finished calls.
+  hooks.after_apply_batch = [this] {
+    if (auto* calls = async_kv_ptr_.load()) calls->Collect();
+  };
   hooks.on_log_sync = [this](double sec) { metrics_->disk().wal_fsync_duration_seconds->Observe(sec); };
   hooks.on_apply_commit = [this](double sec, size_t entries) {
     metrics_->disk().backend_commit_duration_seconds->Observe(sec);
@@ -323,7 +331,7 @@ Status EtcdServer::Start() {
   node_->AddPeriodic("watch-progress", 10 * 60 * 1000, [this] { hub_->NotifyProgress(); });
   StartAutoCompaction();
 
-  auto kv_service = std::make_unique<KvService>(&ctx_);
+  auto kv_service = std::make_unique<KvService>(&ctx_, OneOfSeveral());
   KvService* kv = kv_service.get();
   services_.push_back(std::move(kv_service));
   auto watch_service = std::make_unique<WatchService>(
@@ -376,8 +384,18 @@ Status EtcdServer::Start() {
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
   interceptors.push_back(std::make_unique<MetricsInterceptorFactory>(metrics_.get(), &calls_in_flight_));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  // (a server completion queue only with async methods: whoever waits on
+  // one becomes one of gRPC's pollers)
+  auto kv_methods = kv->AsyncMethods();
+  std::unique_ptr<grpc::ServerCompletionQueue> kv_arrivals;
+  if (!kv_methods.empty()) kv_arrivals = builder.AddCompletionQueue();
   grpc_server_ = builder.BuildAndStart();
   if (!grpc_server_) return Status(Code::kInternal, "cannot start the gRPC server");
+  if (kv_arrivals) {
+    async_kv_ = std::make_unique<AsyncUnary>(std::move(kv_methods), std::move(kv_arrivals));
+    async_kv_->Start();
+    async_kv_ptr_ = async_kv_.get();
+  }
   {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(INT32_MAX);
@@ -507,6 +525,18 @@ Result<server::NodeOptions::RemoteCluster> EtcdServer::FetchCluster() {
   return Status(Code::kUnavailable,
                 "cannot fetch cluster info from peer urls: could not retrieve cluster information from the given "
                 "URLs (" + last_error + ")");
+}
+
+bool EtcdServer::OneOfSeveral() const {
+  if (node_->applier()->Members().size() > 1 || node_->remote_members().size() > 1) return true;
+  std::set<std::string> names;
+  for (std::string_view rest = config_.initial_cluster; !rest.empty();) {
+    const size_t comma = rest.find(',');
+    const std::string_view entry = rest.substr(0, comma);
+    names.insert(std::string(entry.substr(0, entry.find('='))));
+    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
+  }
+  return names.size() > 1;
 }
 
 Status EtcdServer::StartPeerServer() {
@@ -675,13 +705,16 @@ void EtcdServer::Stop() {
   if (peer_stream_receiver_) peer_stream_receiver_->Stop();
   if (peer_server_) peer_server_->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200));
   if (node_) node_->Stop();
+  async_kv_ptr_ = nullptr;  // the apply thread is gone
   if (grpc_server_) grpc_server_->Shutdown(std::chrono::system_clock::now());
   if (transport_) transport_->Stop();
   hub_ptr_ = nullptr;
   if (grpc_server_) grpc_server_->Wait();
+  if (async_kv_) async_kv_->Stop();
   listeners_.clear();
   gateway_.reset();
   grpc_server_.reset();
+  async_kv_.reset();
   peer_listeners_.clear();
   peer_stream_receiver_.reset();
   peer_server_.reset();

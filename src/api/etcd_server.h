@@ -64,6 +64,10 @@ class EtcdServer {
   Status PrepareClientTls();
   void StartAutoCompaction();
   Status StartPeerServer();
+  // Whether this member is one of several (its member table, a joining
+  // member's view of the cluster, or --initial-cluster names another): KV's
+  // writes go on gRPC's async API then (KvService).
+  bool OneOfSeveral() const;
   // --initial-cluster-state existing: the cluster id and member table from
   // a peer of --initial-cluster.
   Result<server::NodeOptions::RemoteCluster> FetchCluster();
@@ -96,6 +100,8 @@ class EtcdServer {
   class HealthService* health_service_ = nullptr;  // owned by services_
   std::atomic<int64_t> calls_in_flight_{0};  // gRPC calls begun and not done
   std::unique_ptr<grpc::Server> grpc_server_;
+  std::unique_ptr<class AsyncUnary> async_kv_;  // KV's writes on grpc_server_'s async API
+  std::atomic<AsyncUnary*> async_kv_ptr_{nullptr};  // for the apply thread, while it runs
   std::unique_ptr<JsonGateway> gateway_;  // a client of grpc_server_, on the client URLs
   std::mutex listeners_mu_;  // listeners_ grows while calls may look at it
   std::vector<std::unique_ptr<http::ClientListener>> listeners_;  // GUARDED_BY(listeners_mu_) for writes

@@ -5,17 +5,25 @@
 
 namespace cairn::api {
 
-KvService::KvService(const ApiContext* ctx)
-    : ParsesRequests("etcdserverpb.KV", RequestRecursionLimit(ctx->limits.max_txn_ops)), ctx_(ctx) {
+KvService::KvService(const ApiContext* ctx, bool async_writes)
+    : ParsesRequests("etcdserverpb.KV", RequestRecursionLimit(ctx->limits.max_txn_ops)),
+      ctx_(ctx),
+      async_writes_(async_writes) {
   ParseRequest("Range", &KvService::Range);
-  ParseRequest("Put", &KvService::Put);
-  ParseRequest("DeleteRange", &KvService::DeleteRange);
   // A txn too deep to parse is too deep for etcd's own check, which would
   // refuse it, unless the limit was capped below what --max-txn-ops allows.
   const int limit = RequestRecursionLimit(ctx->limits.max_txn_ops);
   const bool capped = limit < 2 * ctx->limits.max_txn_ops + 8;
-  ParseRequest("Txn", &KvService::Txn,
-               capped ? std::nullopt : std::optional<grpc::Status>(ToGrpc(errors::TooManyOps())));
+  if (!capped) txn_too_deep_ = ToGrpc(errors::TooManyOps());
+  if (async_writes_) {
+    put_ = ServeAsync("Put");
+    delete_range_ = ServeAsync("DeleteRange");
+    txn_ = ServeAsync("Txn");
+  } else {
+    ParseRequest("Put", &KvService::Put);
+    ParseRequest("DeleteRange", &KvService::DeleteRange);
+    ParseRequest("Txn", &KvService::Txn, txn_too_deep_);
+  }
   ParseRequest("Compact", &KvService::Compact);
   SetLeaderCheck([ctx] { return ctx->node->leader_id() != 0; });
   SetLearnerCheck([ctx] { return ctx->IsLearner(); }, [](const google::protobuf::Message& m) {
@@ -24,6 +32,24 @@ KvService::KvService(const ApiContext* ctx)
   });
   ParseRemainingRequests();
 }
+
+std::vector<std::unique_ptr<AsyncCall>> KvService::AsyncMethods() {
+  std::vector<std::unique_ptr<AsyncCall>> methods;
+  if (!async_writes_) return methods;
+  methods.push_back(std::make_unique<Call<etcdserverpb::PutResponse>>(this, put_, &KvService::ServePut));
+  methods.push_back(
+      std::make_unique<Call<etcdserverpb::DeleteRangeResponse>>(this, delete_range_, &KvService::ServeDeleteRange));
+  methods.push_back(std::make_unique<Call<etcdserverpb::TxnResponse>>(this, txn_, &KvService::ServeTxn));
+  return methods;
+}
+
+namespace {
+// The answer of an async call: its Finish.
+template <class Call>
+auto FinishOf(Call* call) {
+  return [call](const grpc::Status& s) { call->Finish(s); };
+}
+}  // namespace
 
 grpc::ServerUnaryReactor* KvService::Range(grpc::CallbackServerContext* context,
                                            const etcdserverpb::RangeRequest* request,
@@ -77,6 +103,53 @@ Status CheckReadTxn(const apply::AuthStore& auth, const apply::AuthInfo& who, co
   return Status::Ok();
 }
 }  // namespace
+
+void KvService::ServePut(Call<etcdserverpb::PutResponse>* call) {
+  const auto* request = ParseAsync<etcdserverpb::PutRequest>(call);
+  if (request == nullptr) return;
+  ctx_->metrics->mvcc().put_total->Increment();
+  if (Status s = apply::CheckPutRequest(*request); !s.ok()) return call->Finish(ToGrpc(s));
+  cairnpb::InternalRequest req;
+  *req.mutable_put() = *request;
+  ProposeAndAnswer(ctx_, call->context, std::move(req), true, &call->response,
+                   [](const cairnpb::InternalResponse& r) { return r.put(); }, FinishOf(call));
+}
+
+void KvService::ServeDeleteRange(Call<etcdserverpb::DeleteRangeResponse>* call) {
+  const auto* request = ParseAsync<etcdserverpb::DeleteRangeRequest>(call);
+  if (request == nullptr) return;
+  ctx_->metrics->mvcc().delete_total->Increment();
+  if (Status s = apply::CheckDeleteRequest(*request); !s.ok()) return call->Finish(ToGrpc(s));
+  cairnpb::InternalRequest req;
+  *req.mutable_delete_range() = *request;
+  ProposeAndAnswer(ctx_, call->context, std::move(req), false, &call->response,
+                   [](const cairnpb::InternalResponse& r) { return r.delete_range(); }, FinishOf(call));
+}
+
+void KvService::ServeTxn(Call<etcdserverpb::TxnResponse>* call) {
+  const auto* request = ParseAsync<etcdserverpb::TxnRequest>(call, txn_too_deep_);
+  if (request == nullptr) return;
+  ctx_->metrics->mvcc().txn_total->Increment();
+  if (Status s = apply::CheckTxnRequest(*request, ctx_->limits.max_txn_ops); !s.ok()) return call->Finish(ToGrpc(s));
+  if (apply::IsTxnReadOnly(*request)) {
+    auto who = ctx_->AuthInfoOf(call->context);
+    if (!who.ok()) return call->Finish(ToGrpc(who.status()));
+    auto read = [this, request, call, who = *who]() -> Status {
+      if (Status denied = CheckReadTxn(*ctx_->auth(), who, *request); !denied.ok()) return denied;
+      auto view = ctx_->node->kv()->Read();
+      auto r = apply::Txn(*view, nullptr, *ctx_->node->lessor(), *request);
+      if (!r.ok()) return r.status();
+      call->response = std::move(*r);
+      ctx_->FillHeader(call->response.mutable_header());
+      return Status::Ok();
+    };
+    return ReadThenAnswer(ctx_, !TxnSerializable(*request), std::move(read), FinishOf(call));
+  }
+  cairnpb::InternalRequest req;
+  *req.mutable_txn() = *request;
+  ProposeAndAnswer(ctx_, call->context, std::move(req), true, &call->response,
+                   [](const cairnpb::InternalResponse& r) { return r.txn(); }, FinishOf(call));
+}
 
 grpc::ServerUnaryReactor* KvService::Put(grpc::CallbackServerContext* context,
                                          const etcdserverpb::PutRequest* request,

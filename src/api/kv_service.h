@@ -5,23 +5,42 @@
 #pragma once
 
 #include "api/api_context.h"
+#include "api/async_unary.h"
 #include "api/parsed_request.h"
 #include "etcdserverpb/rpc.grpc.pb.h"
 
 namespace cairn::api {
 
-// Every method on gRPC's callback API. (Put, DeleteRange and Txn were on the
-// async API for a while, answered through a queue the apply thread drained:
-// its accept thread, blocked on a server completion queue, became one of
-// gRPC's pollers and took ranges 20-28% of their throughput; see
-// docs/benchmarks.md, "Writes back on the callback API".)
-class KvService final : public ParsesRequests<etcdserverpb::KV::Service> {
- public:
-  explicit KvService(const ApiContext* ctx);
+// Put, DeleteRange and Txn on gRPC's async API (AsyncUnary) when the member
+// is one of several, else on the callback API as the rest (the constructor
+// registers them). The async API's accept thread, blocked on a server
+// completion queue, is one of gRPC's pollers: it takes a single member's
+// ranges 20-28% of their throughput, while on three members its cheaper
+// answers gave puts +13% and ranges nothing measurable (docs/benchmarks.md,
+// "Writes on the callback API on one member").
+using KvServiceBase = etcdserverpb::KV::WithAsyncMethod_Put<etcdserverpb::KV::WithAsyncMethod_DeleteRange<
+    etcdserverpb::KV::WithAsyncMethod_Txn<etcdserverpb::KV::Service>>>;
 
-  grpc::ServerUnaryReactor* Range(grpc::CallbackServerContext* context,
-                                  const etcdserverpb::RangeRequest* request,
-                                  etcdserverpb::RangeResponse* response);
+class KvService final : public ParsesRequests<KvServiceBase> {
+ public:
+  template <class Response>
+  using Call = UnaryCall<KvService, Response>;
+
+  // `async_writes`: Put, DeleteRange and Txn on the async API.
+  KvService(const ApiContext* ctx, bool async_writes);
+
+  // One call of each async method, for AsyncUnary to ask for more (none
+  // without async_writes).
+  std::vector<std::unique_ptr<AsyncCall>> AsyncMethods();
+
+  // The async methods: each parses and checks its call as the callback
+  // methods are (ParsesRequests), then answers it once, from whatever thread
+  // has the answer (a write: the apply thread, once applied).
+  void ServePut(Call<etcdserverpb::PutResponse>* call);
+  void ServeDeleteRange(Call<etcdserverpb::DeleteRangeResponse>* call);
+  void ServeTxn(Call<etcdserverpb::TxnResponse>* call);
+
+  // The same methods on the callback API (without async_writes).
   grpc::ServerUnaryReactor* Put(grpc::CallbackServerContext* context, const etcdserverpb::PutRequest* request,
                                 etcdserverpb::PutResponse* response);
   grpc::ServerUnaryReactor* DeleteRange(grpc::CallbackServerContext* context,
@@ -29,12 +48,20 @@ class KvService final : public ParsesRequests<etcdserverpb::KV::Service> {
                                         etcdserverpb::DeleteRangeResponse* response);
   grpc::ServerUnaryReactor* Txn(grpc::CallbackServerContext* context, const etcdserverpb::TxnRequest* request,
                                 etcdserverpb::TxnResponse* response);
+
+  grpc::ServerUnaryReactor* Range(grpc::CallbackServerContext* context,
+                                  const etcdserverpb::RangeRequest* request,
+                                  etcdserverpb::RangeResponse* response);
   grpc::ServerUnaryReactor* Compact(grpc::CallbackServerContext* context,
                                     const etcdserverpb::CompactionRequest* request,
                                     etcdserverpb::CompactionResponse* response);
 
  private:
   const ApiContext* ctx_;
+  const bool async_writes_;
+  int put_ = 0, delete_range_ = 0, txn_ = 0;  // the async methods' indexes
+  // What a txn nested too deep to parse is answered (see the constructor).
+  std::optional<grpc::Status> txn_too_deep_;
 };
 
 }  // namespace cairn::api

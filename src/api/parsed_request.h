@@ -12,7 +12,9 @@
 // bytes, and the handler that ParsesRequests registers parses them with the
 // service's recursion limit, answers etcd's error when they do not parse, and
 // otherwise calls the service's typed method as the generated code would. The
-// typed methods (KvService::Range, ...) stay as they are.
+// typed methods (KvService::Range, ...) stay as they are. A method served on
+// gRPC's async API instead (KV's writes, api/async_unary.h) receives the same
+// ParsedRequest and its server calls ParseAsync, which makes the same checks.
 //
 // Every unary method and server stream is registered so, implemented or not,
 // which lets the metrics interceptor know that the received message of a call
@@ -204,6 +206,25 @@ class ParsesRequests : public Base {
     return IsLearner() && !(learner_allowed_ && learner_allowed_(request));
   }
 
+  // Leaves the unary method `name` to gRPC's async API (the generated
+  // WithAsyncMethod_ base marked it so): ParseRemainingRequests skips it, and
+  // its calls are served with ParseAsync. Returns its index.
+  int ServeAsync(const char* name) {
+    const google::protobuf::MethodDescriptor* m = FindUnary(name);
+    registered_.push_back(m);
+    return m->index();
+  }
+  // For a call of an async method that arrived: CheckAndParse, answering
+  // the call when it refuses. Returns the request, or nullptr once answered
+  // (`Call` has context, request and Finish).
+  template <class Request, class Call>
+  const Request* ParseAsync(Call* call, const std::optional<grpc::Status>& too_deep = std::nullopt) const {
+    grpc::Status refusal;
+    const Request* request = CheckAndParse<Request>(call->context, call->request, too_deep, &refusal);
+    if (request == nullptr) call->Finish(refusal);
+    return request;
+  }
+
   // What every unary call is checked for before its typed method: etcd's
   // "no leader" for a call that requires one, the unmarshal error (or
   // `too_deep`, see ParseRequest), the learner rule. Returns the parsed
@@ -226,6 +247,15 @@ class ParsesRequests : public Base {
       return nullptr;
     }
     return request;
+  }
+
+ public:
+  // Asks gRPC for a call of the async unary method `index` (see ServeAsync).
+  template <class Response>
+  void RequestAsyncCall(int index, grpc::ServerContext* context, ParsedRequest* request,
+                        grpc::ServerAsyncResponseWriter<Response>* writer, grpc::CompletionQueue* answers,
+                        grpc::ServerCompletionQueue* arrivals, void* tag) {
+    this->RequestAsyncUnary(index, context, request, writer, answers, arrivals, tag);
   }
 
  protected:

@@ -138,6 +138,7 @@ void ApplyWorker::Loop() {
       applied_batches_ += n;
       b += n;
     }
+    if (hooks_.after_batch) hooks_.after_batch();
   }
 }
 

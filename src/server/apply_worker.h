@@ -37,6 +37,9 @@ struct ApplyWorkerHooks {
   std::function<void(int64_t rev, const std::vector<mvccpb::Event>& events)> on_events;
   // The database commit of a batch of `entries` took `seconds`.
   std::function<void(double seconds, size_t entries)> on_apply_commit;
+  // After each batch applied (its answers given), and every 100 ms while
+  // there is nothing to apply.
+  std::function<void()> after_batch;
   // A membership change entry was applied.
   std::function<void(const cairnpb::MemberChange& change)> on_member_change;
 };

@@ -118,5 +118,32 @@ TEST_F(ApplyWorkerTest, BatchesWaitingInTheQueueAreAppliedAsOneWrite) {
   EXPECT_EQ(r->kvs.size(), 5u);
 }
 
+// after_batch runs on the apply thread after a batch's answers were given
+// (the API collects the finished put calls there), and while idle too.
+TEST_F(ApplyWorkerTest, AfterBatchRunsAfterTheAnswersAndWhileIdle) {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool answered = false;
+  int after_answer = 0;  // after_batch calls once the waiter was answered
+  ApplyWorkerHooks hooks;
+  hooks.after_batch = [&] {
+    std::lock_guard<std::mutex> lock(mu);
+    if (answered) after_answer++;
+    cv.notify_all();
+  };
+  worker_ = std::make_unique<ApplyWorker>(applier_.get(), &waiters_, std::move(hooks));
+  waiters_.Add(1, INT64_MAX, [&](const cairnpb::InternalResponse&) {
+    std::lock_guard<std::mutex> lock(mu);
+    EXPECT_EQ(after_answer, 0);
+    answered = true;
+  });
+  worker_->Start();
+  ASSERT_TRUE(worker_->Push({PutEntry(1, "a")}));
+  std::unique_lock<std::mutex> lock(mu);
+  // One call right after the batch, more every 100 ms while nothing comes.
+  ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(30), [&] { return after_answer >= 3; }));
+  EXPECT_TRUE(answered);
+}
+
 }  // namespace
 }  // namespace cairn::server

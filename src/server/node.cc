@@ -445,6 +445,7 @@ Status Node::StartRaft() {
   ah.on_events = hooks_.on_events;
   ah.on_apply_commit = hooks_.on_apply_commit;
   ah.on_member_change = hooks_.on_member_change;
+  ah.after_batch = hooks_.after_apply_batch;
   apply_ = std::make_unique<ApplyWorker>(applier_.get(), &waiters_, std::move(ah));
 
   RaftHostOptions ro;

@@ -97,6 +97,9 @@ struct NodeIds {
 
 // Hooks the API layer installs; all run on the apply thread.
 struct NodeHooks {
+  // On the apply thread after each batch it applied, and every 100 ms while
+  // idle (ApplyWorkerHooks::after_batch).
+  std::function<void()> after_apply_batch;
   // After each committed revision with changes.
   std::function<void(int64_t rev, const std::vector<mvccpb::Event>& events)> on_events;
   // Durations of the log's write and fdatasync of a batch, and of the apply
