@@ -6,9 +6,6 @@
 #include <cstdio>
 #include <deque>
 #include <future>
-#include <set>
-#include <string>
-#include <string_view>
 #include <thread>
 
 #include "api/auth_service.h"
@@ -529,14 +526,8 @@ Result<server::NodeOptions::RemoteCluster> EtcdServer::FetchCluster() {
 
 bool EtcdServer::OneOfSeveral() const {
   if (node_->applier()->Members().size() > 1 || node_->remote_members().size() > 1) return true;
-  std::set<std::string> names;
-  for (std::string_view rest = config_.initial_cluster; !rest.empty();) {
-    const size_t comma = rest.find(',');
-    const std::string_view entry = rest.substr(0, comma);
-    names.insert(std::string(entry.substr(0, entry.find('='))));
-    rest = comma == std::string_view::npos ? std::string_view() : rest.substr(comma + 1);
-  }
-  return names.size() > 1;
+  auto founding = config_.InitialMembers();  // (validated before the node started)
+  return founding.ok() && founding->size() > 1;
 }
 
 Status EtcdServer::StartPeerServer() {

@@ -126,6 +126,17 @@ void KvService::ServeDeleteRange(Call<etcdserverpb::DeleteRangeResponse>* call) 
                    [](const cairnpb::InternalResponse& r) { return r.delete_range(); }, FinishOf(call));
 }
 
+Status KvService::ReadTxn(const apply::AuthInfo& who, const etcdserverpb::TxnRequest& request,
+                          etcdserverpb::TxnResponse* response) const {
+  if (Status denied = CheckReadTxn(*ctx_->auth(), who, request); !denied.ok()) return denied;
+  auto view = ctx_->node->kv()->Read();
+  auto r = apply::Txn(*view, nullptr, *ctx_->node->lessor(), request);
+  if (!r.ok()) return r.status();
+  *response = std::move(*r);
+  ctx_->FillHeader(response->mutable_header());
+  return Status::Ok();
+}
+
 void KvService::ServeTxn(Call<etcdserverpb::TxnResponse>* call) {
   const auto* request = ParseAsync<etcdserverpb::TxnRequest>(call, txn_too_deep_);
   if (request == nullptr) return;
@@ -134,15 +145,7 @@ void KvService::ServeTxn(Call<etcdserverpb::TxnResponse>* call) {
   if (apply::IsTxnReadOnly(*request)) {
     auto who = ctx_->AuthInfoOf(call->context);
     if (!who.ok()) return call->Finish(ToGrpc(who.status()));
-    auto read = [this, request, call, who = *who]() -> Status {
-      if (Status denied = CheckReadTxn(*ctx_->auth(), who, *request); !denied.ok()) return denied;
-      auto view = ctx_->node->kv()->Read();
-      auto r = apply::Txn(*view, nullptr, *ctx_->node->lessor(), *request);
-      if (!r.ok()) return r.status();
-      call->response = std::move(*r);
-      ctx_->FillHeader(call->response.mutable_header());
-      return Status::Ok();
-    };
+    auto read = [this, request, call, who = *who] { return ReadTxn(who, *request, &call->response); };
     return ReadThenAnswer(ctx_, !TxnSerializable(*request), std::move(read), FinishOf(call));
   }
   cairnpb::InternalRequest req;
@@ -181,15 +184,8 @@ grpc::ServerUnaryReactor* KvService::Txn(grpc::CallbackServerContext* context,
   if (apply::IsTxnReadOnly(*request)) {
     auto who = ctx_->AuthInfoOf(*context);
     if (!who.ok()) return FinishNow(context, who.status());
-    return ReadAndFinish(ctx_, context, !TxnSerializable(*request), [this, request, response, who = *who] {
-      if (Status denied = CheckReadTxn(*ctx_->auth(), who, *request); !denied.ok()) return denied;
-      auto view = ctx_->node->kv()->Read();
-      auto r = apply::Txn(*view, nullptr, *ctx_->node->lessor(), *request);
-      if (!r.ok()) return r.status();
-      *response = std::move(*r);
-      ctx_->FillHeader(response->mutable_header());
-      return Status::Ok();
-    });
+    return ReadAndFinish(ctx_, context, !TxnSerializable(*request),
+                         [this, request, response, who = *who] { return ReadTxn(who, *request, response); });
   }
   cairnpb::InternalRequest req;
   *req.mutable_txn() = *request;

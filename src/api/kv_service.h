@@ -57,6 +57,10 @@ class KvService final : public ParsesRequests<KvServiceBase> {
                                     etcdserverpb::CompactionResponse* response);
 
  private:
+  // A read-only txn, served locally (both Txn paths), into *response.
+  Status ReadTxn(const apply::AuthInfo& who, const etcdserverpb::TxnRequest& request,
+                 etcdserverpb::TxnResponse* response) const;
+
   const ApiContext* ctx_;
   const bool async_writes_;
   int put_ = 0, delete_range_ = 0, txn_ = 0;  // the async methods' indexes
