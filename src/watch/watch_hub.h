@@ -52,7 +52,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -61,6 +60,7 @@
 #include <vector>
 
 #include "absl/container/btree_map.h"
+#include "common/ring_queue.h"
 #include "common/status.h"
 #include "etcdserverpb/rpc.pb.h"
 #include "mvcc/kv_store.h"
@@ -107,8 +107,9 @@ class WatchHub;
 
 // A response waiting in a stream's queue. The header's other fields are
 // filled when it is sent; events are references into shared EventBlocks.
-// 72 bytes (seven to a std::deque block): a stream of many watchers queues
-// one per watcher and revision while its client reads.
+// 72 bytes: a stream of many watchers queues one per watcher and revision
+// while its client reads (in a RingQueue, which frees its array once the
+// client has read everything).
 struct QueuedResponse {
   int64_t watch_id = 0;
   int64_t revision = 0;  // the header's revision
@@ -263,7 +264,7 @@ class WatchStream : public std::enable_shared_from_this<WatchStream> {
   bool closed_ = false;
 
   mutable std::mutex queue_mu_;
-  std::deque<QueuedResponse> queue_;         // GUARDED_BY(queue_mu_)
+  RingQueue<QueuedResponse> queue_;          // GUARDED_BY(queue_mu_)
   // Sequence numbers: queue_[i] was pushed as number popped_ + i.
   uint64_t pushed_ = 0;               // GUARDED_BY(queue_mu_)
   uint64_t popped_ = 0;               // GUARDED_BY(queue_mu_)

@@ -129,7 +129,7 @@ class WatchHubTest : public ::testing::Test {
 // x86-64; a growth past these needs a measurement, not a new number here.
 TEST(WatchMemoryTest, WatcherAndQueuedResponseStayCompact) {
   EXPECT_LE(sizeof(Watcher), 88u);  // with its reference count; a 96-byte allocation
-  EXPECT_LE(sizeof(QueuedResponse), 72u);  // seven to a 512-byte deque block
+  EXPECT_LE(sizeof(QueuedResponse), 72u);  // one per watcher and revision queued
   EXPECT_LE(sizeof(EventList), 40u);
 }
 
