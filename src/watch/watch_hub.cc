@@ -148,8 +148,7 @@ int64_t WatchHub::CreateWatch(WatchStream* s, const etcdserverpb::WatchCreateReq
     s->PushControl(std::move(created), &notify);
     if (notify) ready.Add(s);
     if (error == nullptr) {
-      AddWatcher(WatcherRef(new Watcher(next_hub_id_++, id, s, std::move(key), std::move(end),
-                                        from_key, request)),
+      AddWatcher(Watcher::Create(next_hub_id_++, id, s, key, end, from_key, request),
                  request.start_revision(), &ready);
     }
   }
