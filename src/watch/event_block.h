@@ -105,6 +105,18 @@ class EventSelection {
   // Gives the block reference away (the selection is then to be dropped).
   EventBlockRef release_block() { return std::move(block_); }
   bool prev_kv() const { return prev_kv_; }
+  // Whether `o` selects the same events of the same block, with the same
+  // prev_kv.
+  bool SameAs(const EventSelection& o) const {
+    if (block_.get() != o.block_.get() || prev_kv_ != o.prev_kv_ || count_ != o.count_ ||
+        more_.size() != o.more_.size() || first_.begin != o.first_.begin || first_.end != o.first_.end) {
+      return false;
+    }
+    for (size_t i = 0; i < more_.size(); i++) {
+      if (more_[i].begin != o.more_[i].begin || more_[i].end != o.more_[i].end) return false;
+    }
+    return true;
+  }
 
   // Calls fn(begin, end) for each run of events [begin, end) of the block,
   // skipping the first `skip` selected events and stopping after `take`.
@@ -184,6 +196,17 @@ class EventList {
   // True when it holds events of several blocks (revisions merged into one
   // response, or a catch-up batch spanning blocks).
   bool merged() const { return merged_; }
+  // Whether it holds exactly the events `part` selects, with the same
+  // prev_kv (one run of the same block).
+  bool SameAs(const EventSelection& part) const {
+    if (rest_ != nullptr || count_ == 0 || count_ != part.count() || prev_kv_ != part.prev_kv() ||
+        !part.single_run() || first_.block.get() != part.block()) {
+      return false;
+    }
+    bool same = false;
+    part.ForEachRun(0, part.count(), [&](uint32_t b, uint32_t e) { same = b == first_.begin && e == first_.end; });
+    return same;
+  }
 
   // Calls fn(wire bytes) for each contiguous run of the events, skipping
   // the first `skip` and stopping after `take`.

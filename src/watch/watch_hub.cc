@@ -374,7 +374,16 @@ void WatchHub::PushStaged(int64_t rev, ReadyList* ready) {
     bool notify = false;
     {
       std::lock_guard<std::mutex> lock(s->queue_mu_);
-      for (auto& [w, selected] : s->staged_) {
+      auto& staged = s->staged_;
+      for (size_t i = 0; i < staged.size();) {
+        // A group of watchers behind on this stream takes the revision as
+        // one merge, as each of them would merge it into its own response.
+        if (const size_t n = s->TryMergeIntoGroupLocked(staged, i, rev); n > 0) {
+          for (size_t k = i; k < i + n; k++) staged[k].first->events_since_progress = true;
+          i += n;
+          continue;
+        }
+        auto& [w, selected] = staged[i++];
         if (s->TryPushLiveLocked(w, rev, std::move(selected), &notify)) {
           w->events_since_progress = true;
         } else {

@@ -120,10 +120,30 @@ struct QueuedResponse {
   void set_compact_revision(int64_t rev) { Rare()->compact_revision = rev; }
   void set_cancel_reason(std::string reason) { Rare()->cancel_reason = std::move(reason); }
 
-  // The fields only a compacted or refused watch's response carries.
+  // A group: the same events for several watchers of the stream (the live
+  // fan-out of one revision to watchers of one key or range queues one
+  // entry, not one per watcher). The response goes out once per watch id:
+  // watch_id first, then each of these in order (watch_id takes each in
+  // turn as the previous one is sent).
+  bool grouped() const { return rare != nullptr && !rare->group.empty(); }
+  void AddToGroup(int64_t id) { Rare()->group.push_back(id); }
+  // Moves watch_id to the next id of the group; false when none is left.
+  bool NextInGroup() {
+    if (!grouped() || rare->group_next == rare->group.size()) return false;
+    watch_id = rare->group[rare->group_next++];
+    next_event = 0;
+    return true;
+  }
+  // Ids of the group not sent yet, not counting watch_id.
+  size_t group_left() const { return grouped() ? rare->group.size() - rare->group_next : 0; }
+
+  // The fields only a compacted or refused watch's response carries, or a
+  // group's.
   struct RareFields {
     int64_t compact_revision = 0;
     std::string cancel_reason;
+    std::vector<int64_t> group;
+    size_t group_next = 0;
   };
   std::unique_ptr<RareFields> rare;
 
@@ -233,8 +253,19 @@ class WatchStream : public std::enable_shared_from_this<WatchStream> {
                           bool* notify);
   // Publish's path: the events `selected` of revision `revision` for `w`,
   // as TryPushEventLocked(response of them, w->fragment, &w->queued_seq),
-  // without building a response when they are merged into a queued one.
+  // without building a response when they are merged into a queued one or
+  // are the same as the last queued response's (w joins its group).
   bool TryPushLiveLocked(Watcher* w, int64_t revision, EventSelection&& selected, bool* notify);
+  // Publish's path for a group: when staged[i] is the first member of the
+  // group holding its watcher's last queued response, nothing of that group
+  // was sent yet, and the next members of staged (from i) are the group's
+  // other members in order with the same events, merges those events into
+  // the group once and returns the number of staged entries so handled (the
+  // group's size); else 0 and nothing changes. REQUIRES: queue_mu_ held.
+  size_t TryMergeIntoGroupLocked(const std::vector<std::pair<Watcher*, EventSelection>>& staged, size_t i,
+                                 int64_t revision);
+  // TryPushLiveLocked's new entry (no merge, no group).
+  bool PushLiveLocked(Watcher* w, int64_t revision, EventSelection&& selected, bool* notify);
   // The queued response of `watch_id` that `add` more bytes of events may be
   // merged into (see TryPushEvent), or null. REQUIRES: queue_mu_ held.
   QueuedResponse* MergeTargetLocked(const uint64_t* merge_seq, int64_t watch_id, size_t add);

@@ -427,6 +427,67 @@ TEST_F(WatchHubTest, BackedUpStreamMergesRevisionsPerWatcher) {
   EXPECT_GT(responses[a], 2);
 }
 
+// Watchers of one stream that get the same events of a revision share one
+// queued entry (a group; 100,000 watchers of one prefix on 1,000 streams
+// queue 1,000 entries per revision, not 100,000), and each still gets its
+// own response, in the order they were queued; a backed-up group takes later
+// revisions as one merge, as a backed-up watcher's own response does.
+TEST_F(WatchHubTest, WatchersWithTheSameEventsShareOneQueuedEntry) {
+  WatchStream* s = NewStream();
+  const int64_t a = Watch(s, Req("k"));
+  const int64_t b = Watch(s, Req("k"));
+  const int64_t c = Watch(s, Req("k"));
+  WatchCreateRequest with_prev = Req("k");
+  with_prev.set_prev_kv(true);
+  const int64_t d = Watch(s, with_prev);  // other bytes: its own entry
+  const int64_t r1 = Put("k", "1");
+  std::vector<int64_t> ids;
+  WatchResponse r;
+  WatchStream::NextInfo info;
+  std::string bytes;
+  size_t left = 4;
+  while (s->NextEncoded(&bytes, &info)) {
+    ASSERT_TRUE(r.ParseFromString(bytes));
+    ids.push_back(r.watch_id());
+    ASSERT_EQ(r.events_size(), 1);
+    EXPECT_EQ(r.events(0).kv().mod_revision(), r1);
+    EXPECT_EQ(r.header().revision(), r1);
+    EXPECT_EQ(info.queued, --left);  // responses still queued, group members each
+  }
+  EXPECT_EQ(ids, (std::vector<int64_t>{a, b, c, d}));
+
+  // Two revisions before the client reads: the group takes the second as
+  // one merge, as d's own response does.
+  const int64_t r2 = Put("k", "2");
+  const int64_t r3 = Put("k", "3");
+  std::map<int64_t, std::vector<int64_t>> revs;
+  std::vector<int64_t> order;
+  for (const WatchResponse& resp : Drain(s)) {
+    order.push_back(resp.watch_id());
+    for (const auto& ev : resp.events()) revs[resp.watch_id()].push_back(ev.kv().mod_revision());
+    EXPECT_EQ(resp.events(0).has_prev_kv(), resp.watch_id() == d);
+  }
+  for (int64_t id : {a, b, c, d}) EXPECT_EQ(revs[id], (std::vector<int64_t>{r2, r3})) << id;
+  EXPECT_EQ(order, (std::vector<int64_t>{a, b, c, d}));
+
+  // Once part of a group was sent, the next revision is no longer merged
+  // into it: every member still gets every revision once, in order.
+  const int64_t r4 = Put("k", "4");
+  ASSERT_TRUE(NextChecked(s, &r));
+  EXPECT_EQ(r.watch_id(), a);
+  const int64_t r5 = Put("k", "5");
+  revs.clear();
+  order.clear();
+  revs[a].push_back(r4);
+  for (const WatchResponse& resp : Drain(s)) {
+    order.push_back(resp.watch_id());
+    for (const auto& ev : resp.events()) revs[resp.watch_id()].push_back(ev.kv().mod_revision());
+  }
+  for (int64_t id : {a, b, c, d}) EXPECT_EQ(revs[id], (std::vector<int64_t>{r4, r5})) << id;
+  EXPECT_EQ(order, (std::vector<int64_t>{b, c, d, a, b, c}));
+  EXPECT_EQ(hub_->SlowWatcherCount(), 0u);
+}
+
 // A progress or control response queued behind a watcher's events is never
 // overtaken by events merged into them.
 TEST_F(WatchHubTest, MergedEventsNeverOvertakeAProgressResponse) {

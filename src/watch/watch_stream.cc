@@ -125,10 +125,12 @@ bool WatchStream::NextEncoded(std::string* out, NextInfo* info) {
     } else {
       control_responses_--;
     }
-    queue_.pop_front();
-    popped_++;
+    if (!p.NextInGroup()) {
+      queue_.pop_front();
+      popped_++;
+    }
   }
-  if (info != nullptr) info->queued = queue_.size();
+  if (info != nullptr) info->queued = event_responses_ + control_responses_;
   return true;
 }
 
@@ -162,6 +164,7 @@ QueuedResponse* WatchStream::MergeTargetLocked(const uint64_t* merge_seq, int64_
   }
   QueuedResponse& prev = queue_[*merge_seq - popped_];
   if (prev.is_event && prev.next_event == 0 && prev.watch_id == watch_id && !prev.events.empty() &&
+      !prev.grouped() &&
       BudgetBytes(prev) + add <= hub_->options_.max_merged_response_bytes) {
     return &prev;
   }
@@ -213,6 +216,62 @@ bool WatchStream::TryPushLiveLocked(Watcher* w, int64_t revision, EventSelection
   if (QueuedResponse* prev = MergeTargetLocked(&w->queued_seq, w->watch_id, add)) {
     return MergeLocked(prev, std::move(selected), revision, add);
   }
+  // The same events as the response queued last, for another watcher of
+  // this stream: one more id in that entry. Not a response that may be
+  // fragmented (fragments are cut per response). A group is never merged
+  // into, so only a watcher with nothing queued joins one: on a backed-up
+  // stream each watcher's later revisions still merge into its own response.
+  const bool nothing_queued = w->queued_seq == Watcher::kNoSeq || w->queued_seq < popped_;
+  if (nothing_queued && !queue_.empty()) {
+    QueuedResponse& last = queue_.back();
+    if (last.is_event && last.revision == revision && last.next_event == 0 &&
+        last.fragment == w->fragment && !(last.fragment && selected.count() >= 2) &&
+        last.compact_revision() == 0 && last.cancel_reason().empty() && last.events.SameAs(selected)) {
+      const size_t bytes = BudgetBytes(last);
+      const WatchHubOptions& o = hub_->options_;
+      if (event_responses_ >= o.max_pending_responses || event_bytes_ + bytes > o.max_pending_bytes) {
+        return false;
+      }
+      last.AddToGroup(w->watch_id);
+      w->queued_seq = pushed_ - 1;  // a group: never a merge target
+      event_responses_++;
+      event_bytes_ += bytes;
+      return true;  // the reader was already told about `last`
+    }
+  }
+  return PushLiveLocked(w, revision, std::move(selected), notify);
+}
+
+size_t WatchStream::TryMergeIntoGroupLocked(const std::vector<std::pair<Watcher*, EventSelection>>& staged,
+                                            size_t i, int64_t revision) {
+  const Watcher* w = staged[i].first;
+  const uint64_t seq = w->queued_seq;
+  if (queue_closed_ || seq == Watcher::kNoSeq || seq < popped_ || seq < merge_floor_) return 0;
+  QueuedResponse& g = queue_[seq - popped_];
+  if (!g.grouped() || g.rare->group_next != 0 || g.next_event != 0 || !g.is_event || g.events.empty() ||
+      g.watch_id != w->watch_id || g.revision >= revision) {
+    return 0;
+  }
+  const EventSelection& events = staged[i].second;
+  const std::vector<int64_t>& others = g.rare->group;
+  if (staged.size() - i < 1 + others.size()) return 0;
+  for (size_t k = 0; k < others.size(); k++) {
+    const auto& [member, selected] = staged[i + 1 + k];
+    if (member->watch_id != others[k] || member->queued_seq != seq || !selected.SameAs(events)) return 0;
+  }
+  const WatchHubOptions& o = hub_->options_;
+  const size_t add = events.bytes();
+  const size_t members = 1 + others.size();
+  if (BudgetBytes(g) + add > o.max_merged_response_bytes || event_bytes_ + add * members > o.max_pending_bytes) {
+    return 0;
+  }
+  g.events.Append(events);
+  g.revision = revision;
+  event_bytes_ += add * members;
+  return members;  // the reader was already told about `g`
+}
+
+bool WatchStream::PushLiveLocked(Watcher* w, int64_t revision, EventSelection&& selected, bool* notify) {
   QueuedResponse r;
   r.watch_id = w->watch_id;
   r.revision = revision;
