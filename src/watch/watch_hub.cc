@@ -300,6 +300,10 @@ void WatchHub::Restored(int64_t rev) {
   published_rev_ = rev;
 }
 
+namespace {
+constexpr size_t kKeptMatchesCapacity = 4096;
+}  // namespace
+
 void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
   ReadyList ready;
   {
@@ -346,7 +350,13 @@ void WatchHub::Publish(int64_t rev, const std::vector<mvccpb::Event>& events) {
       StageLive(block, std::span(matches_).subspan(i, j - i));
       i = j;
     }
-    matches_.clear();
+    // A fan-out to many watchers would keep 16 bytes per watcher between
+    // revisions (1.6 MB for 100,000); a small one keeps its room.
+    if (matches_.capacity() > kKeptMatchesCapacity) {
+      std::vector<std::pair<Watcher*, uint32_t>>().swap(matches_);
+    } else {
+      matches_.clear();
+    }
     PushStaged(rev, &ready);
   }
   ready.Run();
@@ -362,7 +372,9 @@ void WatchHub::StageLive(const EventBlockRef& block,
   if (selected.empty()) return;  // all filtered out: etcd sends nothing
   WatchStream* s = w->stream;
   if (s->staged_.empty()) staged_streams_.push_back(s);
-  s->staged_.emplace_back(w, std::move(selected));
+  auto& selections = s->staged_selections_;
+  if (selections.empty() || !selections.back().SameAs(selected)) selections.push_back(std::move(selected));
+  s->staged_.emplace_back(w, static_cast<uint32_t>(selections.size() - 1));
 }
 
 namespace {
@@ -374,16 +386,20 @@ void WatchHub::PushStaged(int64_t rev, ReadyList* ready) {
     bool notify = false;
     {
       std::lock_guard<std::mutex> lock(s->queue_mu_);
-      auto& staged = s->staged_;
+      const auto& staged = s->staged_;
+      auto& selections = s->staged_selections_;
       for (size_t i = 0; i < staged.size();) {
         // A group of watchers behind on this stream takes the revision as
         // one merge, as each of them would merge it into its own response.
-        if (const size_t n = s->TryMergeIntoGroupLocked(staged, i, rev); n > 0) {
+        if (const size_t n = s->TryMergeIntoGroupLocked(staged, selections, i, rev); n > 0) {
           for (size_t k = i; k < i + n; k++) staged[k].first->events_since_progress = true;
           i += n;
           continue;
         }
-        auto& [w, selected] = staged[i++];
+        const auto [w, index] = staged[i++];
+        // The selection's last user takes it; the others a copy.
+        const bool last_use = i == staged.size() || staged[i].second != index;
+        EventSelection selected = last_use ? std::move(selections[index]) : selections[index];
         if (s->TryPushLiveLocked(w, rev, std::move(selected), &notify)) {
           w->events_since_progress = true;
         } else {
@@ -392,11 +408,16 @@ void WatchHub::PushStaged(int64_t rev, ReadyList* ready) {
       }
     }
     // A stream of many watchers would keep room for all of them between
-    // revisions (80 bytes each); a small one keeps its room.
+    // revisions; a small one keeps its room.
     if (s->staged_.capacity() > kKeptStagedCapacity) {
-      std::vector<std::pair<Watcher*, EventSelection>>().swap(s->staged_);
+      WatchStream::Staged().swap(s->staged_);
     } else {
       s->staged_.clear();
+    }
+    if (s->staged_selections_.capacity() > kKeptStagedCapacity) {
+      std::vector<EventSelection>().swap(s->staged_selections_);
+    } else {
+      s->staged_selections_.clear();
     }
     if (notify) ready->Add(s);
   }

@@ -242,7 +242,7 @@ bool WatchStream::TryPushLiveLocked(Watcher* w, int64_t revision, EventSelection
   return PushLiveLocked(w, revision, std::move(selected), notify);
 }
 
-size_t WatchStream::TryMergeIntoGroupLocked(const std::vector<std::pair<Watcher*, EventSelection>>& staged,
+size_t WatchStream::TryMergeIntoGroupLocked(const Staged& staged, const std::vector<EventSelection>& selections,
                                             size_t i, int64_t revision) {
   const Watcher* w = staged[i].first;
   const uint64_t seq = w->queued_seq;
@@ -252,12 +252,15 @@ size_t WatchStream::TryMergeIntoGroupLocked(const std::vector<std::pair<Watcher*
       g.watch_id != w->watch_id || g.revision >= revision) {
     return 0;
   }
-  const EventSelection& events = staged[i].second;
+  const EventSelection& events = selections[staged[i].second];
   const std::vector<int64_t>& others = g.rare->group;
   if (staged.size() - i < 1 + others.size()) return 0;
   for (size_t k = 0; k < others.size(); k++) {
     const auto& [member, selected] = staged[i + 1 + k];
-    if (member->watch_id != others[k] || member->queued_seq != seq || !selected.SameAs(events)) return 0;
+    if (member->watch_id != others[k] || member->queued_seq != seq ||
+        (selected != staged[i].second && !selections[selected].SameAs(events))) {
+      return 0;
+    }
   }
   const WatchHubOptions& o = hub_->options_;
   const size_t add = events.bytes();
