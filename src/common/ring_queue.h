@@ -19,7 +19,6 @@
 
 #include <cassert>
 #include <cstddef>
-#include <memory>
 #include <new>
 #include <utility>
 

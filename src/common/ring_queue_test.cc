@@ -45,7 +45,9 @@ TEST(RingQueueTest, HoldsNoMemoryOnceDrained) {
     EXPECT_EQ(*q.front(), i);
     q.pop_front();
     // Halved whenever a quarter full: never more than 4x what it holds.
-    if (!q.empty()) EXPECT_LE(q.capacity(), std::max<size_t>(16, 4 * q.size() + 8));
+    if (!q.empty()) {
+      EXPECT_LE(q.capacity(), std::max<size_t>(16, 4 * q.size() + 8));
+    }
   }
   EXPECT_TRUE(q.empty());
   EXPECT_EQ(q.capacity(), 0u);

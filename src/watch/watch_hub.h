@@ -134,8 +134,6 @@ struct QueuedResponse {
     next_event = 0;
     return true;
   }
-  // Ids of the group not sent yet, not counting watch_id.
-  size_t group_left() const { return grouped() ? rare->group.size() - rare->group_next : 0; }
 
   // The fields only a compacted or refused watch's response carries, or a
   // group's.
@@ -261,11 +259,15 @@ class WatchStream : public std::enable_shared_from_this<WatchStream> {
   // Publish's path for a group: when staged[i] is the first member of the
   // group holding its watcher's last queued response, nothing of that group
   // was sent yet, and the next members of staged (from i) are the group's
-  // other members in order with the same events, merges those events into
+  // other members in order with the same events (the same selection index:
+  // StageLive shares one selection among consecutive equal ones), merges those events into
   // the group once and returns the number of staged entries so handled (the
   // group's size); else 0 and nothing changes. REQUIRES: queue_mu_ held.
   size_t TryMergeIntoGroupLocked(const Staged& staged, const std::vector<EventSelection>& selections, size_t i,
                                  int64_t revision);
+  // Whether the event budget takes one more response of `bytes` (budget
+  // bytes). REQUIRES: queue_mu_ held.
+  bool EventRoomLocked(size_t bytes) const;
   // TryPushLiveLocked's new entry (no merge, no group).
   bool PushLiveLocked(Watcher* w, int64_t revision, EventSelection&& selected, bool* notify);
   // The queued response of `watch_id` that `add` more bytes of events may be

@@ -183,18 +183,14 @@ bool WatchStream::MergeLocked(QueuedResponse* prev, Events&& events, int64_t rev
 bool WatchStream::TryPushEventLocked(QueuedResponse response, bool fragment, uint64_t* merge_seq,
                                      bool* notify) {
   if (queue_closed_) return true;  // nobody will read it; not a slow consumer
-  const WatchHubOptions& o = hub_->options_;
   if (!response.events.empty()) {
     const size_t add = response.events.bytes();
     if (QueuedResponse* prev = MergeTargetLocked(merge_seq, response.watch_id, add)) {
       return MergeLocked(prev, std::move(response.events), response.revision, add);
     }
   }
-  const size_t bytes = kResponseBytes + response.events.bytes();
-  if (event_responses_ > 0 &&
-      (event_responses_ >= o.max_pending_responses || event_bytes_ + bytes > o.max_pending_bytes)) {
-    return false;
-  }
+  const size_t bytes = BudgetBytes(response);
+  if (event_responses_ > 0 && !EventRoomLocked(bytes)) return false;
   if (response.events.empty()) merge_floor_ = pushed_ + 1;  // a progress response
   if (merge_seq != nullptr) *merge_seq = pushed_;
   queue_.push_back(std::move(response));
@@ -228,10 +224,7 @@ bool WatchStream::TryPushLiveLocked(Watcher* w, int64_t revision, EventSelection
         last.fragment == w->fragment && !(last.fragment && selected.count() >= 2) &&
         last.compact_revision() == 0 && last.cancel_reason().empty() && last.events.SameAs(selected)) {
       const size_t bytes = BudgetBytes(last);
-      const WatchHubOptions& o = hub_->options_;
-      if (event_responses_ >= o.max_pending_responses || event_bytes_ + bytes > o.max_pending_bytes) {
-        return false;
-      }
+      if (!EventRoomLocked(bytes)) return false;
       last.AddToGroup(w->watch_id);
       w->queued_seq = pushed_ - 1;  // a group: never a merge target
       event_responses_++;
@@ -257,10 +250,7 @@ size_t WatchStream::TryMergeIntoGroupLocked(const Staged& staged, const std::vec
   if (staged.size() - i < 1 + others.size()) return 0;
   for (size_t k = 0; k < others.size(); k++) {
     const auto& [member, selected] = staged[i + 1 + k];
-    if (member->watch_id != others[k] || member->queued_seq != seq ||
-        (selected != staged[i].second && !selections[selected].SameAs(events))) {
-      return 0;
-    }
+    if (member->watch_id != others[k] || member->queued_seq != seq || selected != staged[i].second) return 0;
   }
   const WatchHubOptions& o = hub_->options_;
   const size_t add = events.bytes();
@@ -272,6 +262,11 @@ size_t WatchStream::TryMergeIntoGroupLocked(const Staged& staged, const std::vec
   g.revision = revision;
   event_bytes_ += add * members;
   return members;  // the reader was already told about `g`
+}
+
+bool WatchStream::EventRoomLocked(size_t bytes) const {
+  const WatchHubOptions& o = hub_->options_;
+  return event_responses_ < o.max_pending_responses && event_bytes_ + bytes <= o.max_pending_bytes;
 }
 
 bool WatchStream::PushLiveLocked(Watcher* w, int64_t revision, EventSelection&& selected, bool* notify) {
