@@ -364,7 +364,9 @@ def test_members_talk_on_raw_peer_streams(three):
     gRPC: a member has one reader thread per member that dialed it (a
     thread per connection, one connection per sending member, dialed when
     it first has something to say). Followers talk only to the leader: the
-    leader reads two streams, each follower one."""
+    leader reads two streams, each follower one, unless the first election
+    was contested (two candidates each dialed every member: CI saw [2, 2, 2]
+    once); never more than one stream per other member."""
     if cluster.TARGET != "cairn":
         pytest.skip("cairn's own peer protocol")
     a, b, c = three.members
@@ -384,7 +386,7 @@ def test_members_talk_on_raw_peer_streams(three):
         if sorted(counts) == [1, 1, 2] or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    assert sorted(counts) == [1, 1, 2]
+    assert all(1 <= n <= 2 for n in counts), counts
     assert counts[three.members.index(three.leader())] == 2
 
 
